@@ -1,0 +1,150 @@
+//! The compiled, immutable configuration every shard holds.
+//!
+//! Everything fallible (validation, reference resolution, DNS) happens while
+//! compiling, on the control thread; applying a snapshot on a shard is a
+//! pointer swap and cannot fail. Indices (`usize`) point into the vectors of
+//! the same [`Gateway`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::route::Router;
+
+/// A SHA-256 digest of an API key's plaintext.
+pub type KeyHash = [u8; 32];
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every applied change.
+    pub generation: u64,
+    pub gateways: Vec<Gateway>,
+    /// sha256(plaintext key) → key.
+    pub keys: HashMap<KeyHash, ApiKey>,
+    /// Lower-case subdomain → index into `gateways`.
+    pub subdomains: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// The configuration with nothing in it.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            generation: 0,
+            gateways: Vec::new(),
+            keys: HashMap::new(),
+            subdomains: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    pub id: String,
+    pub name: String,
+    /// `status == "active"`; an inactive gateway answers 403 to everything.
+    pub active: bool,
+    /// Matches (method, path, headers) to an index into `rules`.
+    pub router: Router,
+    pub rules: Vec<Rule>,
+    pub services: Vec<Service>,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// Index into `Snapshot::gateways`.
+    pub gateway: usize,
+    pub active: bool,
+    pub expires_at: Option<SystemTime>,
+    /// Indices into the gateway's `rules` this key may use; `None`: all.
+    pub policies: Option<Vec<usize>>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub name: String,
+    /// The rule's path as configured, e.g. `/v1` or `/v1/{model}/chat`.
+    pub path: String,
+    /// Index into the gateway's `services`.
+    pub service: usize,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub retry_attempts: u32,
+    pub public: bool,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub kind: ServiceKind,
+    /// Pre-rendered `Name: value\r\n` lines from the service's `headers`
+    /// and `credentials`, injected after the target's.
+    pub inject: Vec<u8>,
+    /// Lower-case names of the headers in `inject`.
+    pub inject_names: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum ServiceKind {
+    /// Index into the gateway's `upstreams`.
+    Upstream(usize),
+    /// A single fixed target (`type: "endpoint"`).
+    Endpoint(Target),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    Random,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub id: String,
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub targets: Vec<Target>,
+    /// Stable across snapshots (hash of the upstream id): per-shard balancer
+    /// state is keyed by it so a config change does not reset it.
+    pub key: u64,
+    pub passive_health: Option<PassiveHealth>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PassiveHealth {
+    /// Consecutive failures that mark a target down.
+    pub threshold: u32,
+    /// Seconds a target stays down.
+    pub interval_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    /// Stable across snapshots (hash of the target id): per-shard state
+    /// (health, in-flight counts, balancer weights) is keyed by it.
+    pub key: u64,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// Resolved when compiling; `None` when the name did not resolve.
+    pub addr: Option<SocketAddr>,
+    /// The `Host` header value: `host`, or `host:port` off the default port.
+    pub authority: String,
+    /// Path prefix without a trailing slash (`""` for none).
+    pub path: String,
+    pub weight: u32,
+    pub provider: Option<String>,
+    /// Pre-rendered `Name: value\r\n` lines: the target's `headers`, then its
+    /// credentials as its provider wants them.
+    pub inject: Vec<u8>,
+    /// Lower-case names of the headers in `inject`; a client header of the
+    /// same name is dropped.
+    pub inject_names: Vec<String>,
+}
