@@ -1,1 +1,31 @@
-fn main() {}
+//! The `ringgate` command line: parses arguments and hands over to the library.
+
+use argh::FromArgs;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// ringgate: a thread-per-core AI gateway on io_uring.
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Serve(ringgate::runtime::ServeArgs),
+    MockUpstream(ringgate::mock_upstream::MockArgs),
+    Check(ringgate::runtime::preflight::CheckArgs),
+}
+
+fn main() {
+    let cli: Cli = argh::from_env();
+    let code = match cli.command {
+        Command::Serve(args) => ringgate::runtime::serve(args),
+        Command::MockUpstream(args) => ringgate::mock_upstream::main(args),
+        Command::Check(args) => ringgate::runtime::preflight::main(args),
+    };
+    std::process::exit(code);
+}
