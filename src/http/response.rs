@@ -177,3 +177,207 @@ fn merge_content_length(seen: Option<Result<u64, ()>>, value: &[u8]) -> Result<u
     }
     current.ok_or(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[u8], head: bool) -> Result<Option<ResponseHead>, HttpError> {
+        parse_response(s, &Limits::default(), head)
+    }
+
+    fn ok(s: &[u8]) -> ResponseHead {
+        ok_head(s, false)
+    }
+
+    fn ok_head(s: &[u8], head: bool) -> ResponseHead {
+        match parse(s, head) {
+            Ok(Some(h)) => h,
+            other => panic!(
+                "{:?}: {:?}",
+                String::from_utf8_lossy(s),
+                other.map(|o| o.map(|h| h.body))
+            ),
+        }
+    }
+
+    fn err(s: &[u8]) -> HttpError {
+        match parse(s, false) {
+            Err(e) => e,
+            Ok(o) => panic!(
+                "{:?} parsed: {:?}",
+                String::from_utf8_lossy(s),
+                o.map(|h| h.body)
+            ),
+        }
+    }
+
+    #[test]
+    fn http_response_content_length() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n\r\nhello world!";
+        let h = ok(buf);
+        assert_eq!(h.status, 200);
+        assert_eq!(h.version, 1);
+        assert_eq!(h.reason.get(buf), b"OK");
+        assert_eq!(h.head_len, buf.len() - 12);
+        assert_eq!(h.body, BodyKind::Length(12));
+        assert!(h.keep_alive);
+        assert!(!h.is_interim());
+        assert_eq!(h.header(buf, "content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(h.headers().len(), 2);
+    }
+
+    #[test]
+    fn http_response_chunked_and_te_rules() {
+        let h = ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Chunked);
+        assert!(h.keep_alive);
+        let h = ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Chunked);
+        let h = ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(h.body, BodyKind::UntilClose);
+        assert!(!h.keep_alive);
+        let h = ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+        assert_eq!(h.body, BodyKind::UntilClose);
+        assert!(!h.keep_alive);
+        let e = err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(e.status, 502);
+        let e = err(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(e.status, 502);
+        // TE in an HTTP/1.0 response: still decoded, never reused.
+        let h =
+            ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Chunked);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn http_response_content_length_duplicates() {
+        let h = ok(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Length(7));
+        let h = ok(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n");
+        assert_eq!(h.body, BodyKind::Length(7));
+        for bad in [
+            &b"Content-Length: 7\r\nContent-Length: 8"[..],
+            b"Content-Length: 7, 8",
+            b"Content-Length: x",
+            b"Content-Length: -1",
+            b"Content-Length: ",
+            b"Content-Length: 99999999999999999999",
+            b"Content-Length: 7\r\nContent-Length: bad",
+        ] {
+            let mut buf = b"HTTP/1.1 200 OK\r\n".to_vec();
+            buf.extend_from_slice(bad);
+            buf.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(err(&buf).status, 502, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn http_response_until_close_without_framing() {
+        let h = ok(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+        assert_eq!(h.body, BodyKind::UntilClose);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn http_response_bodiless_statuses_and_head() {
+        for s in [
+            b"100 Continue",
+            &b"103 Early Hints"[..],
+            b"204 No Content",
+            b"304 Not Modified",
+        ] {
+            let mut buf = b"HTTP/1.1 ".to_vec();
+            buf.extend_from_slice(s);
+            buf.extend_from_slice(b"\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let h = ok(&buf);
+            assert_eq!(h.body, BodyKind::None, "{:?}", String::from_utf8_lossy(s));
+            assert!(h.keep_alive);
+            // Framing headers stay visible.
+            assert_eq!(h.header(&buf, "content-length"), Some(&b"10"[..]));
+        }
+        let h = ok_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", true);
+        assert_eq!(h.body, BodyKind::None);
+        assert!(h.keep_alive);
+        let h = ok_head(b"HTTP/1.1 200 OK\r\n\r\n", true);
+        assert_eq!(h.body, BodyKind::None);
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn http_response_interim() {
+        assert!(ok(b"HTTP/1.1 100 Continue\r\n\r\n").is_interim());
+        assert!(ok(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n").is_interim());
+        let up = ok(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+        assert!(!up.is_interim());
+        assert!(!up.keep_alive);
+        assert!(!ok(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_interim());
+    }
+
+    #[test]
+    fn http_response_keep_alive_rules() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", true),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n", false),
+        ];
+        for (c, ka) in cases {
+            assert_eq!(ok(c).keep_alive, *ka, "{:?}", String::from_utf8_lossy(c));
+        }
+    }
+
+    #[test]
+    fn http_response_status_line() {
+        let buf = b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n";
+        let h = ok(buf);
+        assert!(h.reason.is_empty());
+        assert_eq!(h.reason.get(buf), b"");
+        let h = ok(b"HTTP/1.1 999 Whatever\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.status, 999);
+        for bad in [
+            &b"HTTP/1.1 099 Low\r\n\r\n"[..],
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"ICY 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+        ] {
+            assert_eq!(err(bad).status, 502, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn http_response_partial_and_too_large() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        for i in 0..buf.len() {
+            assert!(matches!(parse(&buf[..i], false), Ok(None)), "prefix {i}");
+        }
+        let limits = Limits {
+            max_head_bytes: 32,
+            max_headers: 2,
+        };
+        assert_eq!(parse_response(buf, &limits, false).unwrap_err().status, 502);
+        let many = b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        let limits = Limits {
+            max_head_bytes: 1024,
+            max_headers: 2,
+        };
+        assert_eq!(
+            parse_response(many, &limits, false).unwrap_err().status,
+            502
+        );
+    }
+}
