@@ -273,3 +273,240 @@ pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = b"5;name=value;x=\"q\"\r\nhello\r\n\
+        1A \t;ext\r\nabcdefghijklmnopqrstuvwxyz\r\n\
+        0000000000000003\r\n\r\n\r\r\n\
+        0;last\r\nX-Trailer: 1\r\nOther: two words\r\n\r\n";
+    const PAYLOAD: &[u8] = b"helloabcdefghijklmnopqrstuvwxyz\r\n\r";
+    const NEXT: &[u8] = b"GET /next HTTP/1.1\r\n\r\n";
+
+    /// Feeds `parts` in order, returns (payload, total consumed, done).
+    fn run(parts: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), HttpError> {
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        let mut done = false;
+        for p in parts {
+            let pr = d.feed(p, &mut |b| out.extend_from_slice(b))?;
+            assert!(pr.consumed <= p.len());
+            if !pr.done {
+                // Not done: everything offered must have been taken.
+                assert_eq!(pr.consumed, p.len());
+            }
+            consumed += pr.consumed;
+            done = pr.done;
+            assert_eq!(done, d.is_done());
+            if done {
+                break;
+            }
+        }
+        Ok((out, consumed, done))
+    }
+
+    fn decode_err(input: &[u8]) -> HttpError {
+        match run(&[input]) {
+            Err(e) => e,
+            Ok(r) => panic!("{:?} decoded: {:?}", String::from_utf8_lossy(input), r),
+        }
+    }
+
+    #[test]
+    fn http_chunked_whole_body_then_pipelined_bytes_untouched() {
+        let mut input = BODY.to_vec();
+        input.extend_from_slice(NEXT);
+        let (out, consumed, done) = run(&[&input]).unwrap();
+        assert!(done);
+        assert_eq!(consumed, BODY.len());
+        assert_eq!(out, PAYLOAD);
+    }
+
+    #[test]
+    fn http_chunked_split_at_every_position() {
+        let mut input = BODY.to_vec();
+        input.extend_from_slice(NEXT);
+        for split in 0..=input.len() {
+            let (a, b) = input.split_at(split);
+            let (out, consumed, done) = run(&[a, b]).unwrap();
+            assert!(done, "split {split}");
+            assert_eq!(consumed, BODY.len(), "split {split}");
+            assert_eq!(out, PAYLOAD, "split {split}");
+        }
+        // And at every pair of positions.
+        for i in 0..=BODY.len() {
+            for j in i..=BODY.len() {
+                let (out, consumed, done) = run(&[&input[..i], &input[i..j], &input[j..]]).unwrap();
+                assert!(
+                    done && consumed == BODY.len() && out == PAYLOAD,
+                    "splits {i} {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn http_chunked_one_byte_at_a_time() {
+        let mut input = BODY.to_vec();
+        input.extend_from_slice(NEXT);
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let mut consumed = 0;
+        for (i, b) in input.iter().enumerate() {
+            let pr = d
+                .feed(std::slice::from_ref(b), &mut |x| out.extend_from_slice(x))
+                .unwrap();
+            consumed += pr.consumed;
+            assert_eq!(pr.done, i + 1 >= BODY.len(), "byte {i}");
+            assert_eq!(pr.consumed, usize::from(i < BODY.len()), "byte {i}");
+        }
+        assert_eq!(consumed, BODY.len());
+        assert_eq!(out, PAYLOAD);
+        // Once done, nothing more is consumed.
+        let pr = d
+            .feed(b"5\r\nhello\r\n", &mut |_| panic!("no data after the end"))
+            .unwrap();
+        assert_eq!(
+            pr,
+            Progress {
+                consumed: 0,
+                done: true
+            }
+        );
+    }
+
+    #[test]
+    fn http_chunked_empty_body_and_big_size() {
+        let (out, consumed, done) = run(&[LAST_CHUNK]).unwrap();
+        assert!(done && out.is_empty() && consumed == LAST_CHUNK.len());
+        // 16 hex digits is the most; a u64-sized chunk starts fine.
+        let mut d = ChunkedDecoder::new();
+        let pr = d.feed(b"ffffffffffffffff\r\nab", &mut |_| {}).unwrap();
+        assert_eq!(
+            pr,
+            Progress {
+                consumed: 20,
+                done: false
+            }
+        );
+        // Empty input is a no-op.
+        assert_eq!(d.feed(b"", &mut |_| {}).unwrap().consumed, 0);
+    }
+
+    #[test]
+    fn http_chunked_size_errors() {
+        let cases: &[&[u8]] = &[
+            b"x\r\n",
+            b"\r\n",
+            b";ext\r\n",
+            b" 5\r\n",
+            b"-5\r\n",
+            b"5 x\r\n",
+            b"0x5\r\n",
+            b"10000000000000000\r\n", // 17 digits: overflow
+            b"00000000000000001\r\n", // 17 digits, even if small
+            b"5\n",                   // LF-only
+            b"5\rx",
+            b"5;a\x01b\r\n",
+            b"5;a\nb\r\n",
+        ];
+        for c in cases {
+            assert_eq!(
+                decode_err(c).status,
+                400,
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        let mut long = b"5;".to_vec();
+        long.resize(MAX_SIZE_LINE, b'a');
+        let mut d = ChunkedDecoder::new();
+        assert!(d.feed(&long, &mut |_| {}).is_ok());
+        assert_eq!(d.feed(b"a", &mut |_| {}).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn http_chunked_data_crlf_errors() {
+        for c in [
+            &b"3\r\nabcX\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\rX0\r\n\r\n",
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabcd\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode_err(c).status,
+                400,
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn http_chunked_trailer_errors_and_limit() {
+        for c in [
+            &b"0\r\nX: 1\n\r\n"[..],
+            b"0\r\n\n",
+            b"0\r\n\rX",
+            b"0\r\nX: a\x00b\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode_err(c).status,
+                400,
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        let mut ok = b"0\r\n".to_vec();
+        let mut trailer = Vec::new();
+        while trailer.len() + 20 <= MAX_TRAILER_BYTES - 2 {
+            trailer.extend_from_slice(b"X-T: 0123456789abc\r\n");
+        }
+        ok.extend_from_slice(&trailer);
+        ok.extend_from_slice(b"\r\n");
+        assert!(run(&[&ok]).unwrap().2);
+        let mut big = b"0\r\n".to_vec();
+        while big.len() < MAX_TRAILER_BYTES + 100 {
+            big.extend_from_slice(b"X-T: 0123456789abc\r\n");
+        }
+        big.extend_from_slice(b"\r\n");
+        assert_eq!(decode_err(&big).status, 400);
+    }
+
+    #[test]
+    fn http_chunked_error_is_sticky() {
+        let mut d = ChunkedDecoder::new();
+        assert!(d.feed(b"zz", &mut |_| {}).is_err());
+        assert!(d.feed(b"0\r\n\r\n", &mut |_| {}).is_err());
+        assert!(!d.is_done());
+    }
+
+    #[test]
+    fn http_chunked_encode_and_roundtrip() {
+        let mut out = Vec::new();
+        encode_chunk(b"", &mut out);
+        assert!(out.is_empty());
+        encode_chunk(b"hello", &mut out);
+        assert_eq!(out, b"5\r\nhello\r\n");
+        out.clear();
+        let big = vec![b'x'; 0x1a2b];
+        encode_chunk(&big, &mut out);
+        assert!(out.starts_with(b"1a2b\r\nxxx"));
+        assert!(out.ends_with(b"x\r\n"));
+        assert_eq!(out.len(), 4 + 2 + 0x1a2b + 2);
+
+        let mut wire = Vec::new();
+        let pieces: [&[u8]; 4] = [b"data: {\"a\":1}\n\n", b"", b"x", &big];
+        for p in pieces {
+            encode_chunk(p, &mut wire);
+        }
+        wire.extend_from_slice(LAST_CHUNK);
+        let (decoded, consumed, done) = run(&[&wire]).unwrap();
+        assert!(done);
+        assert_eq!(consumed, wire.len());
+        assert_eq!(decoded, pieces.concat());
+    }
+}

@@ -170,3 +170,94 @@ fn escape_json(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[plain..]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_errors_write_error_exact_bytes() {
+        let mut out = Vec::new();
+        write_error(
+            &mut out,
+            429,
+            "rate limited",
+            "req-1",
+            b"Retry-After: 3\r\n",
+            true,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 429 Too Many Requests\r\n\
+             Content-Type: application/json\r\n\
+             Content-Length: 24\r\n\
+             X-Request-Id: req-1\r\n\
+             Retry-After: 3\r\n\
+             \r\n\
+             {\"error\":\"rate limited\"}"
+        );
+    }
+
+    #[test]
+    fn http_errors_write_error_close_and_escaping() {
+        let mut out = b"prefix|".to_vec();
+        write_error(&mut out, 400, "bad \"x\"\\\n\u{1}é", "id", b"", false);
+        let body = "{\"error\":\"bad \\\"x\\\"\\\\\\n\\u0001é\"}";
+        let expected = format!(
+            "prefix|HTTP/1.1 400 Bad Request\r\n\
+             Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\
+             X-Request-Id: id\r\n\
+             Connection: close\r\n\
+             \r\n{body}",
+            body.len()
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // The escaped body is valid JSON that round-trips.
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "bad \"x\"\\\n\u{1}é");
+    }
+
+    #[test]
+    fn http_errors_request_id_cannot_inject_headers() {
+        let mut out = Vec::new();
+        write_error(&mut out, 502, "upstream", "a\r\nX-Evil: 1", b"", true);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("X-Request-Id: aX-Evil: 1\r\n"), "{s}");
+        let mut out = Vec::new();
+        write_error(&mut out, 503, "none", "", b"", true);
+        assert!(!String::from_utf8(out).unwrap().contains("X-Request-Id"));
+    }
+
+    #[test]
+    fn http_errors_write_json_exact_bytes() {
+        let mut out = Vec::new();
+        write_json(&mut out, 200, br#"{"message":"pong"}"#, None, true);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n{\"message\":\"pong\"}"
+        );
+        let mut out = Vec::new();
+        write_json(&mut out, 404, b"{}", Some("r"), false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nX-Request-Id: r\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn http_errors_reason_phrases() {
+        assert_eq!(reason(400), "Bad Request");
+        assert_eq!(reason(401), "Unauthorized");
+        assert_eq!(reason(403), "Forbidden");
+        assert_eq!(reason(404), "Not Found");
+        assert_eq!(reason(408), "Request Timeout");
+        assert_eq!(reason(413), "Content Too Large");
+        assert_eq!(reason(429), "Too Many Requests");
+        assert_eq!(reason(431), "Request Header Fields Too Large");
+        assert_eq!(reason(502), "Bad Gateway");
+        assert_eq!(reason(503), "Service Unavailable");
+        assert_eq!(reason(504), "Gateway Timeout");
+        assert_eq!(reason(799), "Unknown");
+    }
+}
