@@ -450,6 +450,7 @@ mod tests {
         for c in [
             &b"0\r\nX: 1\n\r\n"[..],
             b"0\r\n\n",
+            b"0\r\nX: 1\rY\r\n\r\n",
             b"0\r\n\rX",
             b"0\r\nX: a\x00b\r\n\r\n",
         ] {
