@@ -3,8 +3,13 @@
 //! `ringgate mock-upstream --listen ADDR [--name NAME] [--shards N]` runs N unpinned glommio
 //! executors, each accepting on its own `SO_REUSEPORT` socket. It answers
 //! `POST /v1/chat/completions` (plain and SSE streaming), `GET /v1/models`, `/echo[/...]`
-//! (reflects the request as JSON) and 404 for the rest. Faults are chosen per request by
-//! `x-mock-*` headers (see [`Fault`] and the crate README/brief).
+//! (reflects the request as JSON) and 404 for the rest. Every answer carries
+//! `x-mock-conn: s<shard>-<n>` (and `x-mock-name` with `--name`).
+//!
+//! Per-request headers: `x-mock-delay-ms: N` (before the head), `x-mock-status: N`,
+//! `x-mock-fault: close | reset-mid-body | stall | garbage | close-after | slow-body`,
+//! `x-mock-chunks` / `x-mock-stream-chunks: N` and `x-mock-interval-ms: N` (streaming),
+//! `x-mock-chunked: 1` (chunked `/echo` answer).
 //!
 //! The hot path keeps one read buffer and two output buffers per connection, parses heads
 //! with `httparse` into a stack array and writes every plain response with a single write.
