@@ -1,0 +1,206 @@
+//! Raw-HTTP helpers shared by the integration tests (no HTTP client crates).
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Kills and reaps the child process when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ringgate mock-upstream --listen 127.0.0.1:0 <extra>` and waits (up to 20 s) for its
+/// "listening on" line; returns the guard and the bound address.
+pub fn spawn_mock(extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    let mut args = vec!["mock-upstream", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ringgate mock-upstream");
+    let mut guard = ChildGuard(child);
+    let line = wait_for_line(&mut guard, "ringgate mock-upstream listening on http://");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("bad listening line: {line:?}"));
+    (guard, addr)
+}
+
+/// Reads the child's stdout (on a helper thread, which keeps draining it afterwards) until a line
+/// starting with `prefix` appears; panics after 20 s or when stdout closes first.
+pub fn wait_for_line(guard: &mut ChildGuard, prefix: &str) -> String {
+    let stdout = guard.0.stdout.take().expect("child stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    let wanted = prefix.to_string();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut sent = false;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if !sent && line.starts_with(&wanted) => {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(l) => l,
+        Err(_) => {
+            let status = guard.0.try_wait().ok().flatten();
+            panic!("child never printed {prefix:?} (exit status: {status:?})");
+        }
+    }
+}
+
+/// Connects with 10 s read/write timeouts and TCP_NODELAY.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A connection plus a buffered reader on it (keeps bytes of pipelined answers).
+pub fn connect_buffered(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let s = connect(addr);
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+/// First value of header `name` (case-insensitive).
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// status, headers (in order, names as sent), body.
+pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn read_line_crlf<R: BufRead>(r: &mut R) -> io::Result<String> {
+    let mut line = Vec::new();
+    let n = r.read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    if !line.ends_with(b"\n") {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated line",
+        ));
+    }
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_err(|_| bad("non-UTF-8 line"))
+}
+
+/// Reads a status line and headers (skipping 1xx interim answers).
+pub fn read_head<R: BufRead>(r: &mut R) -> io::Result<(u16, Vec<(String, String)>)> {
+    loop {
+        let status_line = read_line_crlf(r)?;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        if !version.starts_with("HTTP/1.") {
+            return Err(bad(format!("bad status line {status_line:?}")));
+        }
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let line = read_line_crlf(r)?;
+            if line.is_empty() {
+                break;
+            }
+            let (n, v) = line
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        return Ok((status, headers));
+    }
+}
+
+/// Reads one chunk of a chunked body: Some(data), or None for the last chunk (trailers consumed).
+pub fn read_chunk<R: BufRead>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
+    let line = read_line_crlf(r)?;
+    let size_str = line.split(';').next().unwrap_or("").trim();
+    let size =
+        usize::from_str_radix(size_str, 16).map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+    if size == 0 {
+        loop {
+            if read_line_crlf(r)?.is_empty() {
+                return Ok(None);
+            }
+        }
+    }
+    let mut data = vec![0; size];
+    r.read_exact(&mut data)?;
+    let mut crlf = [0u8; 2];
+    r.read_exact(&mut crlf)?;
+    if &crlf != b"\r\n" {
+        return Err(bad("missing CRLF after chunk data"));
+    }
+    Ok(Some(data))
+}
+
+/// Reads one whole response: status, headers, body (Content-Length, chunked or close-delimited).
+pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<Response> {
+    read_response_to(r, false)
+}
+
+/// Like [`read_response`]; `head_request` says the request was HEAD (no body follows).
+pub fn read_response_to<R: BufRead>(r: &mut R, head_request: bool) -> io::Result<Response> {
+    let (status, headers) = read_head(r)?;
+    let mut body = Vec::new();
+    if head_request || status == 204 || status == 304 {
+        return Ok((status, headers, body));
+    }
+    let chunked = header(&headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        while let Some(c) = read_chunk(r)? {
+            body.extend_from_slice(&c);
+        }
+    } else if let Some(cl) = header(&headers, "content-length") {
+        let n: usize = cl.parse().map_err(|_| bad("bad content-length"))?;
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok((status, headers, body))
+}
