@@ -1,0 +1,358 @@
+//! Compiles a normalized, validated [`model::Config`](super::model::Config)
+//! into the immutable [`Snapshot`] every shard holds. Compiling does not
+//! fail: a host name that does not resolve gives `addr: None` (and a
+//! warning), anything validation would have refused is skipped with a log
+//! line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::SystemTime;
+
+use super::model::{self, Config, Credentials, GatewayStatus, Protocol, ServiceType};
+use super::snapshot::{
+    Algorithm, ApiKey, Gateway, PassiveHealth, Rule, Service, ServiceKind, Snapshot, Target,
+    Upstream,
+};
+use super::validate::{normalize, parse, parse_key_hash, parse_rfc3339, validate, ConfigError};
+use crate::route::{fnv1a64, RouteSpec, Router};
+
+/// `parse` + `normalize` + `validate`: a configuration file as
+/// `serve --config` and `PUT /api/v1/config` take it.
+pub fn load(json: &[u8], now: SystemTime) -> Result<Config, ConfigError> {
+    let mut cfg = parse(json)?;
+    normalize(&mut cfg, now)?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+/// A stable key for per-shard state: 64-bit FNV-1a of the entity's id.
+pub fn stable_key(id: &str) -> u64 {
+    fnv1a64(id.as_bytes())
+}
+
+/// Builds the snapshot of `cfg` (normalized and validated) as generation
+/// `generation`. Resolves target host names (IP literals never touch DNS).
+pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
+    let mut snap = Snapshot {
+        generation,
+        gateways: Vec::with_capacity(cfg.gateways.len()),
+        keys: HashMap::new(),
+        subdomains: HashMap::new(),
+    };
+    for (gi, gw) in cfg.gateways.iter().enumerate() {
+        let gateway = compile_gateway(gw);
+        if let Some(sd) = &gw.subdomain {
+            snap.subdomains.insert(sd.to_ascii_lowercase(), gi);
+        }
+        for key in &gw.keys {
+            let Some(hash) = key.key_hash.as_deref().and_then(parse_key_hash) else {
+                log::warn!(
+                    "gateway {:?}: key {:?} has no valid key_hash, skipped",
+                    gw.name,
+                    key.name
+                );
+                continue;
+            };
+            let policies = key.policies.as_ref().filter(|p| !p.is_empty()).map(|p| {
+                p.iter()
+                    .filter_map(|r| rule_index(&gw.rules, r))
+                    .collect::<Vec<_>>()
+            });
+            snap.keys.insert(
+                hash,
+                ApiKey {
+                    id: key.id.clone().unwrap_or_default(),
+                    name: key.name.clone(),
+                    gateway: gi,
+                    active: key.active,
+                    expires_at: key.expires_at.as_deref().and_then(parse_rfc3339),
+                    policies,
+                },
+            );
+        }
+        snap.gateways.push(gateway);
+    }
+    snap
+}
+
+/// A policy entry names a rule by id (or, unnormalized, by name).
+fn rule_index(rules: &[model::Rule], r: &str) -> Option<usize> {
+    rules
+        .iter()
+        .position(|x| x.id.as_deref() == Some(r))
+        .or_else(|| rules.iter().position(|x| x.name == r))
+}
+
+fn compile_gateway(gw: &model::Gateway) -> Gateway {
+    let upstreams: Vec<Upstream> = gw.upstreams.iter().map(compile_upstream).collect();
+    let services: Vec<Service> = gw
+        .services
+        .iter()
+        .map(|s| compile_service(s, &gw.upstreams))
+        .collect();
+    let mut rules = Vec::with_capacity(gw.rules.len());
+    let mut specs = Vec::with_capacity(gw.rules.len());
+    for r in &gw.rules {
+        let service = gw.services.iter().position(|s| {
+            (r.service_id.is_some() && s.id == r.service_id)
+                || (r.service_id.is_none() && r.service.as_deref() == Some(s.name.as_str()))
+        });
+        if service.is_none() {
+            log::error!(
+                "gateway {:?}: rule {:?} has no service, not routable",
+                gw.name,
+                r.name
+            );
+        }
+        specs.push(match (r.active, service) {
+            (true, Some(_)) => Some(RouteSpec {
+                path: r.path.clone(),
+                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                headers: r
+                    .headers
+                    .iter()
+                    .flatten()
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+            }),
+            _ => None,
+        });
+        rules.push(Rule {
+            id: r.id.clone().unwrap_or_default(),
+            name: r.name.clone(),
+            path: r.path.clone(),
+            service: service.unwrap_or(usize::MAX),
+            strip_path: r.strip_path,
+            preserve_host: r.preserve_host,
+            retry_attempts: r.retry_attempts,
+            public: r.public,
+        });
+    }
+    Gateway {
+        id: gw.id.clone().unwrap_or_default(),
+        name: gw.name.clone(),
+        active: gw.status == GatewayStatus::Active,
+        router: Router::new(specs),
+        rules,
+        services,
+        upstreams,
+    }
+}
+
+fn compile_upstream(u: &model::Upstream) -> Upstream {
+    let id = u.id.clone().unwrap_or_default();
+    Upstream {
+        key: stable_key(&id),
+        id,
+        name: u.name.clone(),
+        algorithm: match u.algorithm {
+            model::Algorithm::RoundRobin => Algorithm::RoundRobin,
+            model::Algorithm::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+            model::Algorithm::LeastConnections => Algorithm::LeastConnections,
+            model::Algorithm::Random => Algorithm::Random,
+        },
+        targets: u
+            .targets
+            .iter()
+            .map(|t| {
+                build_target(TargetParts {
+                    id: t.id.as_deref().unwrap_or_default(),
+                    host: &t.host,
+                    port: t.port,
+                    protocol: t.protocol,
+                    weight: t.weight,
+                    path: t.path.as_deref(),
+                    provider: t.provider.as_deref(),
+                    headers: t.headers.as_ref(),
+                    credentials: t.credentials.as_ref(),
+                })
+            })
+            .collect(),
+        passive_health: u
+            .health_checks
+            .as_ref()
+            .filter(|h| h.passive)
+            .map(|h| PassiveHealth {
+                threshold: h.threshold.max(1),
+                interval_secs: h.interval.max(1),
+            }),
+    }
+}
+
+fn compile_service(s: &model::Service, upstreams: &[model::Upstream]) -> Service {
+    let id = s.id.clone().unwrap_or_default();
+    let (kind, (inject, inject_names)) = match s.kind {
+        ServiceType::Upstream => {
+            let index = upstreams
+                .iter()
+                .position(|u| {
+                    (s.upstream_id.is_some() && u.id == s.upstream_id)
+                        || (s.upstream_id.is_none()
+                            && s.upstream.as_deref() == Some(u.name.as_str()))
+                })
+                .unwrap_or_else(|| {
+                    log::error!("service {:?} has no upstream", s.name);
+                    usize::MAX
+                });
+            (
+                ServiceKind::Upstream(index),
+                render(None, s.headers.as_ref(), s.credentials.as_ref()),
+            )
+        }
+        ServiceType::Endpoint => {
+            let protocol = s.protocol.unwrap_or_default();
+            let target = build_target(TargetParts {
+                id: &id,
+                host: s.host.as_deref().unwrap_or_default(),
+                port: s.port.unwrap_or(protocol.default_port()),
+                protocol,
+                weight: 1,
+                path: s.path.as_deref(),
+                provider: None,
+                headers: s.headers.as_ref(),
+                credentials: s.credentials.as_ref(),
+            });
+            // The endpoint's own headers and credentials are on its target.
+            (ServiceKind::Endpoint(target), (Vec::new(), Vec::new()))
+        }
+    };
+    Service {
+        id,
+        name: s.name.clone(),
+        kind,
+        inject,
+        inject_names,
+    }
+}
+
+struct TargetParts<'a> {
+    id: &'a str,
+    host: &'a str,
+    port: u16,
+    protocol: Protocol,
+    weight: u32,
+    path: Option<&'a str>,
+    provider: Option<&'a str>,
+    headers: Option<&'a BTreeMap<String, String>>,
+    credentials: Option<&'a Credentials>,
+}
+
+fn build_target(p: TargetParts<'_>) -> Target {
+    let (inject, inject_names) = render(p.provider, p.headers, p.credentials);
+    // An IPv6 literal is bracketed in the Host header.
+    let bare = p.host.trim_start_matches('[').trim_end_matches(']');
+    let host_for_header = if bare.contains(':') {
+        format!("[{bare}]")
+    } else {
+        p.host.to_string()
+    };
+    let authority = if p.port == p.protocol.default_port() {
+        host_for_header
+    } else {
+        format!("{host_for_header}:{}", p.port)
+    };
+    Target {
+        id: p.id.to_string(),
+        key: stable_key(p.id),
+        host: p.host.to_string(),
+        port: p.port,
+        tls: p.protocol == Protocol::Https,
+        addr: resolve(p.host, p.port),
+        authority,
+        path: p.path.unwrap_or("").trim_end_matches('/').to_string(),
+        weight: p.weight,
+        provider: p.provider.map(str::to_string),
+        inject,
+        inject_names,
+    }
+}
+
+/// Resolves `host:port`, preferring the first IPv4 address. IP literals
+/// (bracketed or not) never touch DNS.
+pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    match (bare, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            let found = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| addrs.first())
+                .copied();
+            if found.is_none() {
+                log::warn!("{host}:{port} resolved to no address");
+            }
+            found
+        }
+        Err(e) => {
+            log::warn!("cannot resolve {host}:{port}: {e}");
+            None
+        }
+    }
+}
+
+/// The header lines a target or service injects: its `headers` first, then
+/// its credentials rendered for the provider. A line whose name is already
+/// present is left out (configured headers win).
+///
+/// Credentials: with `api_key`, provider `anthropic` gives `x-api-key` and
+/// `anthropic-version: 2023-06-01`; a `header_name` gives
+/// `header_name: header_value` (or the `api_key` as the value); otherwise
+/// (provider `openai`, no provider, any OpenAI-compatible provider)
+/// `Authorization: Bearer <api_key>`. Without `api_key`, `header_name:
+/// header_value`.
+pub fn render(
+    provider: Option<&str>,
+    headers: Option<&BTreeMap<String, String>>,
+    credentials: Option<&Credentials>,
+) -> (Vec<u8>, Vec<String>) {
+    let mut lines: Vec<(String, String)> = headers
+        .into_iter()
+        .flatten()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    if let Some(c) = credentials {
+        let provider = provider.map(str::to_ascii_lowercase);
+        match (&c.api_key, &c.header_name) {
+            (Some(key), _) if provider.as_deref() == Some("anthropic") => {
+                lines.push(("x-api-key".into(), key.clone()));
+                lines.push(("anthropic-version".into(), "2023-06-01".into()));
+                if let (Some(n), Some(v)) = (&c.header_name, &c.header_value) {
+                    lines.push((n.clone(), v.clone()));
+                }
+            }
+            (Some(key), Some(name)) if provider.as_deref() != Some("openai") => {
+                lines.push((name.clone(), c.header_value.clone().unwrap_or(key.clone())));
+            }
+            (Some(key), name) => {
+                lines.push(("Authorization".into(), format!("Bearer {key}")));
+                if let (Some(n), Some(v)) = (name, &c.header_value) {
+                    lines.push((n.clone(), v.clone()));
+                }
+            }
+            (None, Some(name)) => {
+                if let Some(v) = &c.header_value {
+                    lines.push((name.clone(), v.clone()));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let mut inject = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (name, value) in lines {
+        let lower = name.to_ascii_lowercase();
+        if names.contains(&lower) {
+            continue;
+        }
+        inject.extend_from_slice(name.as_bytes());
+        inject.extend_from_slice(b": ");
+        inject.extend_from_slice(value.as_bytes());
+        inject.extend_from_slice(b"\r\n");
+        names.push(lower);
+    }
+    (inject, names)
+}
