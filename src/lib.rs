@@ -18,6 +18,7 @@
 //! between requests; requests in flight finish on the snapshot they began with.
 
 pub mod admin;
+pub mod buf;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -1,1 +1,62 @@
-//! (in progress)
+//! The admin side, on the control thread: an HTTP server (`server`), the
+//! API routes (`api`), the durable store (`store`). A change is validated
+//! against the whole configuration, compiled, made durable, and only then
+//! broadcast to every shard; the caller hears back once every shard serves it.
+
+pub mod api;
+pub mod server;
+pub mod store;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub use store::Store;
+
+use crate::runtime::control::ControlPlane;
+use crate::runtime::Settings;
+
+/// The control thread's admin state.
+pub struct Admin {
+    pub settings: Arc<Settings>,
+    pub store: RefCell<Store>,
+    pub plane: Rc<ControlPlane>,
+    pub started: std::time::Instant,
+}
+
+impl Admin {
+    pub fn new(settings: Arc<Settings>, store: Store, plane: Rc<ControlPlane>) -> Rc<Admin> {
+        Rc::new(Admin {
+            settings,
+            store: RefCell::new(store),
+            plane,
+            started: std::time::Instant::now(),
+        })
+    }
+}
+
+/// An admin answer: status, JSON body, extra header lines.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    pub fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, &serde_json::json!({ "error": message }))
+    }
+
+    pub fn no_content() -> Reply {
+        Reply {
+            status: 204,
+            body: Vec::new(),
+        }
+    }
+}

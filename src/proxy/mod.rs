@@ -1,1 +1,297 @@
-//! (in progress)
+//! One client connection: the keep-alive loop, request heads under their
+//! timeouts, the gateway's own answers (built-ins, errors), and the
+//! authentication and routing that turn a head into a [`Plan`] for
+//! [`exchange`].
+
+mod exchange;
+mod plan;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use crate::buf::ReadBuf;
+use crate::http::{self, BodyKind, HttpError, RequestHead};
+use crate::metrics::bump;
+use crate::runtime::shard::Shard;
+
+pub(crate) use plan::Plan;
+
+/// What the connection does after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Bytes read from the client ahead of the head limit, to hold a pipelined
+/// request or the start of a body.
+const CLIENT_BUF: usize = 4 << 10;
+
+/// A client connection and its reusable buffers (no allocation per request
+/// once warm).
+pub(crate) struct Client {
+    pub stream: TcpStream,
+    pub buf: ReadBuf,
+    /// The response head (or error) being assembled.
+    pub out: Vec<u8>,
+    /// The upstream request head being assembled.
+    pub up_head: Vec<u8>,
+    /// Pieces of the request head kept for composing upstream heads.
+    pub fwd: Vec<u8>,
+    /// Client headers to forward: spans (name, value) into `fwd`.
+    pub fwd_headers: Vec<(u32, u32, u32, u32)>,
+    /// The request body, when it is kept for a retry.
+    pub body: Vec<u8>,
+    /// The peer's IP as text, for X-Forwarded-For.
+    pub peer_ip: String,
+}
+
+/// Races `fut` against a timer; `None` when the time ran out first.
+pub(crate) async fn timed<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
+}
+
+/// Serves a client connection until it closes, errs, idles out or the
+/// shard drains.
+pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer_ip = stream
+        .peer_addr()
+        .map(|a: SocketAddr| a.ip().to_string())
+        .unwrap_or_default();
+    let limits = &shard.settings.limits;
+    let mut conn = Client {
+        stream,
+        buf: ReadBuf::new(CLIENT_BUF, limits.max_head_bytes),
+        out: Vec::with_capacity(1024),
+        up_head: Vec::with_capacity(1024),
+        fwd: Vec::with_capacity(1024),
+        fwd_headers: Vec::with_capacity(16),
+        body: Vec::new(),
+        peer_ip,
+    };
+    let http_limits = http::Limits {
+        max_head_bytes: limits.max_head_bytes,
+        max_headers: limits.max_headers,
+    };
+    let mut first = true;
+    loop {
+        let head = match read_head(shard, &mut conn, &http_limits, first).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => {
+                let rid = shard.request_id();
+                respond_error(shard, &mut conn, e.status, e.message, &rid, false).await;
+                linger_close(&mut conn).await;
+                return;
+            }
+        };
+        first = false;
+        bump(&shard.metrics.requests);
+        let next = handle(shard, &mut conn, &head).await;
+        if next == Next::Close || shard.draining() {
+            return;
+        }
+    }
+}
+
+/// Reads until a complete head is buffered. `Ok(None)`: the connection ended
+/// quietly (peer closed, idle timeout, drain while idle).
+async fn read_head(
+    shard: &Shard,
+    conn: &mut Client,
+    limits: &http::Limits,
+    first: bool,
+) -> Result<Option<RequestHead>, HttpError> {
+    let settings = &shard.settings.limits;
+    let mut started: Option<Instant> = if first { Some(Instant::now()) } else { None };
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(head) = http::parse_request(conn.buf.filled(), limits)? {
+                return Ok(Some(head));
+            }
+            started.get_or_insert_with(Instant::now);
+            if conn.buf.is_full() {
+                return Err(HttpError {
+                    status: 431,
+                    message: "request head too large",
+                });
+            }
+        }
+        let idle = conn.buf.is_empty() && !first;
+        let wait = match started {
+            Some(t) => settings.header_timeout.saturating_sub(t.elapsed()),
+            None => settings.idle_timeout,
+        };
+        let read = if idle {
+            // Between requests: also wake up when the shard starts draining.
+            futures_lite::future::or(timed(wait, conn.buf.fill_from(&mut conn.stream)), async {
+                shard.drained().await;
+                Some(Ok(0))
+            })
+            .await
+        } else {
+            timed(wait, conn.buf.fill_from(&mut conn.stream)).await
+        };
+        match read {
+            Some(Ok(0)) | Some(Err(_)) => return Ok(None),
+            Some(Ok(_)) => {}
+            None if idle => return Ok(None),
+            None => {
+                return Err(HttpError {
+                    status: 408,
+                    message: "request head not received in time",
+                })
+            }
+        }
+    }
+}
+
+/// Writes one of the gateway's own JSON errors.
+pub(crate) async fn respond_error(
+    shard: &Shard,
+    conn: &mut Client,
+    status: u16,
+    message: &str,
+    request_id: &[u8],
+    keep_alive: bool,
+) -> Next {
+    respond_error_with(shard, conn, status, message, request_id, b"", keep_alive).await
+}
+
+pub(crate) async fn respond_error_with(
+    shard: &Shard,
+    conn: &mut Client,
+    status: u16,
+    message: &str,
+    request_id: &[u8],
+    extra_headers: &[u8],
+    keep_alive: bool,
+) -> Next {
+    shard.metrics.count_response(status);
+    conn.out.clear();
+    let rid = std::str::from_utf8(request_id).unwrap_or("-");
+    http::errors::write_error(
+        &mut conn.out,
+        status,
+        message,
+        rid,
+        extra_headers,
+        keep_alive,
+    );
+    if conn.stream.write_all(&conn.out).await.is_err() || !keep_alive {
+        return Next::Close;
+    }
+    Next::KeepAlive
+}
+
+/// Closes after an error while the client may still be sending: stop writing,
+/// read and discard for a moment so the client sees the response rather
+/// than a reset.
+pub(crate) async fn linger_close(conn: &mut Client) {
+    let _ = conn.stream.shutdown(std::net::Shutdown::Write).await;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut discarded = 0usize;
+    while discarded < (256 << 10) {
+        conn.buf.clear();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timed(left, conn.buf.fill_from(&mut conn.stream)).await {
+            Some(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
+
+/// One request: built-ins, authentication, routing, then the exchange.
+async fn handle(shard: &Rc<Shard>, conn: &mut Client, head: &RequestHead) -> Next {
+    let view = shard.view();
+    let buf = conn.buf.filled();
+    let rid = plan::request_id(shard, head, buf);
+    // The body stays unread on the gateway's own answers: keep the
+    // connection only when all of it is already buffered.
+    let unread_body = match head.body {
+        BodyKind::None => Some(0),
+        BodyKind::Length(n) if (head.head_len as u64 + n) <= buf.len() as u64 => Some(n as usize),
+        _ => None,
+    };
+    let keep_alive = head.keep_alive && head.version == 1 && unread_body.is_some();
+
+    if let Some(body) = builtin(head, buf) {
+        conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
+        return respond_json(shard, conn, 200, body, rid.as_bytes(), keep_alive).await;
+    }
+
+    if let BodyKind::Length(n) = head.body {
+        if n > shard.settings.limits.max_body_bytes {
+            respond_error(
+                shard,
+                conn,
+                413,
+                "request body too large",
+                rid.as_bytes(),
+                false,
+            )
+            .await;
+            linger_close(conn).await;
+            return Next::Close;
+        }
+    }
+
+    let plan = match Plan::build(shard, &view, conn, head, rid) {
+        Ok(plan) => plan,
+        Err((status, message, rid)) => {
+            conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
+            let next =
+                respond_error(shard, conn, status, message, rid.as_bytes(), keep_alive).await;
+            if next == Next::Close && unread_body.is_none() {
+                linger_close(conn).await;
+            }
+            return next;
+        }
+    };
+    conn.buf.consume(head.head_len);
+    exchange::run(shard, conn, plan).await
+}
+
+fn builtin(head: &RequestHead, buf: &[u8]) -> Option<&'static [u8]> {
+    if !(head.is_method(buf, "GET") || head.is_method(buf, "HEAD")) {
+        return None;
+    }
+    match head.path.get(buf) {
+        b"/__/ping" => Some(br#"{"message":"pong"}"#),
+        b"/health" => Some(br#"{"status":"ok"}"#),
+        _ => None,
+    }
+}
+
+async fn respond_json(
+    shard: &Shard,
+    conn: &mut Client,
+    status: u16,
+    body: &[u8],
+    rid: &[u8],
+    keep_alive: bool,
+) -> Next {
+    shard.metrics.count_response(status);
+    conn.out.clear();
+    http::errors::write_json(
+        &mut conn.out,
+        status,
+        body,
+        std::str::from_utf8(rid).ok(),
+        keep_alive,
+    );
+    if conn.stream.write_all(&conn.out).await.is_err() || !keep_alive {
+        return Next::Close;
+    }
+    Next::KeepAlive
+}

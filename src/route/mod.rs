@@ -245,11 +245,11 @@ impl Router {
     /// The most specific routable rule matching the request, if any.
     /// `path` is the raw request path without the query; `header` looks up
     /// a request header by lower-case name (case-insensitively).
-    pub fn find(
+    pub fn find<'h>(
         &self,
         method: &[u8],
         path: &[u8],
-        header: &dyn Fn(&str) -> Option<&[u8]>,
+        header: &dyn Fn(&str) -> Option<&'h [u8]>,
     ) -> Option<RouteMatch> {
         if path.first() != Some(&b'/') || self.nodes.is_empty() {
             return None;
@@ -262,13 +262,13 @@ impl Router {
         })
     }
 
-    fn walk(
+    fn walk<'h>(
         &self,
         node: usize,
         path: &[u8],
         pos: usize,
         method: &[u8],
-        header: &dyn Fn(&str) -> Option<&[u8]>,
+        header: &dyn Fn(&str) -> Option<&'h [u8]>,
         best: &mut Option<Best>,
     ) {
         let n = &self.nodes[node];
@@ -315,7 +315,12 @@ impl Router {
         }
     }
 
-    fn accepts(&self, rule: usize, method: &[u8], header: &dyn Fn(&str) -> Option<&[u8]>) -> bool {
+    fn accepts<'h>(
+        &self,
+        rule: usize,
+        method: &[u8],
+        header: &dyn Fn(&str) -> Option<&'h [u8]>,
+    ) -> bool {
         let Some(Some(e)) = self.entries.get(rule) else {
             return false;
         };

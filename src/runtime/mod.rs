@@ -1,19 +1,111 @@
 //! Shards, pinning, listeners, preflight checks and the control plane.
+//!
+//! `serve` does all fallible start-up work on the main thread (settings,
+//! host checks, binding every socket, loading the configuration), then starts
+//! one pinned shard per CPU and runs the control plane (admin API, signals)
+//! on the main thread until a signal drains the shards.
 
+pub mod bind;
+pub mod control;
 pub mod preflight;
+pub mod settings;
+pub mod shard;
 
-use argh::FromArgs;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-/// run the gateway: proxy listener, admin listener, embedded store
-#[derive(FromArgs, Debug, Clone)]
-#[argh(subcommand, name = "serve")]
-pub struct ServeArgs {
-    /// proxy listen address (default 0.0.0.0:8081) [RINGGATE_PROXY]
-    #[argh(option)]
-    pub proxy: Option<String>,
-}
+pub use settings::{ServeArgs, Settings};
 
 /// Runs the gateway until SIGINT/SIGTERM; returns the process exit code.
-pub fn serve(_args: ServeArgs) -> i32 {
+pub fn serve(args: ServeArgs) -> i32 {
+    let settings = match Settings::resolve(&args) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    init_logger(settings.log_level.as_deref());
+
+    let report = preflight::run(&settings.host_needs());
+    for line in report
+        .lines
+        .iter()
+        .filter(|l| l.level != preflight::Level::Pass)
+    {
+        log::warn!("{line}");
+    }
+    if let Some(line) = report
+        .lines
+        .iter()
+        .find(|l| l.level == preflight::Level::Fail)
+    {
+        return fail(&line.to_string());
+    }
+
+    let settings = Arc::new(settings);
+    match start(settings) {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }
+}
+
+fn start(settings: Arc<Settings>) -> Result<(), String> {
+    let store = crate::admin::Store::open(&settings)?;
+    let snapshot = store.snapshot();
+
+    let proxy = bind::proxy_listeners(settings.proxy, settings.shards, settings.backlog)?;
+    let admin = bind::admin_listener(settings.admin, settings.backlog)?;
+    let proxy_addr = proxy.local_addr;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|e| format!("admin listener: {e}"))?;
+    if !admin_addr.ip().is_loopback() && settings.admin_token.is_none() {
+        log::warn!(
+            "the admin API listens on {admin_addr} (not loopback) without --admin-token: anyone who reaches it controls the gateway"
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+
+    let (links, shards) = shard::start_all(&settings, proxy.sockets, snapshot)?;
+    println!(
+        "ringgate ready: proxy http://{proxy_addr} admin http://{admin_addr} shards {}",
+        settings.shards
+    );
+    let _ = std::io::stdout().flush();
+    log::info!(
+        "serving: proxy {proxy_addr}, admin {admin_addr}, {} shard(s), data dir {}",
+        settings.shards,
+        settings.data_dir.display()
+    );
+
+    let result = control::run(settings.clone(), admin, links, store, stop);
+    for handle in shards {
+        let _ = handle.join();
+    }
+    log::info!("stopped");
+    result
+}
+
+/// One clear line on stderr and exit code 2: how start-up failures end.
+fn fail(message: &str) -> i32 {
+    eprintln!("ringgate: {message}");
     2
+}
+
+fn init_logger(level: Option<&str>) {
+    let env = env_logger::Env::default().default_filter_or(level.unwrap_or("info"));
+    let mut builder = env_logger::Builder::from_env(env);
+    if let Some(level) = level {
+        builder.parse_filters(level);
+    }
+    let _ = builder.format_timestamp_micros().try_init();
+}
+
+/// True once SIGINT or SIGTERM arrived.
+pub(crate) fn stopping(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Relaxed)
 }

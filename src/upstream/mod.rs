@@ -1,1 +1,8 @@
-//! (in progress)
+//! The upstream side of a shard: target choice and health (`balance`),
+//! connections and the per-shard keep-alive pool (`pool`).
+
+pub mod balance;
+pub mod pool;
+
+pub use balance::{Balancer, InFlight};
+pub use pool::{connect, Pool, UpstreamConn};

@@ -1,0 +1,662 @@
+//! One forwarded exchange: the request body made ready (kept for a retry
+//! when small), a target and a connection per attempt, the rewritten head
+//! and body upstream, then the response head rewritten and the body streamed
+//! back as it arrives.
+//!
+//! Errors are tagged by where they happened, which decides the status and
+//! whether a retry is safe: a connect failure, or a reused pooled connection
+//! that failed before any response byte, with a body we still hold.
+
+use std::io;
+use std::rc::Rc;
+
+use futures_lite::AsyncWriteExt;
+
+use crate::config::snapshot::Target;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
+use crate::http::{self, BodyKind, ResponseHead};
+use crate::metrics::bump;
+use crate::proxy::plan::{Piece, Plan, Targets};
+use crate::proxy::{linger_close, respond_error, timed, Client, Next};
+use crate::runtime::shard::Shard;
+use crate::upstream::pool::{UpstreamConn, UPSTREAM_HEAD_MAX};
+
+/// Bodies up to this size go out in the same write as the head.
+const COALESCE: usize = 16 << 10;
+
+/// The part of the request body still to be read from the client.
+enum Pending {
+    None,
+    Length(u64),
+    Chunked(ChunkedDecoder, u64),
+}
+
+/// Why an attempt failed, and so what the client gets.
+enum UpstreamError {
+    /// Connect refused, reset or unreachable.
+    Connect(io::Error),
+    /// Closed or reset before any response byte.
+    Closed {
+        reused: bool,
+    },
+    Timeout,
+    Invalid,
+}
+
+/// Why a client-side step failed.
+enum ClientError {
+    /// Gone, or broke the protocol mid-body: close without an answer.
+    Gone,
+    /// Answer this status, then close.
+    Status(u16, &'static str),
+}
+
+pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) -> Next {
+    let rid = plan.request_id;
+    if plan.expect_continue && plan.body != BodyKind::None {
+        if conn
+            .stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+    }
+    let mut pending = match read_replayable_body(shard, conn, plan.body).await {
+        Ok(p) => p,
+        Err(e) => return client_failed(shard, conn, e, rid.as_bytes()).await,
+    };
+
+    let health = match plan.targets {
+        Targets::Balanced(up) => up.passive_health,
+        Targets::Fixed(_) => None,
+    };
+    let attempts = 1 + plan.rule.retry_attempts;
+    let mut attempt = 0;
+    let mut stale_retry = false;
+    let mut avoid: Vec<u64> = Vec::new();
+    loop {
+        let target: &Target = match plan.targets {
+            Targets::Fixed(t) => t,
+            Targets::Balanced(up) => match shard.balancer.choose(up, &avoid) {
+                Some(i) => &up.targets[i],
+                None => {
+                    return respond_error(
+                        shard,
+                        conn,
+                        503,
+                        "no healthy upstream target",
+                        rid.as_bytes(),
+                        keep(&plan, &pending),
+                    )
+                    .await
+                }
+            },
+        };
+        let Some(addr) = target.addr else {
+            return respond_error(
+                shard,
+                conn,
+                502,
+                "upstream host could not be resolved",
+                rid.as_bytes(),
+                keep(&plan, &pending),
+            )
+            .await;
+        };
+        let _in_flight = shard.balancer.start(target);
+        let replayable = matches!(pending, Pending::None);
+
+        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending).await;
+        let (mut up, resp) = match result {
+            Ok(ok) => ok,
+            Err(Err(client)) => return client_failed(shard, conn, client, rid.as_bytes()).await,
+            Err(Ok(failure)) => {
+                let retry_stale = matches!(failure, UpstreamError::Closed { reused: true })
+                    && replayable
+                    && !stale_retry;
+                if retry_stale {
+                    // A pooled connection the upstream had dropped: once, free.
+                    stale_retry = true;
+                    bump(&shard.metrics.retries);
+                    continue;
+                }
+                shard.balancer.record(target, health, false);
+                avoid.push(target.key);
+                attempt += 1;
+                let may_retry = replayable
+                    && matches!(failure, UpstreamError::Connect(_))
+                    && attempt < attempts;
+                if may_retry {
+                    bump(&shard.metrics.retries);
+                    continue;
+                }
+                let (status, message) = match failure {
+                    UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        bump(&shard.metrics.upstream_timeouts);
+                        (504, "upstream connect timed out")
+                    }
+                    UpstreamError::Connect(_) => {
+                        bump(&shard.metrics.upstream_connect_errors);
+                        (502, "upstream refused the connection")
+                    }
+                    UpstreamError::Closed { .. } => {
+                        (502, "upstream closed the connection without a response")
+                    }
+                    UpstreamError::Timeout => {
+                        bump(&shard.metrics.upstream_timeouts);
+                        (504, "upstream did not answer in time")
+                    }
+                    UpstreamError::Invalid => (502, "upstream sent an invalid response"),
+                };
+                let keep_alive = keep(&plan, &pending);
+                let next =
+                    respond_error(shard, conn, status, message, rid.as_bytes(), keep_alive).await;
+                if !keep_alive {
+                    linger_close(conn).await;
+                }
+                return next;
+            }
+        };
+        shard.balancer.record(target, health, resp.status < 500);
+        let next = forward_response(shard, conn, &plan, &mut up, &resp).await;
+        if next.upstream_reusable {
+            up.buf.consume(0);
+            shard.pool.put(addr, up);
+        }
+        return next.client;
+    }
+}
+
+/// Whether the client connection may stay open after an error answer.
+fn keep(plan: &Plan<'_>, pending: &Pending) -> bool {
+    plan.client_keep_alive && plan.client_version == 1 && matches!(pending, Pending::None)
+}
+
+async fn client_failed(shard: &Shard, conn: &mut Client, e: ClientError, rid: &[u8]) -> Next {
+    if let ClientError::Status(status, message) = e {
+        respond_error(shard, conn, status, message, rid, false).await;
+        linger_close(conn).await;
+    }
+    Next::Close
+}
+
+/// Reads the body into `conn.body` when it is small enough to keep for a
+/// retry; otherwise keeps what is buffered and says what is still to come.
+async fn read_replayable_body(
+    shard: &Shard,
+    conn: &mut Client,
+    kind: BodyKind,
+) -> Result<Pending, ClientError> {
+    let limits = &shard.settings.limits;
+    conn.body.clear();
+    match kind {
+        BodyKind::None | BodyKind::UntilClose => Ok(Pending::None),
+        BodyKind::Length(n) => {
+            let take = (conn.buf.len() as u64).min(n) as usize;
+            conn.body.extend_from_slice(&conn.buf.filled()[..take]);
+            conn.buf.consume(take);
+            let mut left = n - take as u64;
+            if n as usize > limits.replay_body_bytes {
+                return Ok(if left == 0 {
+                    Pending::None
+                } else {
+                    Pending::Length(left)
+                });
+            }
+            while left > 0 {
+                read_client(shard, conn).await?;
+                let take = (conn.buf.len() as u64).min(left) as usize;
+                conn.body.extend_from_slice(&conn.buf.filled()[..take]);
+                conn.buf.consume(take);
+                left -= take as u64;
+            }
+            Ok(Pending::None)
+        }
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut size = 0u64;
+            loop {
+                let p = feed(&mut decoder, conn.buf.filled(), &mut size)?;
+                conn.body
+                    .extend_from_slice(&conn.buf.filled()[..p.consumed]);
+                conn.buf.consume(p.consumed);
+                if size > limits.max_body_bytes {
+                    return Err(ClientError::Status(413, "request body too large"));
+                }
+                if p.done {
+                    return Ok(Pending::None);
+                }
+                if conn.body.len() >= limits.replay_body_bytes {
+                    return Ok(Pending::Chunked(decoder, size));
+                }
+                read_client(shard, conn).await?;
+            }
+        }
+    }
+}
+
+fn feed(
+    decoder: &mut ChunkedDecoder,
+    input: &[u8],
+    size: &mut u64,
+) -> Result<http::Progress, ClientError> {
+    decoder
+        .feed(input, &mut |data| *size += data.len() as u64)
+        .map_err(|e| ClientError::Status(e.status, e.message))
+}
+
+/// One read of request-body bytes from the client, bounded by the body timeout.
+async fn read_client(shard: &Shard, conn: &mut Client) -> Result<(), ClientError> {
+    match timed(
+        shard.settings.limits.body_timeout,
+        conn.buf.fill_from(&mut conn.stream),
+    )
+    .await
+    {
+        None => Err(ClientError::Status(
+            408,
+            "request body not received in time",
+        )),
+        Some(Ok(0)) | Some(Err(_)) => Err(ClientError::Gone),
+        Some(Ok(_)) => Ok(()),
+    }
+}
+
+type AttemptResult = Result<(UpstreamConn, ResponseHead), Result<UpstreamError, ClientError>>;
+
+/// One attempt: a connection, the request, the response head.
+async fn attempt_once(
+    shard: &Shard,
+    conn: &mut Client,
+    plan: &Plan<'_>,
+    target: &Target,
+    addr: std::net::SocketAddr,
+    pending: &mut Pending,
+) -> AttemptResult {
+    let limits = &shard.settings.limits;
+    let mut up = match shard.pool.take(&addr) {
+        Some(c) => {
+            bump(&shard.metrics.pool_reuses);
+            c
+        }
+        None => {
+            bump(&shard.metrics.pool_connects);
+            crate::upstream::connect(addr, limits.connect_timeout)
+                .await
+                .map_err(|e| Ok(UpstreamError::Connect(e)))?
+        }
+    };
+    let reused = up.reused;
+    compose_head(conn, plan, target, pending);
+    let head_len = conn.up_head.len();
+    if conn.body.len() <= COALESCE {
+        conn.up_head.extend_from_slice(&conn.body);
+    }
+    let mut sent = up.stream.write_all(&conn.up_head).await;
+    if sent.is_ok() && conn.body.len() > COALESCE {
+        sent = up.stream.write_all(&conn.body).await;
+    }
+    conn.up_head.truncate(head_len);
+    if sent.is_err() {
+        return Err(Ok(UpstreamError::Closed { reused }));
+    }
+    stream_request_body(shard, conn, &mut up, pending).await?;
+    let resp = read_response_head(shard, &mut up, plan.is_head)
+        .await
+        .map_err(|e| {
+            Ok(match e {
+                UpstreamError::Closed { .. } => UpstreamError::Closed { reused },
+                other => other,
+            })
+        })?;
+    Ok((up, resp))
+}
+
+/// Copies the rest of a large request body from the client to the upstream.
+async fn stream_request_body(
+    shard: &Shard,
+    conn: &mut Client,
+    up: &mut UpstreamConn,
+    pending: &mut Pending,
+) -> Result<(), Result<UpstreamError, ClientError>> {
+    let max = shard.settings.limits.max_body_bytes;
+    loop {
+        let (n, done) = match pending {
+            Pending::None => return Ok(()),
+            Pending::Length(left) => {
+                if conn.buf.is_empty() {
+                    read_client(shard, conn).await.map_err(Err)?;
+                }
+                let n = (conn.buf.len() as u64).min(*left) as usize;
+                *left -= n as u64;
+                (n, *left == 0)
+            }
+            Pending::Chunked(decoder, size) => {
+                if conn.buf.is_empty() {
+                    read_client(shard, conn).await.map_err(Err)?;
+                }
+                let p = feed(decoder, conn.buf.filled(), size).map_err(Err)?;
+                if *size > max {
+                    return Err(Err(ClientError::Status(413, "request body too large")));
+                }
+                (p.consumed, p.done)
+            }
+        };
+        if up.stream.write_all(&conn.buf.filled()[..n]).await.is_err() {
+            // Part of the body is gone: no retry, and the client must stop too.
+            return Err(Err(ClientError::Status(
+                502,
+                "upstream closed the connection while receiving the body",
+            )));
+        }
+        conn.buf.consume(n);
+        if done {
+            *pending = Pending::None;
+        }
+    }
+}
+
+fn push_piece(out: &mut Vec<u8>, fwd: &[u8], p: Piece) {
+    out.extend_from_slice(&fwd[p.0 as usize..p.1 as usize]);
+}
+
+fn injected(target: &Target, plan: &Plan<'_>, name: &[u8]) -> bool {
+    target
+        .inject_names
+        .iter()
+        .chain(plan.service.inject_names.iter())
+        .any(|n| eq_ignore_case(n.as_bytes(), name))
+}
+
+/// The upstream request head, into `conn.up_head`.
+fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &Pending) {
+    let out = &mut conn.up_head;
+    let fwd = &conn.fwd;
+    out.clear();
+    push_piece(out, fwd, plan.method);
+    out.push(b' ');
+    out.extend_from_slice(target.path.as_bytes());
+    let rest = &fwd[plan.path.0 as usize..plan.path.1 as usize];
+    if rest.is_empty() {
+        if target.path.is_empty() {
+            out.push(b'/');
+        }
+    } else {
+        out.extend_from_slice(rest);
+    }
+    if let Some(q) = plan.query {
+        out.push(b'?');
+        push_piece(out, fwd, q);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    match plan.host {
+        Some(h) if plan.rule.preserve_host => push_piece(out, fwd, h),
+        _ => out.extend_from_slice(target.authority.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    for &(ns, ne, vs, ve) in &conn.fwd_headers {
+        let name = &fwd[ns as usize..ne as usize];
+        if injected(target, plan, name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&fwd[vs as usize..ve as usize]);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(p) = plan.forwarded_for {
+        push_piece(out, fwd, p);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(conn.peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(h) = plan.host {
+        out.extend_from_slice(b"X-Forwarded-Host: ");
+        push_piece(out, fwd, h);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(plan.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&target.inject);
+    out.extend_from_slice(&plan.service.inject);
+    match (plan.body, pending) {
+        (BodyKind::Length(n), _) => {
+            out.extend_from_slice(b"Content-Length: ");
+            let mut b = itoa_buf(n);
+            out.extend_from_slice(b.as_slice());
+            b.clear();
+            out.extend_from_slice(b"\r\n");
+        }
+        (BodyKind::Chunked, _) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_buf(n: u64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+async fn read_response_head(
+    shard: &Shard,
+    up: &mut UpstreamConn,
+    is_head: bool,
+) -> Result<ResponseHead, UpstreamError> {
+    let limits = http::Limits {
+        max_head_bytes: UPSTREAM_HEAD_MAX,
+        max_headers: http::MAX_HEADERS,
+    };
+    let timeout = shard.settings.limits.upstream_timeout;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut any = false;
+    loop {
+        if !up.buf.is_empty() {
+            any = true;
+            match http::parse_response(up.buf.filled(), &limits, is_head) {
+                Ok(Some(h)) if h.is_interim() => {
+                    up.buf.consume(h.head_len);
+                    continue;
+                }
+                Ok(Some(h)) if h.status == 101 => return Err(UpstreamError::Invalid),
+                Ok(Some(h)) => return Ok(h),
+                Ok(None) if !up.buf.is_full() => {}
+                _ => return Err(UpstreamError::Invalid),
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match timed(left, up.buf.fill_from(&mut up.stream)).await {
+            None => return Err(UpstreamError::Timeout),
+            Some(Ok(0)) | Some(Err(_)) if !any => {
+                return Err(UpstreamError::Closed { reused: false })
+            }
+            Some(Ok(0)) | Some(Err(_)) => return Err(UpstreamError::Invalid),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+struct Outcome {
+    client: Next,
+    upstream_reusable: bool,
+}
+
+/// How the response body reaches the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    None,
+    Length(u64),
+    /// Chunked both sides: bytes pass through, the decoder only finds the end.
+    Chunked,
+    /// Chunked upstream, HTTP/1.0 client: decoded, delimited by close.
+    Dechunk,
+    UntilClose,
+}
+
+async fn forward_response(
+    shard: &Shard,
+    conn: &mut Client,
+    plan: &Plan<'_>,
+    up: &mut UpstreamConn,
+    resp: &ResponseHead,
+) -> Outcome {
+    let relay = match resp.body {
+        BodyKind::None => Relay::None,
+        BodyKind::Length(n) => Relay::Length(n),
+        BodyKind::Chunked if plan.client_version == 1 => Relay::Chunked,
+        BodyKind::Chunked => Relay::Dechunk,
+        BodyKind::UntilClose => Relay::UntilClose,
+    };
+    let client_keep_alive = plan.client_keep_alive
+        && !shard.draining()
+        && !matches!(relay, Relay::Dechunk | Relay::UntilClose);
+    shard.metrics.count_response(resp.status);
+
+    // The head, rewritten.
+    let buf = up.buf.filled();
+    let out = &mut conn.out;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.to_string().as_bytes());
+    out.push(b' ');
+    let reason = resp.reason.get(buf);
+    out.extend_from_slice(if reason.is_empty() {
+        http::errors::reason(resp.status).as_bytes()
+    } else {
+        reason
+    });
+    out.extend_from_slice(b"\r\n");
+    let mut connection: [&[u8]; 4] = [b""; 4];
+    let mut n_conn = 0;
+    let mut has_request_id = false;
+    for h in resp.headers() {
+        if eq_ignore_case(h.name.get(buf), b"connection") && n_conn < 4 {
+            connection[n_conn] = h.value.get(buf);
+            n_conn += 1;
+        }
+    }
+    for h in resp.headers() {
+        let name = h.name.get(buf);
+        if is_hop_by_hop(name) || (n_conn > 0 && connection_lists(&connection[..n_conn], name)) {
+            continue;
+        }
+        has_request_id |= eq_ignore_case(name, b"x-request-id");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.get(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_request_id {
+        out.extend_from_slice(b"X-Request-Id: ");
+        out.extend_from_slice(plan.request_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if relay == Relay::Chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if !client_keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if plan.client_version == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    up.buf.consume(resp.head_len);
+
+    let finished = relay_body(shard, conn, up, relay).await;
+    let client = if finished == Finished::Complete && client_keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    };
+    Outcome {
+        client,
+        upstream_reusable: finished == Finished::Complete
+            && resp.keep_alive
+            && relay != Relay::UntilClose,
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Finished {
+    Complete,
+    /// The upstream failed mid-body: the client sees a truncated response.
+    Truncated,
+    /// The client went away.
+    ClientGone,
+}
+
+/// Streams the body: whatever is buffered goes out with the head, then each
+/// upstream read is written to the client as it arrives.
+async fn relay_body(
+    shard: &Shard,
+    conn: &mut Client,
+    up: &mut UpstreamConn,
+    relay: Relay,
+) -> Finished {
+    let timeout = shard.settings.limits.upstream_timeout;
+    let mut left = match relay {
+        Relay::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut decoder = ChunkedDecoder::new();
+    let mut first = true;
+    loop {
+        // Move what is buffered (and belongs to this body) into `out`.
+        let (take, done) = match relay {
+            Relay::None => (0, true),
+            Relay::Length(_) => {
+                let n = (up.buf.len() as u64).min(left) as usize;
+                left -= n as u64;
+                conn.out.extend_from_slice(&up.buf.filled()[..n]);
+                (n, left == 0)
+            }
+            Relay::Chunked => match decoder.feed(up.buf.filled(), &mut |_| {}) {
+                Ok(p) => {
+                    conn.out.extend_from_slice(&up.buf.filled()[..p.consumed]);
+                    (p.consumed, p.done)
+                }
+                Err(_) => return finish_truncated(conn, first).await,
+            },
+            Relay::Dechunk => {
+                let out = &mut conn.out;
+                match decoder.feed(up.buf.filled(), &mut |d| out.extend_from_slice(d)) {
+                    Ok(p) => (p.consumed, p.done),
+                    Err(_) => return finish_truncated(conn, first).await,
+                }
+            }
+            Relay::UntilClose => {
+                let n = up.buf.len();
+                conn.out.extend_from_slice(up.buf.filled());
+                (n, false)
+            }
+        };
+        up.buf.consume(take);
+        if !conn.out.is_empty() || first {
+            if conn.stream.write_all(&conn.out).await.is_err() {
+                return Finished::ClientGone;
+            }
+            conn.out.clear();
+        }
+        first = false;
+        if done {
+            return Finished::Complete;
+        }
+        match timed(timeout, up.buf.fill_from(&mut up.stream)).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(Ok(_)) if relay == Relay::UntilClose => return Finished::Complete,
+            _ => return Finished::Truncated,
+        }
+    }
+}
+
+async fn finish_truncated(conn: &mut Client, first: bool) -> Finished {
+    if first {
+        let _ = conn.stream.write_all(&conn.out).await;
+    }
+    conn.out.clear();
+    Finished::Truncated
+}

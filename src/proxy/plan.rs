@@ -1,0 +1,262 @@
+//! From a parsed head to a [`Plan`]: who is calling (key or public
+//! subdomain), which rule, service and targets serve it, and the parts of
+//! the head to forward. Everything the upstream head needs is copied out of
+//! the read buffer here, once, so retries can compose it again.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::snapshot::{Gateway, Rule, Service, ServiceKind, Snapshot, Target, Upstream};
+use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop, trim};
+use crate::http::{BodyKind, RequestHead};
+use crate::proxy::Client;
+use crate::runtime::shard::Shard;
+
+/// A request id: the client's `X-Request-Id` when it is sane, else ours.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl RequestId {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> RequestId {
+    let mut id = RequestId {
+        bytes: [0; 64],
+        len: 0,
+    };
+    if let Some(v) = head.header(buf, "x-request-id").map(trim) {
+        if !v.is_empty() && v.len() <= 64 && v.iter().all(|&b| b.is_ascii_graphic()) {
+            id.bytes[..v.len()].copy_from_slice(v);
+            id.len = v.len();
+            return id;
+        }
+    }
+    id.bytes[..32].copy_from_slice(&shard.request_id());
+    id.len = 32;
+    id
+}
+
+/// Where the request's gateway key came from (that header is not forwarded).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeySource {
+    None,
+    TgHeader,
+    Authorization,
+    XApiKey,
+}
+
+fn find_key<'a>(head: &RequestHead, buf: &'a [u8]) -> (Option<&'a [u8]>, KeySource) {
+    if let Some(v) = head.header(buf, "x-tg-api-key").map(trim) {
+        return (Some(v), KeySource::TgHeader);
+    }
+    if let Some(v) = head.header(buf, "authorization").map(trim) {
+        if v.len() > 7 && eq_ignore_case(&v[..7], b"bearer ") {
+            return (Some(trim(&v[7..])), KeySource::Authorization);
+        }
+    }
+    if let Some(v) = head.header(buf, "x-api-key").map(trim) {
+        return (Some(v), KeySource::XApiKey);
+    }
+    (None, KeySource::None)
+}
+
+/// Which targets serve the request.
+pub enum Targets<'s> {
+    Balanced(&'s Upstream),
+    Fixed(&'s Target),
+}
+
+/// A byte range of `Client::fwd`.
+pub type Piece = (u32, u32);
+
+/// Everything the exchange needs, decided before any byte goes upstream.
+pub struct Plan<'s> {
+    pub rule: &'s Rule,
+    pub service: &'s Service,
+    pub targets: Targets<'s>,
+    pub method: Piece,
+    /// Appended to the target's path prefix.
+    pub path: Piece,
+    pub query: Option<Piece>,
+    pub host: Option<Piece>,
+    pub forwarded_for: Option<Piece>,
+    pub body: BodyKind,
+    pub client_version: u8,
+    pub client_keep_alive: bool,
+    pub expect_continue: bool,
+    pub is_head: bool,
+    pub request_id: RequestId,
+}
+
+type Refusal = (u16, &'static str, RequestId);
+
+impl<'s> Plan<'s> {
+    pub fn build(
+        _shard: &Shard,
+        snap: &'s Snapshot,
+        conn: &mut Client,
+        head: &RequestHead,
+        rid: RequestId,
+    ) -> Result<Plan<'s>, Refusal> {
+        let buf = conn.buf.filled();
+        let (key, source) = find_key(head, buf);
+        let (gateway, api_key): (&Gateway, _) = match key {
+            Some(key) => {
+                let hash: [u8; 32] = Sha256::digest(key).into();
+                let Some(k) = snap.keys.get(&hash) else {
+                    return Err((401, "invalid API key", rid));
+                };
+                if !k.active {
+                    return Err((403, "API key is inactive", rid));
+                }
+                if k.expires_at
+                    .is_some_and(|t| t <= std::time::SystemTime::now())
+                {
+                    return Err((403, "API key has expired", rid));
+                }
+                (&snap.gateways[k.gateway], Some(k))
+            }
+            None => match subdomain_gateway(snap, head, buf) {
+                Some(g) => (g, None),
+                None => return Err((401, "missing API key", rid)),
+            },
+        };
+        if !gateway.active {
+            return Err((403, "gateway is inactive", rid));
+        }
+        let path = head.path.get(buf);
+        let header = |name: &str| head.header(buf, name);
+        let Some(found) = gateway.router.find(head.method.get(buf), path, &header) else {
+            return Err((404, "no rule matches this request", rid));
+        };
+        let rule = &gateway.rules[found.rule];
+        match api_key {
+            None if !rule.public => return Err((401, "missing API key", rid)),
+            Some(k)
+                if k.policies
+                    .as_ref()
+                    .is_some_and(|p| !p.contains(&found.rule)) =>
+            {
+                return Err((403, "API key may not use this rule", rid))
+            }
+            _ => {}
+        }
+        let service = &gateway.services[rule.service];
+        let targets = match &service.kind {
+            ServiceKind::Upstream(i) => Targets::Balanced(&gateway.upstreams[*i]),
+            ServiceKind::Endpoint(t) => Targets::Fixed(t),
+        };
+
+        // Copy what the upstream head needs out of the read buffer.
+        let fwd = &mut conn.fwd;
+        fwd.clear();
+        conn.fwd_headers.clear();
+        let piece = |fwd: &mut Vec<u8>, bytes: &[u8]| -> Piece {
+            let start = fwd.len() as u32;
+            fwd.extend_from_slice(bytes);
+            (start, fwd.len() as u32)
+        };
+        let method = piece(fwd, head.method.get(buf));
+        let rest = if rule.strip_path {
+            &path[found.matched_len..]
+        } else {
+            path
+        };
+        let path = piece(fwd, rest);
+        let query = head.query.map(|q| piece(fwd, q.get(buf)));
+        let host = head.host.map(|h| piece(fwd, h.get(buf)));
+        let mut forwarded_for = None;
+        let mut connection: [&[u8]; 4] = [b""; 4];
+        let mut n_conn = 0;
+        for h in head.headers() {
+            if eq_ignore_case(h.name.get(buf), b"connection") && n_conn < connection.len() {
+                connection[n_conn] = h.value.get(buf);
+                n_conn += 1;
+            }
+        }
+        for h in head.headers() {
+            let name = h.name.get(buf);
+            let value = h.value.get(buf);
+            if eq_ignore_case(name, b"x-forwarded-for") {
+                forwarded_for = Some(piece(fwd, value));
+                continue;
+            }
+            if skip_request_header(name, source)
+                || (n_conn > 0 && connection_lists(&connection[..n_conn], name))
+            {
+                continue;
+            }
+            let (ns, ne) = piece(fwd, name);
+            let (vs, ve) = piece(fwd, value);
+            conn.fwd_headers.push((ns, ne, vs, ve));
+        }
+
+        Ok(Plan {
+            rule,
+            service,
+            targets,
+            method,
+            path,
+            query,
+            host,
+            forwarded_for,
+            body: head.body,
+            client_version: head.version,
+            client_keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            is_head: head.is_method(buf, "HEAD"),
+            request_id: rid,
+        })
+    }
+}
+
+/// Headers the gateway sets itself, hop-by-hop ones, and the gateway key.
+fn skip_request_header(name: &[u8], source: KeySource) -> bool {
+    if is_hop_by_hop(name) {
+        return true;
+    }
+    const OURS: [&[u8]; 7] = [
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-request-id",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-tg-api-key",
+    ];
+    if OURS.iter().any(|o| eq_ignore_case(o, name)) {
+        return true;
+    }
+    match source {
+        KeySource::Authorization => eq_ignore_case(name, b"authorization"),
+        KeySource::XApiKey => eq_ignore_case(name, b"x-api-key"),
+        _ => false,
+    }
+}
+
+/// The gateway named by the Host header's first label, if any.
+fn subdomain_gateway<'s>(
+    snap: &'s Snapshot,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Option<&'s Gateway> {
+    if snap.subdomains.is_empty() {
+        return None;
+    }
+    let host = head.host?.get(buf);
+    let label = host.split(|&b| b == b'.' || b == b':').next()?;
+    let mut lower = [0u8; 63];
+    if label.is_empty() || label.len() > lower.len() {
+        return None;
+    }
+    for (d, s) in lower.iter_mut().zip(label) {
+        *d = s.to_ascii_lowercase();
+    }
+    let label = std::str::from_utf8(&lower[..label.len()]).ok()?;
+    snap.subdomains.get(label).map(|&i| &snap.gateways[i])
+}

@@ -1,0 +1,225 @@
+//! The control plane: the messages between the control thread and the
+//! shards, the broadcast that waits for every shard's acknowledgement, and
+//! the control thread's executor (admin API, signals, shutdown).
+
+use std::net::TcpListener;
+use std::os::fd::IntoRawFd;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+use glommio::sync::Semaphore;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Snapshot;
+use crate::runtime::Settings;
+
+/// What the control thread tells a shard.
+pub enum ToShard {
+    /// Serve this configuration from the next request on.
+    Apply(Arc<Snapshot>),
+    /// Stop accepting, drain in-flight requests, then stop.
+    Shutdown,
+}
+
+/// What a shard answers.
+#[derive(Debug)]
+pub enum FromShard {
+    Applied { shard: usize, generation: u64 },
+    Stopped { shard: usize, drained: bool },
+}
+
+/// The shard's ends of its control channels.
+pub struct ShardEnds {
+    pub rx: SharedReceiver<ToShard>,
+    pub tx: SharedSender<FromShard>,
+}
+
+/// The control thread's ends of one shard's channels.
+pub struct ControlEnds {
+    pub tx: SharedSender<ToShard>,
+    pub rx: SharedReceiver<FromShard>,
+}
+
+/// A pair of channels per shard.
+pub fn channels() -> (ControlEnds, ShardEnds) {
+    let (to_tx, to_rx) = shared_channel::new_bounded(8);
+    let (from_tx, from_rx) = shared_channel::new_bounded(8);
+    (
+        ControlEnds {
+            tx: to_tx,
+            rx: from_rx,
+        },
+        ShardEnds {
+            rx: to_rx,
+            tx: from_tx,
+        },
+    )
+}
+
+struct Link {
+    tx: ConnectedSender<ToShard>,
+    rx: ConnectedReceiver<FromShard>,
+}
+
+/// Broadcasts to every shard and gathers acknowledgements. One broadcast at a
+/// time (each sender has one user at a time, as glommio requires).
+pub struct ControlPlane {
+    links: Vec<Link>,
+    one_at_a_time: Semaphore,
+    ack_timeout: Duration,
+}
+
+/// Shards that did not acknowledge in time.
+#[derive(Debug)]
+pub struct Lagging(pub Vec<usize>);
+
+impl std::fmt::Display for Lagging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shard(s) {:?} did not acknowledge the change in time",
+            self.0
+        )
+    }
+}
+
+impl ControlPlane {
+    async fn connect(ends: Vec<ControlEnds>, ack_timeout: Duration) -> ControlPlane {
+        let mut links = Vec::with_capacity(ends.len());
+        for e in ends {
+            links.push(Link {
+                tx: e.tx.connect().await,
+                rx: e.rx.connect().await,
+            });
+        }
+        ControlPlane {
+            links,
+            one_at_a_time: Semaphore::new(1),
+            ack_timeout,
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Sends `snapshot` to every shard; returns once every shard serves it.
+    pub async fn apply(&self, snapshot: Arc<Snapshot>) -> Result<(), Lagging> {
+        let _turn = self
+            .one_at_a_time
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Lagging(vec![]))?;
+        let generation = snapshot.generation;
+        let mut lagging = Vec::new();
+        for (i, link) in self.links.iter().enumerate() {
+            if link
+                .tx
+                .send(ToShard::Apply(snapshot.clone()))
+                .await
+                .is_err()
+            {
+                lagging.push(i);
+            }
+        }
+        let deadline = std::time::Instant::now() + self.ack_timeout;
+        for (i, link) in self.links.iter().enumerate() {
+            if lagging.contains(&i) {
+                continue;
+            }
+            // Skip late acknowledgements of earlier generations.
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match recv_within(&link.rx, left).await {
+                    Some(FromShard::Applied { generation: g, .. }) if g >= generation => break,
+                    Some(_) => continue,
+                    None => {
+                        lagging.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        if lagging.is_empty() {
+            Ok(())
+        } else {
+            log::error!("config generation {generation}: shard(s) {lagging:?} did not acknowledge within {:?}", self.ack_timeout);
+            Err(Lagging(lagging))
+        }
+    }
+
+    /// Tells every shard to drain and waits (up to `wait`) until all stopped.
+    pub async fn shutdown(&self, wait: Duration) {
+        let _turn = self.one_at_a_time.acquire_permit(1).await;
+        for link in &self.links {
+            let _ = link.tx.send(ToShard::Shutdown).await;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        for link in &self.links {
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match recv_within(&link.rx, left).await {
+                    Some(FromShard::Stopped { shard, drained }) => {
+                        if !drained {
+                            log::warn!(
+                                "shard {shard}: drain deadline passed with requests in flight"
+                            );
+                        }
+                        break;
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+async fn recv_within(rx: &ConnectedReceiver<FromShard>, wait: Duration) -> Option<FromShard> {
+    futures_lite::future::or(rx.recv(), async {
+        glommio::timer::sleep(wait).await;
+        None
+    })
+    .await
+}
+
+/// Runs the control thread until a signal stops the gateway.
+pub fn run(
+    settings: Arc<Settings>,
+    admin: TcpListener,
+    ends: Vec<ControlEnds>,
+    store: crate::admin::Store,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("control")
+        .io_memory(256 << 10)
+        .make()
+        .map_err(|e| format!("cannot start the control executor: {e}"))?;
+    let admin_fd = admin.into_raw_fd();
+    ex.run(async move {
+        let plane = Rc::new(ControlPlane::connect(ends, Duration::from_secs(5)).await);
+        // SAFETY: the fd is a listening TCP socket we own; glommio takes it over.
+        let listener =
+            unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(admin_fd) };
+        let admin = crate::admin::Admin::new(settings.clone(), store, plane.clone());
+        let server = glommio::spawn_local(admin.serve(listener));
+        while !crate::runtime::stopping(&stop) {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        log::info!(
+            "signal received: draining (up to {:?})",
+            settings.limits.drain_timeout
+        );
+        server.cancel().await;
+        plane
+            .shutdown(settings.limits.drain_timeout + Duration::from_secs(2))
+            .await;
+    });
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! One shard: a glommio executor pinned to a CPU, accepting on its own
+//! `SO_REUSEPORT` socket, holding its own view of the configuration, its own
+//! upstream pools, balancer state and counters. Nothing here is shared with
+//! another shard; the only way in is the control channel.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::sync::{Gate, Semaphore};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Snapshot;
+use crate::metrics::ShardMetrics;
+use crate::runtime::control::{self, ControlEnds, FromShard, ShardEnds, ToShard};
+use crate::runtime::Settings;
+use crate::upstream::{Balancer, Pool};
+
+/// Per-shard state, reached through an `Rc` by every task of the shard.
+pub struct Shard {
+    pub index: usize,
+    pub settings: Arc<Settings>,
+    /// The configuration new requests use. A request clones the `Rc` once and
+    /// keeps it to the end, so a swap never changes a request midway.
+    view: RefCell<Rc<Arc<Snapshot>>>,
+    pub pool: Pool,
+    pub balancer: Balancer,
+    pub metrics: ShardMetrics,
+    pub open_connections: Cell<usize>,
+    /// Closed when the shard starts draining: wakes idle connections.
+    shutdown: Semaphore,
+    draining: Cell<bool>,
+    request_ids: RequestIds,
+}
+
+impl Shard {
+    pub fn new(index: usize, settings: Arc<Settings>, snapshot: Arc<Snapshot>) -> Shard {
+        let limits = &settings.limits;
+        let pool = Pool::new(limits.pool_max_idle, limits.pool_idle_timeout);
+        Shard {
+            index,
+            view: RefCell::new(Rc::new(snapshot)),
+            pool,
+            balancer: Balancer::new(index as u64),
+            metrics: ShardMetrics::default(),
+            open_connections: Cell::new(0),
+            shutdown: Semaphore::new(0),
+            draining: Cell::new(false),
+            request_ids: RequestIds::new(index),
+            settings,
+        }
+    }
+
+    /// The configuration a new request should use.
+    pub fn view(&self) -> Rc<Arc<Snapshot>> {
+        self.view.borrow().clone()
+    }
+
+    fn swap(&self, snapshot: Arc<Snapshot>) {
+        *self.view.borrow_mut() = Rc::new(snapshot);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    fn begin_draining(&self) {
+        self.draining.set(true);
+        self.shutdown.close();
+    }
+
+    /// Resolves when the shard starts draining.
+    pub async fn drained(&self) {
+        let _ = self.shutdown.acquire(1).await;
+    }
+
+    /// A fresh request id (32 hex digits, unique per process run).
+    pub fn request_id(&self) -> [u8; 32] {
+        self.request_ids.next()
+    }
+}
+
+/// Request ids: a random per-run prefix, the shard, and a counter; no
+/// syscall and no allocation per request.
+struct RequestIds {
+    prefix: u64,
+    counter: Cell<u64>,
+}
+
+impl RequestIds {
+    fn new(shard: usize) -> RequestIds {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        RequestIds {
+            prefix: u64::from_le_bytes(seed) ^ ((shard as u64) << 48),
+            counter: Cell::new(0),
+        }
+    }
+
+    fn next(&self) -> [u8; 32] {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        let mut out = [0u8; 32];
+        hex16(self.prefix, &mut out[..16]);
+        hex16(n, &mut out[16..]);
+        out
+    }
+}
+
+fn hex16(v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// Starts one shard thread per socket; returns the control ends and threads
+/// once every executor is up, or the first start-up error.
+pub fn start_all(
+    settings: &Arc<Settings>,
+    sockets: Vec<RawFd>,
+    snapshot: Arc<Snapshot>,
+) -> Result<(Vec<ControlEnds>, Vec<JoinHandle<()>>), String> {
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![0]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut ends = Vec::new();
+    let mut threads = Vec::new();
+    for (index, fd) in sockets.into_iter().enumerate() {
+        let (control_ends, shard_ends) = control::channels();
+        ends.push(control_ends);
+        let cpu = cpus[index % cpus.len()];
+        let settings = settings.clone();
+        let snapshot = snapshot.clone();
+        let ready = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || {
+                let ex = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                    .name(&format!("shard-{index}"))
+                    .io_memory(256 << 10)
+                    .make();
+                match ex {
+                    Err(e) => {
+                        let _ = ready.send(Err(format!(
+                            "shard {index}: cannot start an executor on CPU {cpu}: {e}"
+                        )));
+                    }
+                    Ok(ex) => {
+                        let _ = ready.send(Ok(()));
+                        ex.run(run(index, cpu, fd, shard_ends, settings, snapshot));
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start shard thread {index}: {e}"))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..threads.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard thread died while starting".into()),
+        }
+    }
+    Ok((ends, threads))
+}
+
+async fn run(
+    index: usize,
+    cpu: usize,
+    fd: RawFd,
+    ends: ShardEnds,
+    settings: Arc<Settings>,
+    snapshot: Arc<Snapshot>,
+) {
+    // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let shard = Rc::new(Shard::new(index, settings.clone(), snapshot));
+    log::debug!("shard {index} on CPU {cpu}: accepting");
+
+    let rx = ends.rx.connect().await;
+    let tx = ends.tx.connect().await;
+    let control = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ToShard::Apply(snapshot) => {
+                        let generation = snapshot.generation;
+                        shard.swap(snapshot);
+                        let _ = tx
+                            .send(FromShard::Applied {
+                                shard: index,
+                                generation,
+                            })
+                            .await;
+                    }
+                    ToShard::Shutdown => break,
+                }
+            }
+            shard.begin_draining();
+            tx
+        })
+    };
+    let reaper = shard.pool.start_reaper();
+
+    let gate = Gate::new();
+    let max = settings.limits.max_connections;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.drained().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                log::warn!("shard {index}: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.open_connections.get() >= max {
+            shard
+                .metrics
+                .connections_refused
+                .set(shard.metrics.connections_refused.get() + 1);
+            drop(stream); // refused fast: the client sees a close, not a queue
+            continue;
+        }
+        shard.open_connections.set(shard.open_connections.get() + 1);
+        let shard = shard.clone();
+        let spawned = gate.spawn(async move {
+            crate::proxy::serve_connection(&shard, stream).await;
+            shard.open_connections.set(shard.open_connections.get() - 1);
+        });
+        if let Ok(task) = spawned {
+            task.detach();
+        }
+    }
+    drop(listener);
+    let in_flight = shard.open_connections.get();
+    log::info!("shard {index}: draining {in_flight} connection(s)");
+    let drained = futures_lite::future::or(async { gate.close().await.is_ok() }, async {
+        glommio::timer::sleep(settings.limits.drain_timeout).await;
+        false
+    })
+    .await;
+    reaper.cancel();
+    let tx = control.await;
+    let _ = tx
+        .send(FromShard::Stopped {
+            shard: index,
+            drained,
+        })
+        .await;
+}
