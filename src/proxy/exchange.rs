@@ -163,7 +163,6 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
         shard.balancer.record(target, health, resp.status < 500);
         let next = forward_response(shard, conn, &plan, &mut up, &resp).await;
         if next.upstream_reusable {
-            up.buf.consume(0);
             shard.pool.put(addr, up);
         }
         return next.client;
@@ -427,9 +426,7 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     match (plan.body, pending) {
         (BodyKind::Length(n), _) => {
             out.extend_from_slice(b"Content-Length: ");
-            let mut b = itoa_buf(n);
-            out.extend_from_slice(b.as_slice());
-            b.clear();
+            push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         (BodyKind::Chunked, _) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
@@ -438,8 +435,19 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa_buf(n: u64) -> Vec<u8> {
-    n.to_string().into_bytes()
+/// Appends `n` in decimal without allocating.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 async fn read_response_head(
@@ -521,7 +529,7 @@ async fn forward_response(
     let out = &mut conn.out;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(resp.status.to_string().as_bytes());
+    push_decimal(out, u64::from(resp.status));
     out.push(b' ');
     let reason = resp.reason.get(buf);
     out.extend_from_slice(if reason.is_empty() {
