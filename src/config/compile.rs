@@ -356,3 +356,263 @@ pub fn render(
     }
     (inject, names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::hash_key;
+    use serde_json::json;
+    use sha2::{Digest, Sha256};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn load_value(v: serde_json::Value) -> Config {
+        load(v.to_string().as_bytes(), now()).unwrap()
+    }
+
+    fn creds(provider: Option<&str>, headers: serde_json::Value, c: serde_json::Value) -> String {
+        let headers: Option<BTreeMap<String, String>> = serde_json::from_value(headers).unwrap();
+        let c: Option<Credentials> = serde_json::from_value(c).unwrap();
+        let (inject, names) = render(provider, headers.as_ref(), c.as_ref());
+        let text = String::from_utf8(inject).unwrap();
+        let from_lines: Vec<String> = text
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(':').next().unwrap().to_ascii_lowercase())
+            .collect();
+        assert_eq!(names, from_lines, "inject_names out of step with inject");
+        text
+    }
+
+    #[test]
+    fn credentials_per_provider() {
+        let k = json!({"api_key": "sk-1"});
+        assert_eq!(
+            creds(Some("openai"), json!(null), k.clone()),
+            "Authorization: Bearer sk-1\r\n"
+        );
+        assert_eq!(
+            creds(None, json!(null), k.clone()),
+            "Authorization: Bearer sk-1\r\n"
+        );
+        assert_eq!(
+            creds(Some("groq"), json!(null), k.clone()),
+            "Authorization: Bearer sk-1\r\n"
+        );
+        assert_eq!(
+            creds(Some("Anthropic"), json!(null), k.clone()),
+            "x-api-key: sk-1\r\nanthropic-version: 2023-06-01\r\n"
+        );
+        assert_eq!(
+            creds(
+                Some("anthropic"),
+                json!({"Anthropic-Version": "2024-01-01"}),
+                k.clone()
+            ),
+            "Anthropic-Version: 2024-01-01\r\nx-api-key: sk-1\r\n"
+        );
+        assert_eq!(
+            creds(
+                Some("azure"),
+                json!(null),
+                json!({"header_name": "api-key", "header_value": "az"})
+            ),
+            "api-key: az\r\n"
+        );
+        assert_eq!(
+            creds(
+                Some("gemini"),
+                json!(null),
+                json!({"api_key": "g", "header_name": "x-goog-api-key"})
+            ),
+            "x-goog-api-key: g\r\n"
+        );
+        assert_eq!(
+            creds(None, json!({"X-A": "1", "x-b": "2"}), json!(null)),
+            "X-A: 1\r\nx-b: 2\r\n"
+        );
+        assert_eq!(
+            creds(Some("openai"), json!({"OpenAI-Organization": "org"}), k),
+            "OpenAI-Organization: org\r\nAuthorization: Bearer sk-1\r\n"
+        );
+        assert_eq!(creds(None, json!(null), json!(null)), "");
+    }
+
+    fn demo() -> serde_json::Value {
+        json!({"gateways": [{
+            "name": "demo", "subdomain": "Demo",
+            "upstreams": [{"name": "llm", "algorithm": "least-connections",
+                           "health_checks": {"passive": true, "threshold": 2, "interval": 7},
+                           "targets": [
+                {"host": "127.0.0.1", "port": 9000},
+                {"host": "::1", "port": 443, "protocol": "https", "path": "/api/", "weight": 5,
+                 "provider": "anthropic", "credentials": {"api_key": "sk-ant"}},
+                {"host": "localhost", "port": 80, "path": "/"}]}],
+            "services": [{"name": "chat", "type": "upstream", "upstream": "llm",
+                          "headers": {"X-Svc": "1"}},
+                         {"name": "ep", "type": "endpoint", "host": "10.1.2.3", "port": 8443,
+                          "protocol": "https", "path": "/base/", "credentials": {"api_key": "sk-ep"}}],
+            "rules": [{"name": "r0", "path": "/v1", "service": "chat", "strip_path": true},
+                      {"name": "r1", "path": "/v1/chat", "service": "ep", "active": false},
+                      {"name": "r2", "path": "/v2/{m}", "methods": ["post"], "service": "ep",
+                       "headers": {"X-Tier": "pro"}, "public": true}],
+            "keys": [{"name": "app", "key": "rg-demo-key", "policies": ["r0", "r2"]},
+                     {"name": "all", "key": "other", "active": false,
+                      "expires_at": "2023-11-14T22:13:20Z"}]
+        }, {"name": "second", "status": "inactive", "subdomain": "two"}]})
+    }
+
+    #[test]
+    fn compiles_every_field() {
+        let cfg = load_value(demo());
+        let snap = compile(&cfg, 7);
+        assert_eq!(snap.generation, 7);
+        assert_eq!(snap.gateways.len(), 2);
+        assert_eq!(snap.subdomains.get("demo"), Some(&0));
+        assert_eq!(snap.subdomains.get("two"), Some(&1));
+        assert_eq!(snap.subdomains.get("Demo"), None);
+        let gw = &snap.gateways[0];
+        assert!(gw.active);
+        assert!(!snap.gateways[1].active);
+        assert_eq!(gw.id, cfg.gateways[0].id.clone().unwrap());
+
+        let up = &gw.upstreams[0];
+        assert_eq!(up.algorithm, Algorithm::LeastConnections);
+        assert_eq!(
+            up.key,
+            stable_key(cfg.gateways[0].upstreams[0].id.as_deref().unwrap())
+        );
+        let ph = up.passive_health.unwrap();
+        assert_eq!((ph.threshold, ph.interval_secs), (2, 7));
+        let t0 = &up.targets[0];
+        assert_eq!(t0.addr, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(t0.authority, "127.0.0.1:9000");
+        assert_eq!(t0.path, "");
+        assert!(!t0.tls);
+        assert_eq!(t0.weight, 1);
+        assert!(t0.inject.is_empty());
+        let t1 = &up.targets[1];
+        assert!(t1.tls);
+        assert_eq!(t1.addr, Some("[::1]:443".parse().unwrap()));
+        assert_eq!(t1.authority, "[::1]");
+        assert_eq!(t1.path, "/api");
+        assert_eq!(t1.weight, 5);
+        assert_eq!(t1.provider.as_deref(), Some("anthropic"));
+        assert_eq!(
+            t1.inject,
+            b"x-api-key: sk-ant\r\nanthropic-version: 2023-06-01\r\n"
+        );
+        assert_eq!(t1.inject_names, ["x-api-key", "anthropic-version"]);
+        let t2 = &up.targets[2];
+        assert_eq!(t2.authority, "localhost");
+        assert_eq!(t2.path, "");
+        assert_ne!(t0.key, t1.key);
+
+        assert!(matches!(gw.services[0].kind, ServiceKind::Upstream(0)));
+        assert_eq!(gw.services[0].inject, b"X-Svc: 1\r\n");
+        assert_eq!(gw.services[0].inject_names, ["x-svc"]);
+        match &gw.services[1].kind {
+            ServiceKind::Endpoint(t) => {
+                assert_eq!(t.addr, Some("10.1.2.3:8443".parse().unwrap()));
+                assert_eq!(t.authority, "10.1.2.3:8443");
+                assert_eq!(t.path, "/base");
+                assert!(t.tls);
+                assert_eq!(t.inject, b"Authorization: Bearer sk-ep\r\n");
+                assert_eq!(t.id, gw.services[1].id);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(gw.services[1].inject.is_empty());
+
+        assert_eq!(gw.rules.len(), 3);
+        assert_eq!(gw.rules[1].service, 1);
+        assert!(gw.rules[0].strip_path);
+        assert!(gw.rules[2].public);
+        assert_eq!(gw.router.len(), 3);
+        let m = gw.router.find(b"GET", b"/v1/chat/x", &|_| None).unwrap();
+        assert_eq!(
+            (m.rule, m.matched_len),
+            (0, 3),
+            "inactive r1 must not route"
+        );
+        assert!(gw.router.find(b"POST", b"/v2/gpt", &|_| None).is_none());
+        assert_eq!(
+            gw.router
+                .find(b"POST", b"/v2/gpt", &|n| (n == "x-tier")
+                    .then_some(b"pro".as_slice()))
+                .unwrap()
+                .rule,
+            2
+        );
+        assert!(
+            gw.router
+                .find(b"GET", b"/v2/gpt", &|n| (n == "x-tier")
+                    .then_some(b"pro".as_slice()))
+                .is_none(),
+            "methods upper-cased"
+        );
+
+        // Keys by sha256 of the plaintext.
+        let digest: [u8; 32] = Sha256::digest(b"rg-demo-key").into();
+        let k = &snap.keys[&digest];
+        assert_eq!(k.name, "app");
+        assert_eq!(k.gateway, 0);
+        assert!(k.active);
+        assert_eq!(k.expires_at, None);
+        assert_eq!(k.policies.as_deref(), Some(&[0usize, 2][..]));
+        let digest: [u8; 32] = Sha256::digest(b"other").into();
+        let k = &snap.keys[&digest];
+        assert!(!k.active);
+        assert_eq!(k.policies, None);
+        assert_eq!(k.expires_at, Some(now()));
+        assert_eq!(snap.keys.len(), 2);
+        assert_eq!(hash_key("other").len(), 71);
+
+        // Stable keys across compiles.
+        let again = compile(&cfg, 8);
+        assert_eq!(again.gateways[0].upstreams[0].key, up.key);
+        assert_eq!(again.gateways[0].upstreams[0].targets[1].key, t1.key);
+    }
+
+    #[test]
+    fn unresolvable_host_compiles() {
+        let mut v = demo();
+        v["gateways"][0]["upstreams"][0]["targets"][2]["host"] = json!("no-such-host.invalid");
+        let snap = compile(&load_value(v), 1);
+        assert_eq!(snap.gateways[0].upstreams[0].targets[2].addr, None);
+    }
+
+    #[test]
+    fn stable_key_is_fixed() {
+        // FNV-1a 64 test vectors: a change here resets every shard's state.
+        assert_eq!(stable_key(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_key("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn demo_example_loads() {
+        let json =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json")).unwrap();
+        let cfg = load(&json, now()).unwrap();
+        let snap = compile(&cfg, 1);
+        assert_eq!(snap.subdomains.get("demo"), Some(&0));
+        let gw = &snap.gateways[0];
+        assert_eq!(
+            gw.upstreams[0].targets[0].addr,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        let digest: [u8; 32] = Sha256::digest(b"rg-demo-key").into();
+        assert_eq!(snap.keys[&digest].gateway, 0);
+        assert_eq!(
+            gw.router
+                .find(b"POST", b"/v1/chat/completions", &|_| None)
+                .unwrap()
+                .rule,
+            0
+        );
+        assert!(gw.router.find(b"DELETE", b"/v1", &|_| None).is_none());
+    }
+}

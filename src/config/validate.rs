@@ -1152,7 +1152,8 @@ mod tests {
     #[test]
     fn validation_errors_name_their_field() {
         use ErrorKind::{Conflict, Invalid};
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, ErrorKind, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, ErrorKind, &str)> = vec![
             (
                 Box::new(|v| v["gateways"][0]["name"] = json!(" ")),
                 Invalid,
