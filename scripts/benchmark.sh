@@ -69,8 +69,6 @@ DEFAULT_PLUGIN_CHAIN='[
   {"name":"data_masking","enabled":true,"stage":"pre_request","priority":4,"settings":{}}
 ]'
 PLUGIN_CHAIN_JSON="${PLUGIN_CHAIN_JSON:-$DEFAULT_PLUGIN_CHAIN}"
-python3 -c 'import json, sys; assert isinstance(json.loads(sys.argv[1]), list)' "$PLUGIN_CHAIN_JSON" 2>/dev/null \
-  || rg_die "PLUGIN_CHAIN_JSON must be a JSON array of plugins"
 
 for c in $CONCURRENCY; do
   [[ "$c" =~ ^[1-9][0-9]*$ ]] || rg_die "CONCURRENCY must be positive integers, got '$c'"
@@ -92,6 +90,8 @@ fi
 deps=(curl python3 hey)
 [[ " $SCENARIOS " == *" nginx "* ]] && deps+=(nginx)
 rg_need_cmds "${deps[@]}"
+python3 -c 'import json, sys; assert isinstance(json.loads(sys.argv[1]), list)' "$PLUGIN_CHAIN_JSON" 2>/dev/null \
+  || rg_die "PLUGIN_CHAIN_JSON must be a JSON array of plugins"
 
 rg_install_traps
 

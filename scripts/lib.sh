@@ -491,7 +491,8 @@ EOF
 # ---------------------------------------------------------------- load tools and parsing
 
 # Both parsers print one line: "rps p50_ms p95_ms p99_ms errors requests"
-# (nan where the tool reported nothing, e.g. when every request failed).
+# (nan where the tool reported nothing, e.g. when every request failed; for hey,
+# p99 falls back to the slowest request when hey prints no 99% line).
 # errors = non-2xx answers + transport errors (refused, reset, timeout).
 
 # rg_parse_hey FILE
@@ -502,6 +503,7 @@ rg_parse_hey() {
     /^  50% in /                  { p50 = ms($3) }
     /^  95% in /                  { p95 = ms($3) }
     /^  99% in /                  { p99 = ms($3) }
+    /^  Slowest:/                 { slowest = $2 }
     /^Status code distribution:/  { sec = "status"; next }
     /^Error distribution:/        { sec = "error"; next }
     /^[A-Z]/                      { sec = "" }
@@ -514,6 +516,10 @@ rg_parse_hey() {
     }
     END {
       if (rps == "" || rps == "NaN") rps = "nan"
+      # hey prints "0% in 0.0000 secs" instead of a 99% line when it has too few
+      # samples (or some requests failed); the slowest request bounds p99 from above,
+      # so use it rather than report nothing (never flatters the result).
+      if (p99 == "" && slowest + 0 > 0) p99 = ms(slowest)
       if (p50 == "") p50 = "nan"; if (p95 == "") p95 = "nan"; if (p99 == "") p99 = "nan"
       if (total == 0) errs = (errs > 0 ? errs : 1)   # no answer at all is an error
       printf "%s %s %s %s %d %d\n", rps, p50, p95, p99, errs, total
