@@ -266,3 +266,121 @@ fn expect_100_continue_before_the_body() {
         "unexpected bytes after the final answer"
     );
 }
+
+#[test]
+fn large_bodies_stream_both_ways() {
+    let (_m, gw) = setup(&[]);
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    // Larger than the replay buffer (64 KiB): streamed to the upstream, echoed back whole.
+    let body: String = (0..200_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let head = with_key(&format!(
+        "POST /echo/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    ));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let (status, _, resp) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    let v = json_body(&resp);
+    assert_eq!(v["body_len"], body.len());
+    assert!(v["body"] == body.as_str(), "body changed on the way");
+
+    // The same as chunks of 10 000 bytes.
+    s.write_all(
+        with_key("POST /echo/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n").as_bytes(),
+    )
+    .unwrap();
+    for piece in body.as_bytes().chunks(10_000) {
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .unwrap();
+        s.write_all(piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let (status, _, resp) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    let v = json_body(&resp);
+    assert_eq!(v["body_len"], body.len());
+    assert!(
+        v["body"] == body.as_str(),
+        "chunked body changed on the way"
+    );
+}
+
+#[test]
+fn refused_requests_with_bodies_keep_framing() {
+    let (_m, gw) = setup(&[]);
+    // A small body fully sent with a refused request: skipped, the next request is parsed.
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    let reqs = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nGET /oops\r\n"
+        .to_string()
+        + &with_key("GET /echo/next HTTP/1.1\r\nHost: x\r\n");
+    s.write_all(reqs.as_bytes()).unwrap();
+    let (status, _, _) = read_response(&mut r).unwrap();
+    assert_eq!(status, 401);
+    let (status, _, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(json_body(&body)["path"], "/echo/next");
+
+    // A large body not yet sent: refused and closed, never read as requests.
+    refused_and_closed(
+        &gw,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nGET / HTTP/1.1\r\n",
+        401,
+    );
+    // Chunked body with a refused request: closed too.
+    refused_and_closed(
+        &gw,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        401,
+    );
+}
+
+#[test]
+fn invalid_chunked_body_is_400() {
+    let (_m, gw) = setup(&[]);
+    let req = with_key("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n")
+        + "zz\r\nhello\r\n0\r\n\r\n";
+    refused_and_closed(&gw, req.as_bytes(), 400);
+    let req = with_key("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n")
+        + "5\r\nhelloXX0\r\n\r\n";
+    refused_and_closed(&gw, req.as_bytes(), 400);
+}
+
+#[test]
+fn expect_100_continue_refused_gets_the_final_answer_only() {
+    let (_m, gw) = setup(&[]);
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut first = Vec::new();
+    r.read_until(b'\n', &mut first).unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 401 "),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed_quietly() {
+    let (_m, gw) = setup(&["--idle-timeout-ms", "300"]);
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    s.write_all(with_key("GET /echo HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut r).unwrap().0, 200);
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    // EOF without any bytes (no 408 on an idle connection).
+    let n = r.read_to_end(&mut rest).unwrap();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(250) && idle < Duration::from_secs(5),
+        "closed after {idle:?}"
+    );
+}

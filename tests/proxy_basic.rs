@@ -485,3 +485,72 @@ fn builtin_ping_and_health() {
     assert_eq!(status, 200);
     assert_eq!(body, br#"{"status":"ok"}"#);
 }
+
+#[test]
+fn response_framings_pass_through() {
+    let (_m, _, gw) = setup();
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    // Chunked from the upstream, chunked to a 1.1 client.
+    s.write_all(get("/echo/chunked", "x-mock-chunked: 1\r\n").as_bytes())
+        .unwrap();
+    let (status, headers, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "transfer-encoding"), Some("chunked"));
+    assert_eq!(json_body(&body)["path"], "/echo/chunked");
+    // HEAD: a head with Content-Length and no body; the connection goes on.
+    s.write_all(
+        format!("HEAD /echo/head HTTP/1.1\r\nHost: gw.test\r\nX-TG-API-Key: {KEY}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let (status, headers, body) = common::read_response_to(&mut r, true).unwrap();
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-length").is_some(), "{headers:?}");
+    assert!(body.is_empty());
+    // 204 and an upstream 500 pass through as they are.
+    s.write_all(get("/echo", "x-mock-status: 204\r\n").as_bytes())
+        .unwrap();
+    let (status, headers, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 204);
+    assert!(header(&headers, "x-mock-conn").is_some());
+    assert!(body.is_empty());
+    s.write_all(get("/echo", "x-mock-status: 500\r\n").as_bytes())
+        .unwrap();
+    let (status, headers, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 500);
+    assert!(header(&headers, "x-mock-conn").is_some());
+    assert_eq!(json_body(&body)["error"]["message"], "mock status 500");
+    // Still in step.
+    s.write_all(get("/echo/last", "").as_bytes()).unwrap();
+    assert_eq!(
+        echoed(&read_response(&mut r).unwrap())["path"],
+        "/echo/last"
+    );
+
+    // Chunked from the upstream to an HTTP/1.0 client: decoded, close-delimited.
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    s.write_all(
+        format!("GET /echo/old HTTP/1.0\r\nX-TG-API-Key: {KEY}\r\nx-mock-chunked: 1\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let (status, headers, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200);
+    assert!(header(&headers, "transfer-encoding").is_none());
+    assert_eq!(json_body(&body)["path"], "/echo/old");
+}
+
+#[test]
+fn slow_upstream_body_is_relayed_whole() {
+    let (_m, _, gw) = setup();
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    s.write_all(get("/echo/slow", "x-mock-fault: slow-body\r\n").as_bytes())
+        .unwrap();
+    let v = echoed(&read_response(&mut r).unwrap());
+    assert_eq!(v["path"], "/echo/slow");
+    s.write_all(get("/echo/after", "").as_bytes()).unwrap();
+    assert_eq!(
+        echoed(&read_response(&mut r).unwrap())["path"],
+        "/echo/after"
+    );
+}
