@@ -216,3 +216,47 @@ fn dead_upstream_never_crashes_the_gateway() {
     assert_eq!(read_response(&mut r).unwrap().0, 200);
     assert!(closed_within(&mut r));
 }
+
+#[test]
+fn passive_health_takes_a_dead_target_out() {
+    let (_mock, m) = spawn_mock(&[]);
+    let mut dead = json!({"host": "127.0.0.1", "port": dead_port(), "path": "/echo", "weight": 1});
+    let mut live = target(m);
+    live["path"] = json!("/echo");
+    live["weight"] = json!(1);
+    dead["weight"] = json!(1);
+    let config = json!({"gateways": [{
+        "name": "health",
+        "upstreams": [{"name": "pair", "algorithm": "weighted-round-robin",
+            "targets": [dead, live],
+            "health_checks": {"passive": true, "threshold": 2, "interval": 60}}],
+        "services": [{"name": "pair", "type": "upstream", "upstream": "pair"}],
+        "rules": [{"name": "all", "path": "/", "service": "pair"}],
+        "keys": [{"name": "k", "key": KEY}]
+    }]});
+    let mut gw = spawn_gateway(&config, &[]);
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    let mut failures = 0;
+    for i in 0..30 {
+        s.write_all(get(&format!("/h/{i}"), "").as_bytes()).unwrap();
+        let (status, _, body) = read_response(&mut r).unwrap();
+        match status {
+            200 => assert_eq!(json_body(&body)["path"], format!("/echo/h/{i}")),
+            502 => {
+                failures += 1;
+                assert!(i < 10, "request {i} still went to the dead target");
+            }
+            other => panic!("request {i}: {other} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert_eq!(failures, 2, "the threshold is 2 consecutive failures");
+    ping_ok(&mut gw);
+}
+
+#[test]
+fn stalled_upstream_is_504() {
+    let (_m, mut gw) = setup(&["--upstream-timeout-ms", "300"]);
+    let resp = roundtrip(gw.proxy, &get("/echo", "x-mock-fault: stall\r\n"));
+    assert_gateway_error(&resp, 504);
+    ping_ok(&mut gw);
+}
