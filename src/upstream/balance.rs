@@ -125,11 +125,23 @@ impl Balancer {
     }
 
     fn smooth_weighted(&self, up: &Upstream, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        // `ok` reads the target states (health): ask it before borrowing them mutably.
+        let mut usable = [false; 64];
+        let many: Vec<bool>;
+        let usable: &[bool] = if up.targets.len() <= usable.len() {
+            for (i, u) in usable.iter_mut().enumerate().take(up.targets.len()) {
+                *u = ok(i);
+            }
+            &usable[..up.targets.len()]
+        } else {
+            many = (0..up.targets.len()).map(&ok).collect();
+            &many
+        };
         let mut states = self.targets.borrow_mut();
         let mut total = 0i64;
         let mut best: Option<(usize, i64)> = None;
         for (i, t) in up.targets.iter().enumerate() {
-            if !ok(i) {
+            if !usable[i] {
                 continue;
             }
             let s = states.entry(t.key).or_default();

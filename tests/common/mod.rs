@@ -204,3 +204,171 @@ pub fn read_response_to<R: BufRead>(r: &mut R, head_request: bool) -> io::Result
     }
     Ok((status, headers, body))
 }
+
+/// A running `ringgate serve` with its temp data dir (removed on drop, after the process is
+/// killed).
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: std::path::PathBuf,
+    /// Taken (killed and reaped) first in `Drop`, then the directory is removed.
+    child: Option<ChildGuard>,
+}
+
+impl Gateway {
+    /// True while the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.0.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        drop(self.child.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A directory name unique to this process and call.
+pub fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::env::temp_dir().join(format!(
+        "ringgate-test-{tag}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Writes `config_json` into a fresh temp dir and starts
+/// `ringgate serve --proxy 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir DIR/data --config DIR/config.json <extra_args>`
+/// (with `--shards 1` and `--max-connections 2048` unless `extra_args` sets them); waits (up to 20 s) for the ready line.
+pub fn spawn_gateway(config_json: &serde_json::Value, extra_args: &[&str]) -> Gateway {
+    let dir = unique_temp_dir("gw");
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let config = dir.join("config.json");
+    std::fs::write(&config, serde_json::to_vec_pretty(config_json).unwrap()).expect("write config");
+    let data = dir.join("data");
+    let mut args: Vec<String> = [
+        "serve",
+        "--proxy",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push("--data-dir".into());
+    args.push(data.to_string_lossy().into_owned());
+    args.push("--config".into());
+    args.push(config.to_string_lossy().into_owned());
+    if !extra_args.contains(&"--shards") {
+        args.push("--shards".into());
+        args.push("1".into());
+    }
+    if !extra_args.contains(&"--max-connections") {
+        // Keeps the file-descriptor need under the test host's limit (no start-up warning).
+        args.push("--max-connections".into());
+        args.push("2048".into());
+    }
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ringgate serve");
+    let mut guard = ChildGuard(child);
+    let line = wait_for_line(&mut guard, "ringgate ready: ");
+    // "ringgate ready: proxy http://ADDR admin http://ADDR shards N"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let addr_after = |label: &str| -> SocketAddr {
+        let i = words
+            .iter()
+            .position(|w| *w == label)
+            .unwrap_or_else(|| panic!("no {label} in ready line {line:?}"));
+        words[i + 1]
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|_| panic!("bad {label} address in ready line {line:?}"))
+    };
+    let proxy = addr_after("proxy");
+    let admin = addr_after("admin");
+    Gateway {
+        proxy,
+        admin,
+        dir,
+        child: Some(guard),
+    }
+}
+
+/// A one-gateway config: upstream `llm` (the given targets, `algorithm`), service `svc`, the
+/// given rules (each gets `"service": "svc"` unless it names one) and keys.
+pub fn one_gateway(
+    algorithm: &str,
+    targets: serde_json::Value,
+    rules: serde_json::Value,
+    keys: serde_json::Value,
+) -> serde_json::Value {
+    let mut rules = rules;
+    for r in rules.as_array_mut().expect("rules array") {
+        if r.get("service").is_none() && r.get("service_id").is_none() {
+            r["service"] = serde_json::json!("svc");
+        }
+    }
+    serde_json::json!({"gateways": [{
+        "name": "demo",
+        "subdomain": "demo",
+        "upstreams": [{"name": "llm", "algorithm": algorithm, "targets": targets}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": rules,
+        "keys": keys,
+    }]})
+}
+
+/// A target object for a mock at `addr`.
+pub fn target(addr: SocketAddr) -> serde_json::Value {
+    serde_json::json!({"host": addr.ip().to_string(), "port": addr.port(), "protocol": "http", "weight": 1})
+}
+
+/// Sends `req` on a fresh connection and reads one response.
+pub fn roundtrip(addr: SocketAddr, req: &str) -> Response {
+    use std::io::Write;
+    let (mut s, mut r) = connect_buffered(addr);
+    s.write_all(req.as_bytes()).expect("write request");
+    read_response(&mut r).unwrap_or_else(|e| panic!("reading the response to {req:?}: {e}"))
+}
+
+/// Parses a JSON body, with the body in the panic message.
+pub fn json_body(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Reads until EOF (or the read timeout); true when the peer closed (EOF or reset) within it.
+pub fn closed_within<R: io::Read>(r: &mut R) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
