@@ -104,11 +104,28 @@ fn refuse(mut e: ConfigError, prefix: &str) -> Reply {
     Reply::json(e.status(), &e.to_json())
 }
 
-/// `normalize` + `validate` the whole configuration.
-fn check(cfg: &mut Config, now: SystemTime, prefix: &str) -> Result<(), Reply> {
-    normalize(cfg, now)
-        .and_then(|()| validate(cfg))
-        .map_err(|e| refuse(e, prefix))
+/// `normalize` + `validate` the whole configuration. `at` is the changed
+/// entity's path; `last` moves it to the end of its list in a copy and
+/// returns its path there: the copy is what is validated, so a conflict
+/// between the changed entity and an existing one is reported on the changed
+/// one.
+fn check(
+    cfg: &mut Config,
+    now: SystemTime,
+    at: &str,
+    last: impl FnOnce(&mut Config) -> String,
+) -> Result<(), Reply> {
+    normalize(cfg, now).map_err(|e| refuse(e, at))?;
+    let mut copy = cfg.clone();
+    let moved = last(&mut copy);
+    validate(&copy).map_err(|e| refuse(e, &moved))
+}
+
+/// Moves `list[at]` to the end; its new index.
+fn move_last<T>(list: &mut Vec<T>, at: usize) -> usize {
+    let e = list.remove(at);
+    list.push(e);
+    list.len() - 1
 }
 
 /// Parses a JSON request body: 415 for a non-JSON Content-Type, 400 (with the
@@ -308,7 +325,8 @@ async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
         gw.updated_at = Some(stamp);
         cfg.gateways.push(gw);
         let gi = cfg.gateways.len() - 1;
-        check(cfg, now, &format!("gateways[{gi}]"))?;
+        let at = format!("gateways[{gi}]");
+        check(cfg, now, &at, |_| at.clone())?;
         gateway_json(&cfg.gateways[gi])
     })
     .await?;
@@ -316,6 +334,7 @@ async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
 }
 
 async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
+    gateway_index(admin.store.borrow().config(), gid)?;
     let mut gw = gateway_body(req)?;
     let stored = mutate(admin, |cfg, now| {
         let gi = gateway_index(cfg, gid)?;
@@ -328,7 +347,9 @@ async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
         gw.rules = std::mem::take(&mut old.rules);
         gw.keys = std::mem::take(&mut old.keys);
         *old = gw;
-        check(cfg, now, &format!("gateways[{gi}]"))?;
+        check(cfg, now, &format!("gateways[{gi}]"), |c| {
+            format!("gateways[{}]", move_last(&mut c.gateways, gi))
+        })?;
         gateway_json(&cfg.gateways[gi])
     })
     .await?;
@@ -564,6 +585,7 @@ fn entity_index<T: Entity>(gw: &Gateway, id: &str) -> Result<usize, Reply> {
 }
 
 async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
+    gateway_index(admin.store.borrow().config(), gid)?;
     let mut new: T = body(req)?;
     let plaintext = new.generate()?;
     let mut shown = mutate(admin, |cfg, now| {
@@ -572,7 +594,8 @@ async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
         let list = T::list_mut(&mut cfg.gateways[gi]);
         list.push(new);
         let at = list.len() - 1;
-        check(cfg, now, &format!("gateways[{gi}].{}[{at}]", T::PLURAL))?;
+        let path = format!("gateways[{gi}].{}[{at}]", T::PLURAL);
+        check(cfg, now, &path, |_| path.clone())?;
         T::list(&cfg.gateways[gi])[at].show()
     })
     .await?;
@@ -583,6 +606,12 @@ async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
 }
 
 async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -> Answer {
+    {
+        // 404 before 400: an unknown id is the first thing to hear about.
+        let store = admin.store.borrow();
+        let gi = gateway_index(store.config(), gid)?;
+        entity_index::<T>(&store.config().gateways[gi], id)?;
+    }
     let mut new: T = body(req)?;
     let shown = mutate(admin, |cfg, now| {
         let gi = gateway_index(cfg, gid)?;
@@ -590,7 +619,15 @@ async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -
         let list = T::list_mut(&mut cfg.gateways[gi]);
         new.assign(id.to_string(), gid, Some(&list[at]));
         list[at] = new;
-        check(cfg, now, &format!("gateways[{gi}].{}[{at}]", T::PLURAL))?;
+        check(
+            cfg,
+            now,
+            &format!("gateways[{gi}].{}[{at}]", T::PLURAL),
+            |c| {
+                let last = move_last(T::list_mut(&mut c.gateways[gi]), at);
+                format!("gateways[{gi}].{}[{last}]", T::PLURAL)
+            },
+        )?;
         T::list(&cfg.gateways[gi])[at].show()
     })
     .await?;
