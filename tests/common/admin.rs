@@ -42,7 +42,41 @@ pub fn call_raw(
     body: &[u8],
     token: Option<&str>,
 ) -> (u16, Value) {
-    let (mut s, mut r) = connect_buffered(addr);
+    try_call_raw(addr, method, path, content_type, body, token)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// `call` that reports a connection failure instead of panicking.
+pub fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+    try_call_raw(
+        addr,
+        method,
+        path,
+        bytes.as_ref().map(|_| "application/json"),
+        bytes.as_deref().unwrap_or(b""),
+        None,
+    )
+}
+
+fn try_call_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    token: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = std::io::BufReader::new(s.try_clone()?);
+    let mut s = s;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -54,12 +88,11 @@ pub fn call_raw(
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head.as_bytes())?;
     // A refused body may be answered (and the connection closed) before it
     // is all sent: ignore write errors, the answer is what matters.
     let _ = s.write_all(body);
-    let (status, _, body) =
-        read_response(&mut r).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let (status, _, body) = read_response(&mut r)?;
     let value = if body.is_empty() {
         Value::Null
     } else {
@@ -70,7 +103,7 @@ pub fn call_raw(
             )
         })
     };
-    (status, value)
+    Ok((status, value))
 }
 
 /// `call` that asserts the status and returns the body.
