@@ -157,9 +157,12 @@ fn stored_state() -> (std::path::PathBuf, std::path::PathBuf) {
     (dir, file)
 }
 
+/// A named way to damage the store file.
+type Damage = (&'static str, fn(&mut Vec<u8>));
+
 #[test]
 fn a_damaged_store_file_stops_start_up_and_is_named() {
-    let damages: [(&str, fn(&mut Vec<u8>)); 4] = [
+    let damages: [Damage; 4] = [
         ("truncated", |b| b.truncate(b.len() / 2)),
         ("garbage", |b| *b = b"\x00\xffgarbage, not a store".to_vec()),
         ("flipped byte", |b| {
