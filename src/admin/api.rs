@@ -1,14 +1,657 @@
-//! The `/api/v1` routes (in progress: only the configuration export).
+//! The `/api/v1` routes of SPEC §3.
+//!
+//! Reads answer from the store's in-memory configuration. Every change runs
+//! the same sequence, one change at a time ([`mutate`]): clone the whole
+//! configuration, apply the change, `normalize` + `validate` the whole of it
+//! (so cross-entity rules hold), compile the snapshot, persist it (fsync),
+//! broadcast it to every shard and wait for their acks, install it, answer.
+//!
+//! Server-assigned fields in a create or `PUT` body (`id`, `gateway_id`,
+//! `created_at`, `updated_at`, target ids) are ignored. Validation errors
+//! inside the changed entity name their field relative to the request body
+//! (`targets[0].port`, not `gateways[0].upstreams[2].targets[0].port`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::admin::server::Request;
 use crate::admin::{Admin, Reply};
+use crate::config::model::{ApiKey, Config, Gateway, Rule, Service, Upstream};
+use crate::config::validate::format_rfc3339;
+use crate::config::{compile, normalize, validate, ConfigError};
+
+/// Largest page a list answers.
+pub const MAX_LIMIT: usize = 100;
+
+/// Handled replies and refusals alike are a [`Reply`]; `Err` short-cuts.
+type Answer = Result<Reply, Reply>;
 
 pub async fn handle(admin: &Admin, req: &Request) -> Reply {
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/api/v1/config") => match serde_json::to_value(admin.store.borrow().config()) {
-            Ok(v) => Reply::json(200, &v),
-            Err(e) => Reply::error(500, &e.to_string()),
-        },
-        _ => Reply::error(404, "not found"),
+    match route(admin, req).await {
+        Ok(r) | Err(r) => r,
     }
+}
+
+async fn route(admin: &Admin, req: &Request) -> Answer {
+    let rest = req.path.strip_prefix("/api/v1").unwrap_or("");
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let m = req.method.as_str();
+    match segs.as_slice() {
+        ["config"] => match m {
+            "GET" => Ok(Reply::json(200, &to_value(admin.store.borrow().config())?)),
+            "PUT" => replace_config(admin, req).await,
+            _ => Err(not_allowed()),
+        },
+        ["gateways"] => match m {
+            "GET" => list_gateways(admin, req),
+            "POST" => create_gateway(admin, req).await,
+            _ => Err(not_allowed()),
+        },
+        ["gateways", gid] => match m {
+            "GET" => {
+                let store = admin.store.borrow();
+                let gi = gateway_index(store.config(), gid)?;
+                Ok(Reply::json(
+                    200,
+                    &gateway_json(&store.config().gateways[gi])?,
+                ))
+            }
+            "PUT" => put_gateway(admin, req, gid).await,
+            "DELETE" => delete_gateway(admin, gid).await,
+            _ => Err(not_allowed()),
+        },
+        ["gateways", gid, kind] | ["gateways", gid, kind, _] => {
+            let id = segs.get(3).copied();
+            match *kind {
+                "upstreams" => entity::<Upstream>(admin, req, gid, id).await,
+                "services" => entity::<Service>(admin, req, gid, id).await,
+                "rules" => entity::<Rule>(admin, req, gid, id).await,
+                "keys" => entity::<ApiKey>(admin, req, gid, id).await,
+                _ => Err(Reply::error(404, "not found")),
+            }
+        }
+        _ => Err(Reply::error(404, "not found")),
+    }
+}
+
+fn not_allowed() -> Reply {
+    Reply::error(405, "method not allowed on this path")
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, Reply> {
+    serde_json::to_value(v).map_err(|e| Reply::error(500, &e.to_string()))
+}
+
+/// A validation refusal, its field made relative to the request body when it
+/// points inside the entity at `prefix` (e.g. `gateways[0].upstreams[2]`).
+fn refuse(mut e: ConfigError, prefix: &str) -> Reply {
+    if let Some(rest) = e
+        .field
+        .as_deref()
+        .filter(|_| !prefix.is_empty())
+        .and_then(|f| f.strip_prefix(prefix))
+    {
+        if let Some(inner) = rest.strip_prefix('.') {
+            e.field = Some(inner.to_string());
+        } else if rest.is_empty() {
+            e.field = None;
+        }
+    }
+    Reply::json(e.status(), &e.to_json())
+}
+
+/// `normalize` + `validate` the whole configuration. `at` is the changed
+/// entity's path; `last` moves it to the end of its list in a copy and
+/// returns its path there: the copy is what is validated, so a conflict
+/// between the changed entity and an existing one is reported on the changed
+/// one.
+fn check(
+    cfg: &mut Config,
+    now: SystemTime,
+    at: &str,
+    last: impl FnOnce(&mut Config) -> String,
+) -> Result<(), Reply> {
+    normalize(cfg, now).map_err(|e| refuse(e, at))?;
+    let mut copy = cfg.clone();
+    let moved = last(&mut copy);
+    validate(&copy).map_err(|e| refuse(e, &moved))
+}
+
+/// Moves `list[at]` to the end; its new index.
+fn move_last<T>(list: &mut Vec<T>, at: usize) -> usize {
+    let e = list.remove(at);
+    list.push(e);
+    list.len() - 1
+}
+
+/// Parses a JSON request body: 415 for a non-JSON Content-Type, 400 (with the
+/// field when there is one) for anything that does not parse as a `T`.
+fn body<T: DeserializeOwned>(req: &Request) -> Result<T, Reply> {
+    if let Some(ct) = req.header("content-type") {
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media != "application/json" && !media.ends_with("+json") {
+            return Err(Reply::error(
+                415,
+                &format!("Content-Type must be application/json, not {ct:?}"),
+            ));
+        }
+    }
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Reply::error(400, "a JSON body is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&req.body);
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        json_refusal(e.into_inner(), Some(path))
+    })?;
+    de.end().map_err(|e| json_refusal(e, None))?;
+    Ok(value)
+}
+
+fn json_refusal(e: serde_json::Error, path: Option<String>) -> Reply {
+    if e.classify() != serde_json::error::Category::Data {
+        return Reply::error(400, &format!("invalid JSON: {e}"));
+    }
+    let msg = e.to_string();
+    let mut field = path.filter(|p| p != ".");
+    // serde reports a missing field on its parent object: name the field.
+    if let Some(name) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        field = Some(match field {
+            Some(parent) => format!("{parent}.{name}"),
+            None => name.to_string(),
+        });
+    }
+    let mut out = json!({ "error": msg });
+    if let Some(f) = field {
+        out["field"] = Value::String(f);
+    }
+    Reply::json(400, &out)
+}
+
+fn invalid(error: &str, field: &str) -> Reply {
+    Reply::json(400, &json!({ "error": error, "field": field }))
+}
+
+/// `?offset=&limit=` (default 0 and 100; limit at most 100).
+fn page(req: &Request) -> Result<(usize, usize), Reply> {
+    let num = |name: &str, default: usize| match req.param(name) {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| invalid("must be a non-negative integer", name)),
+    };
+    let offset = num("offset", 0)?;
+    let limit = num("limit", MAX_LIMIT)?;
+    if limit > MAX_LIMIT {
+        return Err(invalid("must be at most 100", "limit"));
+    }
+    Ok((offset, limit))
+}
+
+fn list_reply(plural: &str, items: Vec<Value>, req: &Request) -> Answer {
+    let (offset, limit) = page(req)?;
+    let count = items.len();
+    let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    Ok(Reply::json(200, &json!({ plural: items, "count": count })))
+}
+
+fn gateway_index(cfg: &Config, gid: &str) -> Result<usize, Reply> {
+    cfg.gateways
+        .iter()
+        .position(|g| g.id.as_deref() == Some(gid))
+        .ok_or_else(|| Reply::error(404, &format!("no gateway with id {gid:?}")))
+}
+
+/// A gateway as the gateway endpoints show it: without its nested lists.
+fn gateway_json(gw: &Gateway) -> Result<Value, Reply> {
+    let mut v = to_value(gw)?;
+    if let Some(o) = v.as_object_mut() {
+        for k in ["upstreams", "services", "rules", "keys"] {
+            o.remove(k);
+        }
+    }
+    Ok(v)
+}
+
+/// Runs one change: apply `change` to a copy of the configuration (it
+/// validates), compile, persist, broadcast to every shard, install.
+async fn mutate<T>(
+    admin: &Admin,
+    change: impl FnOnce(&mut Config, SystemTime) -> Result<T, Reply>,
+) -> Result<T, Reply> {
+    let _turn = admin
+        .writes
+        .acquire_permit(1)
+        .await
+        .map_err(|_| Reply::error(503, "the admin API is shutting down"))?;
+    let (mut cfg, generation) = {
+        let store = admin.store.borrow();
+        (store.config().clone(), store.generation() + 1)
+    };
+    let out = change(&mut cfg, SystemTime::now())?;
+    let snapshot = Arc::new(compile(&cfg, generation));
+    {
+        let store = admin.store.borrow();
+        if let Err(e) = store.persist(&cfg, generation) {
+            let path = store.state_path();
+            log::error!(
+                "cannot store generation {generation} in {}: {e}",
+                path.display()
+            );
+            return Err(Reply::error(
+                500,
+                &format!(
+                    "the change could not be stored in {}: {e}; nothing was changed",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let applied = admin.plane.apply(snapshot.clone()).await;
+    admin.store.borrow_mut().install(cfg, generation, snapshot);
+    match applied {
+        Ok(()) => Ok(out),
+        Err(lagging) => Err(Reply::error(
+            503,
+            &format!(
+                "the change is stored durably (generation {generation}) but {lagging}; they will serve it once they catch up"
+            ),
+        )),
+    }
+}
+
+async fn replace_config(admin: &Admin, req: &Request) -> Answer {
+    // The Content-Type check and the body presence check of `body`.
+    let _: Value = body(req)?;
+    let cfg = compile::load(&req.body, SystemTime::now()).map_err(|e| refuse(e, ""))?;
+    let exported = to_value(&cfg)?;
+    mutate(admin, move |all, _| {
+        *all = cfg;
+        Ok(())
+    })
+    .await?;
+    Ok(Reply::json(200, &exported))
+}
+
+fn list_gateways(admin: &Admin, req: &Request) -> Answer {
+    let store = admin.store.borrow();
+    let items = store
+        .config()
+        .gateways
+        .iter()
+        .map(gateway_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    list_reply("gateways", items, req)
+}
+
+/// A gateway body: the gateway's own fields; its children have their own
+/// endpoints (or `PUT /api/v1/config`).
+fn gateway_body(req: &Request) -> Result<Gateway, Reply> {
+    let gw: Gateway = body(req)?;
+    for (empty, name) in [
+        (gw.upstreams.is_empty(), "upstreams"),
+        (gw.services.is_empty(), "services"),
+        (gw.rules.is_empty(), "rules"),
+        (gw.keys.is_empty(), "keys"),
+    ] {
+        if !empty {
+            return Err(invalid(
+                &format!("{name} are managed under /api/v1/gateways/{{id}}/{name} (or PUT /api/v1/config)"),
+                name,
+            ));
+        }
+    }
+    Ok(gw)
+}
+
+async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
+    let mut gw = gateway_body(req)?;
+    let stored = mutate(admin, |cfg, now| {
+        let stamp = format_rfc3339(now);
+        gw.id = Some(uuid::Uuid::new_v4().to_string());
+        gw.created_at = Some(stamp.clone());
+        gw.updated_at = Some(stamp);
+        cfg.gateways.push(gw);
+        let gi = cfg.gateways.len() - 1;
+        let at = format!("gateways[{gi}]");
+        check(cfg, now, &at, |_| at.clone())?;
+        gateway_json(&cfg.gateways[gi])
+    })
+    .await?;
+    Ok(Reply::json(201, &stored))
+}
+
+async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
+    gateway_index(admin.store.borrow().config(), gid)?;
+    let mut gw = gateway_body(req)?;
+    let stored = mutate(admin, |cfg, now| {
+        let gi = gateway_index(cfg, gid)?;
+        let old = &mut cfg.gateways[gi];
+        gw.id = old.id.clone();
+        gw.created_at = old.created_at.clone();
+        gw.updated_at = Some(format_rfc3339(now));
+        gw.upstreams = std::mem::take(&mut old.upstreams);
+        gw.services = std::mem::take(&mut old.services);
+        gw.rules = std::mem::take(&mut old.rules);
+        gw.keys = std::mem::take(&mut old.keys);
+        *old = gw;
+        check(cfg, now, &format!("gateways[{gi}]"), |c| {
+            format!("gateways[{}]", move_last(&mut c.gateways, gi))
+        })?;
+        gateway_json(&cfg.gateways[gi])
+    })
+    .await?;
+    Ok(Reply::json(200, &stored))
+}
+
+async fn delete_gateway(admin: &Admin, gid: &str) -> Answer {
+    mutate(admin, |cfg, _| {
+        let gi = gateway_index(cfg, gid)?;
+        cfg.gateways.remove(gi);
+        Ok(())
+    })
+    .await?;
+    Ok(Reply::no_content())
+}
+
+/// What the generic entity endpoints need of upstreams, services, rules and
+/// keys.
+trait Entity: Serialize + DeserializeOwned + Clone {
+    const PLURAL: &'static str;
+    const SINGULAR: &'static str;
+    /// Keys cannot be replaced (only created and deleted).
+    const PUT: bool = true;
+    fn list(gw: &Gateway) -> &Vec<Self>;
+    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self>;
+    fn id(&self) -> Option<&str>;
+    fn name(&self) -> &str;
+    /// Sets the server-assigned fields; `old` is the entity a PUT replaces.
+    fn assign(&mut self, id: String, gateway_id: &str, old: Option<&Self>);
+    /// Why this entity cannot be deleted (what still references it).
+    fn used_by(_gw: &Gateway, _id: &str) -> Option<String> {
+        None
+    }
+    fn show(&self) -> Result<Value, Reply> {
+        to_value(self)
+    }
+    /// What the server generates on create; a secret is answered once.
+    fn generate(&mut self) -> Result<Option<String>, Reply> {
+        Ok(None)
+    }
+}
+
+impl Entity for Upstream {
+    const PLURAL: &'static str = "upstreams";
+    const SINGULAR: &'static str = "upstream";
+    fn list(gw: &Gateway) -> &Vec<Self> {
+        &gw.upstreams
+    }
+    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
+        &mut gw.upstreams
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn assign(&mut self, id: String, gateway_id: &str, old: Option<&Self>) {
+        self.id = Some(id);
+        self.gateway_id = Some(gateway_id.to_string());
+        // A target at the same place keeps its id, and so its per-shard
+        // balancer and health state.
+        let mut free: Vec<_> = old.map(|o| o.targets.iter().collect()).unwrap_or_default();
+        for t in &mut self.targets {
+            t.id = free
+                .iter()
+                .position(|o| o.host == t.host && o.port == t.port && o.path == t.path)
+                .and_then(|i| free.remove(i).id.clone());
+        }
+    }
+    fn used_by(gw: &Gateway, id: &str) -> Option<String> {
+        gw.services
+            .iter()
+            .find(|s| s.upstream_id.as_deref() == Some(id))
+            .map(|s| format!("service {:?} ({})", s.name, s.id.as_deref().unwrap_or("")))
+    }
+}
+
+impl Entity for Service {
+    const PLURAL: &'static str = "services";
+    const SINGULAR: &'static str = "service";
+    fn list(gw: &Gateway) -> &Vec<Self> {
+        &gw.services
+    }
+    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
+        &mut gw.services
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
+        self.id = Some(id);
+        self.gateway_id = Some(gateway_id.to_string());
+    }
+    fn used_by(gw: &Gateway, id: &str) -> Option<String> {
+        gw.rules
+            .iter()
+            .find(|r| r.service_id.as_deref() == Some(id))
+            .map(|r| format!("rule {:?} ({})", r.name, r.id.as_deref().unwrap_or("")))
+    }
+}
+
+impl Entity for Rule {
+    const PLURAL: &'static str = "rules";
+    const SINGULAR: &'static str = "rule";
+    fn list(gw: &Gateway) -> &Vec<Self> {
+        &gw.rules
+    }
+    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
+        &mut gw.rules
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
+        self.id = Some(id);
+        self.gateway_id = Some(gateway_id.to_string());
+    }
+    /// Removing a rule from a key's policies could widen the key (an empty
+    /// list allows every rule), so a rule named by a policy stays.
+    fn used_by(gw: &Gateway, id: &str) -> Option<String> {
+        gw.keys
+            .iter()
+            .find(|k| k.policies.iter().flatten().any(|p| p == id))
+            .map(|k| {
+                format!(
+                    "the policies of key {:?} ({})",
+                    k.name,
+                    k.id.as_deref().unwrap_or("")
+                )
+            })
+    }
+}
+
+impl Entity for ApiKey {
+    const PLURAL: &'static str = "keys";
+    const SINGULAR: &'static str = "key";
+    const PUT: bool = false;
+    fn list(gw: &Gateway) -> &Vec<Self> {
+        &gw.keys
+    }
+    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
+        &mut gw.keys
+    }
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
+        self.id = Some(id);
+        self.gateway_id = Some(gateway_id.to_string());
+    }
+    /// The key is generated here and shown once; a key given in the body is
+    /// refused (existing keys are imported as `key_hash` through
+    /// `PUT /api/v1/config`).
+    fn generate(&mut self) -> Result<Option<String>, Reply> {
+        if self.key.is_some() {
+            return Err(invalid("keys are generated by the server", "key"));
+        }
+        if self.key_hash.is_some() {
+            return Err(invalid("keys are generated by the server", "key_hash"));
+        }
+        // Derived from the generated key, like the other server fields.
+        self.prefix = None;
+        let plain = new_api_key()?;
+        self.key = Some(plain.clone());
+        Ok(Some(plain))
+    }
+    /// Never the hash: id, name, prefix, active, expires_at, policies.
+    fn show(&self) -> Result<Value, Reply> {
+        let mut v = to_value(self)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("key_hash");
+        }
+        Ok(v)
+    }
+}
+
+/// 32 bytes from the OS CSPRNG, base64url without padding (43 characters).
+fn new_api_key() -> Result<String, Reply> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| Reply::error(500, &format!("the OS random source failed: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+async fn entity<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: Option<&str>) -> Answer {
+    match (req.method.as_str(), id) {
+        ("GET", None) => {
+            let store = admin.store.borrow();
+            let gi = gateway_index(store.config(), gid)?;
+            let items = T::list(&store.config().gateways[gi])
+                .iter()
+                .map(T::show)
+                .collect::<Result<Vec<_>, _>>()?;
+            list_reply(T::PLURAL, items, req)
+        }
+        ("POST", None) => create::<T>(admin, req, gid).await,
+        ("GET", Some(id)) => {
+            let store = admin.store.borrow();
+            let gi = gateway_index(store.config(), gid)?;
+            let i = entity_index::<T>(&store.config().gateways[gi], id)?;
+            Ok(Reply::json(
+                200,
+                &T::list(&store.config().gateways[gi])[i].show()?,
+            ))
+        }
+        ("PUT", Some(id)) if T::PUT => replace::<T>(admin, req, gid, id).await,
+        ("DELETE", Some(id)) => delete::<T>(admin, gid, id).await,
+        _ => Err(not_allowed()),
+    }
+}
+
+fn entity_index<T: Entity>(gw: &Gateway, id: &str) -> Result<usize, Reply> {
+    T::list(gw)
+        .iter()
+        .position(|e| e.id() == Some(id))
+        .ok_or_else(|| {
+            Reply::error(
+                404,
+                &format!("no {} with id {id:?} in this gateway", T::SINGULAR),
+            )
+        })
+}
+
+async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
+    gateway_index(admin.store.borrow().config(), gid)?;
+    let mut new: T = body(req)?;
+    let plaintext = new.generate()?;
+    let mut shown = mutate(admin, |cfg, now| {
+        let gi = gateway_index(cfg, gid)?;
+        new.assign(uuid::Uuid::new_v4().to_string(), gid, None);
+        let list = T::list_mut(&mut cfg.gateways[gi]);
+        list.push(new);
+        let at = list.len() - 1;
+        let path = format!("gateways[{gi}].{}[{at}]", T::PLURAL);
+        check(cfg, now, &path, |_| path.clone())?;
+        T::list(&cfg.gateways[gi])[at].show()
+    })
+    .await?;
+    if let Some(plain) = plaintext {
+        shown["key"] = Value::String(plain);
+    }
+    Ok(Reply::json(201, &shown))
+}
+
+async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -> Answer {
+    {
+        // 404 before 400: an unknown id is the first thing to hear about.
+        let store = admin.store.borrow();
+        let gi = gateway_index(store.config(), gid)?;
+        entity_index::<T>(&store.config().gateways[gi], id)?;
+    }
+    let mut new: T = body(req)?;
+    let shown = mutate(admin, |cfg, now| {
+        let gi = gateway_index(cfg, gid)?;
+        let at = entity_index::<T>(&cfg.gateways[gi], id)?;
+        let list = T::list_mut(&mut cfg.gateways[gi]);
+        new.assign(id.to_string(), gid, Some(&list[at]));
+        list[at] = new;
+        check(
+            cfg,
+            now,
+            &format!("gateways[{gi}].{}[{at}]", T::PLURAL),
+            |c| {
+                let last = move_last(T::list_mut(&mut c.gateways[gi]), at);
+                format!("gateways[{gi}].{}[{last}]", T::PLURAL)
+            },
+        )?;
+        T::list(&cfg.gateways[gi])[at].show()
+    })
+    .await?;
+    Ok(Reply::json(200, &shown))
+}
+
+async fn delete<T: Entity>(admin: &Admin, gid: &str, id: &str) -> Answer {
+    mutate(admin, |cfg, _| {
+        let gi = gateway_index(cfg, gid)?;
+        let gw = &mut cfg.gateways[gi];
+        let at = entity_index::<T>(gw, id)?;
+        if let Some(user) = T::used_by(gw, id) {
+            return Err(Reply::error(
+                409,
+                &format!(
+                    "{} {:?} is still referenced by {user}",
+                    T::SINGULAR,
+                    T::list(gw)[at].name()
+                ),
+            ));
+        }
+        T::list_mut(gw).remove(at);
+        Ok(())
+    })
+    .await?;
+    Ok(Reply::no_content())
 }

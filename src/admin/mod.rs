@@ -22,6 +22,8 @@ pub struct Admin {
     pub store: RefCell<Store>,
     pub plane: Rc<ControlPlane>,
     pub started: std::time::Instant,
+    /// One mutation at a time, held from validation to the answer.
+    pub writes: glommio::sync::Semaphore,
 }
 
 impl Admin {
@@ -31,11 +33,12 @@ impl Admin {
             store: RefCell::new(store),
             plane,
             started: std::time::Instant::now(),
+            writes: glommio::sync::Semaphore::new(1),
         })
     }
 }
 
-/// An admin answer: status, JSON body, extra header lines.
+/// An admin answer: status and JSON body.
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,

@@ -23,7 +23,7 @@ pub struct ServeArgs {
     /// data directory of the embedded store (default ./ringgate-data) [RINGGATE_DATA_DIR]
     #[argh(option)]
     pub data_dir: Option<String>,
-    /// declarative JSON configuration applied at start [RINGGATE_CONFIG]
+    /// declarative JSON configuration (the GET /api/v1/config shape): validated, then it replaces the state stored in --data-dir at start and is persisted [RINGGATE_CONFIG]
     #[argh(option)]
     pub config: Option<String>,
     /// bearer token every /api/v1 call must carry [RINGGATE_ADMIN_TOKEN]

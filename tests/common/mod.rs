@@ -1,6 +1,8 @@
 //! Raw-HTTP helpers shared by the integration tests (no HTTP client crates).
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
