@@ -70,7 +70,7 @@ impl ReadBuf {
                 self.start = 0;
             }
             if self.end == self.data.len() && self.data.len() < self.max {
-                let grown = (self.data.len() * 2).clamp(1024, self.max);
+                let grown = (self.data.len() * 2).max(1024).min(self.max);
                 self.data.resize(grown, 0);
             }
         }

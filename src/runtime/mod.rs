@@ -24,6 +24,7 @@ pub fn serve(args: ServeArgs) -> i32 {
         Err(e) => return fail(&e),
     };
     init_logger(settings.log_level.as_deref());
+    abort_on_panic();
 
     let report = preflight::run(&settings.host_needs());
     for line in report
@@ -88,6 +89,22 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
     }
     log::info!("stopped");
     result
+}
+
+/// A panic on a shard would otherwise end that shard's thread alone and
+/// leave a process that accepts on some sockets and not others. A bug is
+/// better loud: log it and abort, so the supervisor restarts the gateway.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        log::error!(
+            "panic on thread {}: {info}; aborting",
+            thread.name().unwrap_or("?")
+        );
+        default(info);
+        std::process::abort();
+    }));
 }
 
 /// One clear line on stderr and exit code 2: how start-up failures end.
