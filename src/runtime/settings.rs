@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// on SIGTERM, time in-flight requests get to finish (default 30000) [RINGGATE_DRAIN_TIMEOUT_MS]
     #[argh(option)]
     pub drain_timeout_ms: Option<String>,
+    /// microseconds a shard spins before sleeping: lower latency, more CPU; 0 never spins (default 50) [RINGGATE_SPIN_US]
+    #[argh(option)]
+    pub spin_us: Option<String>,
 }
 
 /// Limits and timeouts of the proxy path, one place for all of them.
@@ -122,6 +125,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub log_level: Option<String>,
     pub backlog: i32,
+    /// How long an idle shard spins before parking.
+    pub spin: Duration,
     pub limits: Limits,
 }
 
@@ -224,6 +229,7 @@ impl Settings {
             config: pick(&a.config, "config").map(PathBuf::from),
             admin_token: pick(&a.admin_token, "admin-token"),
             log_level: pick(&a.log_level, "log-level"),
+            spin: Duration::from_micros(number(&a.spin_us, "spin-us", 50u64)?.min(10_000)),
             backlog: crate::runtime::preflight::somaxconn()
                 .unwrap_or(4096)
                 .clamp(128, 65535) as i32,
