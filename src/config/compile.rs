@@ -15,6 +15,7 @@ use super::snapshot::{
 };
 use super::validate::{normalize, parse, parse_key_hash, parse_rfc3339, validate, ConfigError};
 use crate::route::{fnv1a64, RouteSpec, Router};
+use crate::upstream::tls::{self, TlsClient, Trust};
 
 /// `parse` + `normalize` + `validate`: a configuration file as
 /// `serve --config` and `PUT /api/v1/config` take it.
@@ -165,6 +166,11 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
                     provider: t.provider.as_deref(),
                     headers: t.headers.as_ref(),
                     credentials: t.credentials.as_ref(),
+                    models: t.models.as_deref().unwrap_or_default(),
+                    default_model: t.default_model.as_deref(),
+                    insecure_ssl: t.insecure_ssl.unwrap_or(false),
+                    ca_pem: t.ca_pem.as_deref(),
+                    ca_file: t.ca_file.as_deref(),
                 })
             })
             .collect(),
@@ -211,6 +217,11 @@ fn compile_service(s: &model::Service, upstreams: &[model::Upstream]) -> Service
                 provider: None,
                 headers: s.headers.as_ref(),
                 credentials: s.credentials.as_ref(),
+                models: &[],
+                default_model: None,
+                insecure_ssl: false,
+                ca_pem: None,
+                ca_file: None,
             });
             // The endpoint's own headers and credentials are on its target.
             (ServiceKind::Endpoint(target), (Vec::new(), Vec::new()))
@@ -235,6 +246,57 @@ struct TargetParts<'a> {
     provider: Option<&'a str>,
     headers: Option<&'a BTreeMap<String, String>>,
     credentials: Option<&'a Credentials>,
+    models: &'a [String],
+    default_model: Option<&'a str>,
+    insecure_ssl: bool,
+    ca_pem: Option<&'a str>,
+    ca_file: Option<&'a str>,
+}
+
+/// The TLS side of an `https` target; `None` (logged) when its CA cannot be
+/// read or its host is no valid server name: requests to it then get 502.
+fn tls_client(p: &TargetParts<'_>) -> Option<TlsClient> {
+    let trust = if p.insecure_ssl {
+        log::warn!(
+            "target {}:{} has insecure_ssl: its certificate is NOT verified",
+            p.host,
+            p.port
+        );
+        Trust::Insecure
+    } else if let Some(pem) = p.ca_pem {
+        Trust::Custom(pem.to_string())
+    } else if let Some(file) = p.ca_file {
+        match std::fs::read_to_string(file) {
+            Ok(pem) => Trust::Custom(pem),
+            Err(e) => {
+                log::error!(
+                    "target {}:{}: cannot read ca_file {file:?}: {e}",
+                    p.host,
+                    p.port
+                );
+                return None;
+            }
+        }
+    } else {
+        Trust::Public
+    };
+    // Connections to the same address share a pool only with the same name
+    // and trust; never 0 (plain TCP's key).
+    let id = fnv1a64(format!("{}\0{trust:?}", p.host).as_bytes()).max(1);
+    let built = tls::client_config(&trust).and_then(|config| {
+        Ok(TlsClient {
+            config,
+            server_name: tls::server_name(p.host)?,
+            id,
+        })
+    });
+    match built {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::error!("target {}:{}: TLS unusable: {e}", p.host, p.port);
+            None
+        }
+    }
 }
 
 fn build_target(p: TargetParts<'_>) -> Target {
@@ -257,11 +319,19 @@ fn build_target(p: TargetParts<'_>) -> Target {
         host: p.host.to_string(),
         port: p.port,
         tls: p.protocol == Protocol::Https,
+        tls_client: if p.protocol == Protocol::Https {
+            tls_client(&p)
+        } else {
+            None
+        },
         addr: resolve(p.host, p.port),
         authority,
         path: p.path.unwrap_or("").trim_end_matches('/').to_string(),
         weight: p.weight,
         provider: p.provider.map(str::to_string),
+        format: crate::provider::Format::of(p.provider),
+        models: p.models.to_vec(),
+        default_model: p.default_model.map(str::to_string),
         inject,
         inject_names,
     }

@@ -173,6 +173,14 @@ pub struct Target {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_ssl: Option<bool>,
+    /// `https` only: trust only this CA bundle (PEM text) instead of the
+    /// public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// `https` only: like `ca_pem`, read from this file when the
+    /// configuration is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::route::Router;
+use crate::upstream::pool::PoolKey;
+use crate::upstream::tls::TlsClient;
 
 /// A SHA-256 digest of an API key's plaintext.
 pub type KeyHash = [u8; 32];
@@ -133,6 +135,10 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    /// `https` targets: the client configuration and server name. `None`
+    /// on an `https` target whose trust could not be built (every request
+    /// then fails with 502).
+    pub tls_client: Option<TlsClient>,
     /// Resolved when compiling; `None` when the name did not resolve.
     pub addr: Option<SocketAddr>,
     /// The `Host` header value: `host`, or `host:port` off the default port.
@@ -141,10 +147,26 @@ pub struct Target {
     pub path: String,
     pub weight: u32,
     pub provider: Option<String>,
+    /// The API dialect it speaks (from `provider`).
+    pub format: crate::provider::Format,
+    /// Models it serves (`models`); empty: any.
+    pub models: Vec<String>,
+    /// Fills a request without `model`.
+    pub default_model: Option<String>,
     /// Pre-rendered `Name: value\r\n` lines: the target's `headers`, then its
     /// credentials as its provider wants them.
     pub inject: Vec<u8>,
     /// Lower-case names of the headers in `inject`; a client header of the
     /// same name is dropped.
     pub inject_names: Vec<String>,
+}
+
+impl Target {
+    /// The pool its connections live in (`None`: unresolved address).
+    pub fn pool_key(&self) -> Option<PoolKey> {
+        Some(PoolKey {
+            addr: self.addr?,
+            tls: self.tls_client.as_ref().map_or(0, |t| t.id),
+        })
+    }
 }

@@ -616,6 +616,16 @@ fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
     for (mi, m) in t.models.iter().flatten().enumerate() {
         nonempty(m, &format!("{tp}.models[{mi}]"))?;
     }
+    if let Some(m) = &t.default_model {
+        nonempty(m, &format!("{tp}.default_model"))?;
+    }
+    if let Some(pem) = &t.ca_pem {
+        crate::upstream::tls::parse_pem_certs(pem)
+            .map_err(|e| ConfigError::invalid(e, format!("{tp}.ca_pem")))?;
+    }
+    if let Some(f) = &t.ca_file {
+        nonempty(f, &format!("{tp}.ca_file"))?;
+    }
     check_credentials(&t.credentials, &format!("{tp}.credentials"))
 }
 

@@ -36,6 +36,8 @@ enum Pending {
 enum UpstreamError {
     /// Connect refused, reset or unreachable.
     Connect(io::Error),
+    /// The TLS handshake failed (untrusted certificate, wrong name).
+    Tls,
     /// Closed or reset before any response byte.
     Closed {
         reused: bool,
@@ -95,7 +97,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                 }
             },
         };
-        let Some(addr) = target.addr else {
+        let Some(addr) = target.pool_key() else {
             return respond_error(
                 shard,
                 conn,
@@ -150,6 +152,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                         (504, "upstream did not answer in time")
                     }
                     UpstreamError::Invalid => (502, "upstream sent an invalid response"),
+                    UpstreamError::Tls => (
+                        502,
+                        "upstream TLS handshake failed (certificate not trusted or wrong name)",
+                    ),
                 };
                 let keep_alive = keep(&plan, &pending);
                 let next =
@@ -272,7 +278,7 @@ async fn attempt_once(
     conn: &mut Client,
     plan: &Plan<'_>,
     target: &Target,
-    addr: std::net::SocketAddr,
+    addr: crate::upstream::PoolKey,
     pending: &mut Pending,
 ) -> AttemptResult {
     let limits = &shard.settings.limits;
@@ -283,9 +289,21 @@ async fn attempt_once(
         }
         None => {
             bump(&shard.metrics.pool_connects);
-            crate::upstream::connect(addr, limits.connect_timeout)
-                .await
-                .map_err(|e| Ok(UpstreamError::Connect(e)))?
+            if target.tls && target.tls_client.is_none() {
+                return Err(Ok(UpstreamError::Tls));
+            }
+            crate::upstream::connect(
+                addr.addr,
+                limits.connect_timeout,
+                target.tls_client.as_ref(),
+            )
+            .await
+            .map_err(|e| {
+                Ok(match e {
+                    crate::upstream::ConnectError::Tcp(e) => UpstreamError::Connect(e),
+                    crate::upstream::ConnectError::Tls(_) => UpstreamError::Tls,
+                })
+            })?
         }
     };
     let reused = up.reused;
@@ -297,6 +315,9 @@ async fn attempt_once(
     let mut sent = up.stream.write_all(&conn.up_head).await;
     if sent.is_ok() && conn.body.len() > COALESCE {
         sent = up.stream.write_all(&conn.body).await;
+    }
+    if sent.is_ok() {
+        sent = up.stream.flush().await; // TLS holds records until flushed
     }
     conn.up_head.truncate(head_len);
     if sent.is_err() {
@@ -344,7 +365,8 @@ async fn stream_request_body(
                 (p.consumed, p.done)
             }
         };
-        if up.stream.write_all(&conn.buf.filled()[..n]).await.is_err() {
+        let wrote = up.stream.write_all(&conn.buf.filled()[..n]).await;
+        if wrote.is_err() || up.stream.flush().await.is_err() {
             // Part of the body is gone: no retry, and the client must stop too.
             return Err(Err(ClientError::Status(
                 502,

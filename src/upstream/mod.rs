@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod pool;
+pub mod tls;
 
 pub use balance::{Balancer, InFlight};
-pub use pool::{connect, Pool, UpstreamConn};
+pub use pool::{connect, ConnectError, Pool, PoolKey, UpstreamConn};

@@ -1,10 +1,14 @@
-//! Per-shard keep-alive pools of upstream connections, keyed by address.
+//! Per-shard keep-alive pools of upstream connections, keyed by address and
+//! TLS identity ([`PoolKey`]).
 //!
 //! Idle connections are checked before reuse with a non-blocking peek: a
 //! peer that closed (FIN or RST already received) or sent unsolicited bytes
 //! is evicted instead of handed out. A close that races the check is caught
 //! by the proxy's retry of a reused connection. A reaper closes connections
 //! idle for longer than the idle timeout.
+//!
+//! TLS connections are peeked on the raw socket too: any readable byte
+//! (a `close_notify`, a late session ticket) makes one not reusable.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,6 +21,15 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpStream;
 
 use crate::buf::ReadBuf;
+use crate::upstream::tls::{self, Stream, TlsClient};
+
+/// Which pooled connections can serve a target: same address, same TLS
+/// name and trust (`tls == 0`: plain TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub tls: u64,
+}
 
 /// Read-buffer size of an upstream connection; response heads larger than
 /// this are refused as 502.
@@ -24,14 +37,14 @@ pub const UPSTREAM_BUF: usize = 16 << 10;
 pub const UPSTREAM_HEAD_MAX: usize = 64 << 10;
 
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: ReadBuf,
     /// Served at least one request before this one.
     pub reused: bool,
 }
 
 impl UpstreamConn {
-    fn new(stream: TcpStream) -> UpstreamConn {
+    fn new(stream: Stream) -> UpstreamConn {
         UpstreamConn {
             stream,
             buf: ReadBuf::new(UPSTREAM_BUF, UPSTREAM_HEAD_MAX),
@@ -40,12 +53,48 @@ impl UpstreamConn {
     }
 }
 
-/// Opens a connection with TCP_NODELAY, bounded by `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<UpstreamConn> {
+/// Why a new connection failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// TCP: refused, unreachable, timed out.
+    Tcp(io::Error),
+    /// The TLS handshake failed (certificate not trusted, wrong name,
+    /// protocol error) or timed out.
+    Tls(io::Error),
+}
+
+/// Opens a connection with TCP_NODELAY (and TLS when `tls` is set), each
+/// step bounded by `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Result<UpstreamConn, ConnectError> {
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
-        .map_err(io::Error::from)?;
-    stream.set_nodelay(true).map_err(io::Error::from)?;
+        .map_err(|e| ConnectError::Tcp(io::Error::from(e)))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| ConnectError::Tcp(io::Error::from(e)))?;
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match crate::proxy::timed(timeout, tls::handshake(stream, tls)).await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                log::warn!(
+                    "TLS handshake with {addr} ({:?}) failed: {e}",
+                    tls.server_name
+                );
+                return Err(ConnectError::Tls(e));
+            }
+            None => {
+                return Err(ConnectError::Tls(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )))
+            }
+        },
+    };
     Ok(UpstreamConn::new(stream))
 }
 
@@ -56,13 +105,13 @@ struct Idle {
 
 #[derive(Clone)]
 pub struct Pool {
-    idle: Rc<RefCell<HashMap<SocketAddr, Vec<Idle>>>>,
+    idle: Rc<RefCell<HashMap<PoolKey, Vec<Idle>>>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 /// True when the peer has neither closed nor written anything.
-fn quiet(stream: &TcpStream) -> bool {
+fn quiet(stream: &Stream) -> bool {
     let mut byte = 0u8;
     // SAFETY: a one-byte peek into a local on a socket we own.
     let r = unsafe {
@@ -85,8 +134,8 @@ impl Pool {
         }
     }
 
-    /// The most recently used live connection to `addr`, if any.
-    pub fn take(&self, addr: &SocketAddr) -> Option<UpstreamConn> {
+    /// The most recently used live connection for `addr`, if any.
+    pub fn take(&self, addr: &PoolKey) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(addr)?;
         while let Some(entry) = list.pop() {
@@ -100,7 +149,7 @@ impl Pool {
     }
 
     /// Keeps a connection whose last response was read completely.
-    pub fn put(&self, addr: SocketAddr, conn: UpstreamConn) {
+    pub fn put(&self, addr: PoolKey, conn: UpstreamConn) {
         if !conn.buf.is_empty() {
             return; // bytes after a complete response: the peer is confused
         }
