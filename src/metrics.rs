@@ -14,6 +14,10 @@ pub struct ShardMetrics {
     pub pool_reuses: Cell<u64>,
     pub pool_connects: Cell<u64>,
     pub connections_refused: Cell<u64>,
+    /// Tokens providers reported (`usage`), and the responses that had one.
+    pub prompt_tokens: Cell<u64>,
+    pub completion_tokens: Cell<u64>,
+    pub usage_reports: Cell<u64>,
 }
 
 impl ShardMetrics {

@@ -2,7 +2,8 @@
 //!
 //! `ringgate mock-upstream --listen ADDR [--name NAME] [--shards N]` runs N unpinned glommio
 //! executors, each accepting on its own `SO_REUSEPORT` socket. It answers
-//! `POST /v1/chat/completions` (plain and SSE streaming), `GET /v1/models`, `/echo[/...]`
+//! `POST /v1/chat/completions` (plain and SSE streaming), `POST /v1/messages` (Anthropic's
+//! messages API, plain and SSE; 400 without `max_tokens`), `GET /v1/models`, `/echo[/...]`
 //! (reflects the request as JSON) and 404 for the rest. Every answer carries
 //! `x-mock-conn: s<shard>-<n>` (and `x-mock-name` with `--name`).
 //!
@@ -877,6 +878,53 @@ impl Conn {
                     }
                 }
             }
+        } else if path == b"/v1/messages" && method == b"POST" {
+            // Anthropic mode: the messages API, JSON or SSE.
+            let req: serde_json::Value =
+                serde_json::from_slice(&buf[body.clone()]).unwrap_or_default();
+            let model = req["model"].as_str().unwrap_or("mock-claude").to_string();
+            let id = shard.next_completion_id();
+            if req
+                .get("max_tokens")
+                .and_then(serde_json::Value::as_u64)
+                .is_none()
+            {
+                let e = br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#;
+                body_start =
+                    plain_head(out, 400, "application/json", Some(e.len()), conn_hdr, ident);
+                out.extend_from_slice(e);
+            } else if req["stream"] == serde_json::Value::Bool(true) && h.minor >= 1 {
+                let chunks = h.chunks.unwrap_or(shard.settings.stream_chunks);
+                let interval = Duration::from_millis(
+                    h.interval_ms.unwrap_or(shard.settings.stream_interval_ms),
+                );
+                let ok =
+                    stream_messages(stream, out, ident, conn_hdr, id, &model, chunks, interval)
+                        .await;
+                return if ok && keep {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
+            } else {
+                let v = serde_json::json!({
+                    "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant",
+                    "model": model, "content": [{"type": "text", "text": REPLY}],
+                    "stop_reason": "end_turn", "stop_sequence": null,
+                    "usage": {"input_tokens": 9, "output_tokens": REPLY_WORDS},
+                    "echo_system": req.get("system"),
+                });
+                let _ = serde_json::to_writer(&mut *tmp, &v);
+                body_start = plain_head(
+                    out,
+                    200,
+                    "application/json",
+                    Some(tmp.len()),
+                    conn_hdr,
+                    ident,
+                );
+                out.extend_from_slice(tmp);
+            }
         } else if path == b"/v1/models" {
             if method != b"GET" && method != b"HEAD" {
                 body_start = method_not_allowed(out, tmp, conn_hdr, ident, "GET, HEAD");
@@ -1259,6 +1307,66 @@ async fn stream_chat(
             }
         } else {
             out.extend_from_slice(tmp);
+        }
+        if stream.write_all(out).await.is_err() {
+            return false;
+        }
+        out.clear();
+    }
+    true
+}
+
+/// Anthropic-style SSE: message_start, one text block of `chunks` deltas,
+/// message_delta with the stop reason and usage, message_stop.
+#[allow(clippy::too_many_arguments)]
+async fn stream_messages(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    ident: &[u8],
+    conn: Option<&str>,
+    id: u64,
+    model: &str,
+    chunks: usize,
+    interval: Duration,
+) -> bool {
+    out.clear();
+    head_with(
+        out,
+        200,
+        "text/event-stream",
+        "cache-control: no-cache\r\ntransfer-encoding: chunked\r\n",
+        conn,
+        ident,
+    );
+    let mut events: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        ),
+        (
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        ("ping", serde_json::json!({"type": "ping"})),
+    ];
+    for i in 0..chunks {
+        events.push(("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("tok{i} ")}})));
+    }
+    events.push((
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": chunks}})));
+    events.push(("message_stop", serde_json::json!({"type": "message_stop"})));
+    let n = events.len();
+    for (i, (name, data)) in events.into_iter().enumerate() {
+        if i > 0 && !interval.is_zero() {
+            glommio::timer::sleep(interval).await;
+        }
+        let ev = format!("event: {name}\ndata: {data}\n\n");
+        push_chunk(out, ev.as_bytes());
+        if i + 1 == n {
+            out.extend_from_slice(b"0\r\n\r\n");
         }
         if stream.write_all(out).await.is_err() {
             return false;

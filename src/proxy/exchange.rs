@@ -17,6 +17,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::bump;
+use crate::proxy::ai::{self, Ai};
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::{linger_close, respond_error, timed, Client, Next};
 use crate::runtime::shard::Shard;
@@ -71,6 +72,14 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
         Err(e) => return client_failed(shard, conn, e, rid.as_bytes()).await,
     };
 
+    let buffered = matches!(pending, Pending::None);
+    let mut ai = match Ai::inspect(&plan, &conn.fwd, &conn.body, buffered) {
+        Ok(ai) => ai,
+        Err(msg) => {
+            let keep_alive = keep(&plan, &pending);
+            return respond_error(shard, conn, 400, &msg, rid.as_bytes(), keep_alive).await;
+        }
+    };
     let health = match plan.targets {
         Targets::Balanced(up) => up.passive_health,
         Targets::Fixed(_) => None,
@@ -82,20 +91,22 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
     loop {
         let target: &Target = match plan.targets {
             Targets::Fixed(t) => t,
-            Targets::Balanced(up) => match shard.balancer.choose(up, &avoid) {
-                Some(i) => &up.targets[i],
-                None => {
-                    return respond_error(
-                        shard,
-                        conn,
-                        503,
-                        "no healthy upstream target",
-                        rid.as_bytes(),
-                        keep(&plan, &pending),
-                    )
-                    .await
+            Targets::Balanced(up) => {
+                match shard.balancer.choose_where(up, &avoid, |t| ai.serves(t)) {
+                    Some(i) => &up.targets[i],
+                    None => {
+                        return respond_error(
+                            shard,
+                            conn,
+                            503,
+                            "no healthy upstream target",
+                            rid.as_bytes(),
+                            keep(&plan, &pending),
+                        )
+                        .await
+                    }
                 }
-            },
+            }
         };
         let Some(addr) = target.pool_key() else {
             return respond_error(
@@ -108,10 +119,15 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
             )
             .await;
         };
+        let rest = &conn.fwd[plan.path.0 as usize..plan.path.1 as usize];
+        if let Err((status, msg)) = ai.prepare(target, rest, &conn.body) {
+            let keep_alive = keep(&plan, &pending);
+            return respond_error(shard, conn, status, &msg, rid.as_bytes(), keep_alive).await;
+        }
         let _in_flight = shard.balancer.start(target);
         let replayable = matches!(pending, Pending::None);
 
-        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending).await;
+        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai).await;
         let (mut up, resp) = match result {
             Ok(ok) => ok,
             Err(Err(client)) => return client_failed(shard, conn, client, rid.as_bytes()).await,
@@ -167,6 +183,14 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
+        if ai.translate.is_some() {
+            let (client, reusable) =
+                ai::forward_translated(shard, conn, &plan, &mut up, &resp, &mut ai).await;
+            if reusable {
+                shard.pool.put(addr, up);
+            }
+            return client;
+        }
         let next = forward_response(shard, conn, &plan, &mut up, &resp).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
@@ -280,6 +304,7 @@ async fn attempt_once(
     target: &Target,
     addr: crate::upstream::PoolKey,
     pending: &mut Pending,
+    ai: &Ai,
 ) -> AttemptResult {
     let limits = &shard.settings.limits;
     let mut up = match shard.pool.take(&addr) {
@@ -307,14 +332,15 @@ async fn attempt_once(
         }
     };
     let reused = up.reused;
-    compose_head(conn, plan, target, pending);
+    compose_head(conn, plan, target, pending, ai);
     let head_len = conn.up_head.len();
-    if conn.body.len() <= COALESCE {
-        conn.up_head.extend_from_slice(&conn.body);
+    let body = if ai.rewritten { &ai.body } else { &conn.body };
+    if body.len() <= COALESCE {
+        conn.up_head.extend_from_slice(body);
     }
     let mut sent = up.stream.write_all(&conn.up_head).await;
-    if sent.is_ok() && conn.body.len() > COALESCE {
-        sent = up.stream.write_all(&conn.body).await;
+    if sent.is_ok() && body.len() > COALESCE {
+        sent = up.stream.write_all(body).await;
     }
     if sent.is_ok() {
         sent = up.stream.flush().await; // TLS holds records until flushed
@@ -393,20 +419,22 @@ fn injected(target: &Target, plan: &Plan<'_>, name: &[u8]) -> bool {
 }
 
 /// The upstream request head, into `conn.up_head`.
-fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &Pending) {
+fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &Pending, ai: &Ai) {
     let out = &mut conn.up_head;
     let fwd = &conn.fwd;
     out.clear();
     push_piece(out, fwd, plan.method);
     out.push(b' ');
-    out.extend_from_slice(target.path.as_bytes());
     let rest = &fwd[plan.path.0 as usize..plan.path.1 as usize];
-    if rest.is_empty() {
-        if target.path.is_empty() {
+    if !ai.path.is_empty() {
+        out.extend_from_slice(&ai.path); // translated endpoint, with the target's prefix
+    } else {
+        out.extend_from_slice(target.path.as_bytes());
+        if !rest.is_empty() {
+            out.extend_from_slice(rest);
+        } else if target.path.is_empty() {
             out.push(b'/');
         }
-    } else {
-        out.extend_from_slice(rest);
     }
     if let Some(q) = plan.query {
         out.push(b'?');
@@ -420,7 +448,7 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     out.extend_from_slice(b"\r\n");
     for &(ns, ne, vs, ve) in &conn.fwd_headers {
         let name = &fwd[ns as usize..ne as usize];
-        if injected(target, plan, name) {
+        if injected(target, plan, name) || ai.drops_header(name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -448,7 +476,14 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     match (plan.body, pending) {
         (BodyKind::Length(n), _) => {
             out.extend_from_slice(b"Content-Length: ");
-            push_decimal(out, n);
+            push_decimal(
+                out,
+                if ai.rewritten {
+                    ai.body.len() as u64
+                } else {
+                    n
+                },
+            );
             out.extend_from_slice(b"\r\n");
         }
         (BodyKind::Chunked, _) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),

@@ -3,6 +3,7 @@
 //! authentication and routing that turn a head into a [`Plan`] for
 //! [`exchange`].
 
+mod ai;
 mod exchange;
 mod plan;
 

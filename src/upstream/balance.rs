@@ -85,9 +85,23 @@ impl Balancer {
     /// already by this request) are skipped unless nothing else is healthy.
     /// `None`: no healthy target.
     pub fn choose(&self, up: &Upstream, avoid: &[u64]) -> Option<usize> {
+        self.choose_where(up, avoid, |_| true)
+    }
+
+    /// Like [`choose`](Self::choose), among the targets `allowed` accepts
+    /// (model routing).
+    pub fn choose_where(
+        &self,
+        up: &Upstream,
+        avoid: &[u64],
+        allowed: impl Fn(&Target) -> bool,
+    ) -> Option<usize> {
         let now = Cell::new(None);
         let usable = |t: &Target, strict: bool| {
-            t.addr.is_some() && (!strict || !avoid.contains(&t.key)) && self.is_up(t.key, &now)
+            t.addr.is_some()
+                && allowed(t)
+                && (!strict || !avoid.contains(&t.key))
+                && self.is_up(t.key, &now)
         };
         let pick = |strict: bool| -> Option<usize> {
             let ok = |i: usize| usable(&up.targets[i], strict);
