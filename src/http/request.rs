@@ -14,7 +14,9 @@
 //! - more than one `Content-Length` field, or a comma list, even with equal
 //!   values (simplest safe rule: no request needs it), or a value that is not
 //!   a plain run of digits fitting in u64;
-//! - HTTP/1.1 without `Host`, or more than one `Host`.
+//! - HTTP/1.1 without `Host`, or more than one `Host`;
+//! - a request-target that is not a path (absolute or authority form, or
+//!   `*` on anything but OPTIONS).
 
 use std::mem::MaybeUninit;
 
@@ -98,6 +100,15 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         Err(_) => return Err(HttpError::bad_request("malformed request head")),
     };
 
+    // Origin-form only (and `*` for OPTIONS): a reverse proxy that took an
+    // absolute or authority form would have to pick between its host and
+    // `Host`; refusing is the unambiguous choice.
+    let raw_target = req.path.unwrap_or_default().as_bytes();
+    let origin_form =
+        raw_target.first() == Some(&b'/') || (raw_target == b"*" && req.method == Some("OPTIONS"));
+    if !origin_form {
+        return Err(HttpError::bad_request("request target must be a path"));
+    }
     let method = Span::of(buf, req.method.unwrap_or_default().as_bytes());
     let target = Span::of(buf, req.path.unwrap_or_default().as_bytes());
     let version = req.version.unwrap_or(1);
@@ -389,6 +400,22 @@ mod tests {
         for c in cases {
             assert_eq!(status(c), 400, "{:?}", String::from_utf8_lossy(c));
         }
+    }
+
+    #[test]
+    fn http_request_target_must_be_origin_form() {
+        for c in [
+            &b"GET http://evil/a HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET a/b HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(status(c), 400, "{:?}", String::from_utf8_lossy(c));
+        }
+        assert_eq!(
+            ok(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").body,
+            BodyKind::None
+        );
     }
 
     #[test]

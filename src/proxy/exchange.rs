@@ -10,17 +10,15 @@
 use std::io;
 use std::rc::Rc;
 
-use futures_lite::AsyncWriteExt;
-
 use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::errors::push_decimal;
+use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::bump;
 use crate::proxy::ai::{self, Ai};
 use crate::proxy::plan::{Piece, Plan, Targets};
-use crate::proxy::{linger_close, respond_error, timed, Client, Next};
+use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
 use crate::runtime::shard::Shard;
 use crate::upstream::pool::{UpstreamConn, UPSTREAM_HEAD_MAX};
 
@@ -59,12 +57,7 @@ enum ClientError {
 pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) -> Next {
     let rid = plan.request_id;
     if plan.expect_continue && plan.body != BodyKind::None {
-        if conn
-            .stream
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .is_err()
-        {
+        if !send(shard, &mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n").await {
             return Next::Close;
         }
     }
@@ -339,15 +332,15 @@ async fn attempt_once(
     if body.len() <= COALESCE {
         conn.up_head.extend_from_slice(body);
     }
-    let mut sent = up.stream.write_all(&conn.up_head).await;
-    if sent.is_ok() && body.len() > COALESCE {
-        sent = up.stream.write_all(body).await;
-    }
-    if sent.is_ok() {
-        sent = up.stream.flush().await; // TLS holds records until flushed
+    // An upstream that stops reading gets the upstream timeout, like one
+    // that stops answering.
+    let wait = limits.upstream_timeout;
+    let mut sent = send_within(wait, &mut up.stream, &conn.up_head).await;
+    if sent && body.len() > COALESCE {
+        sent = send_within(wait, &mut up.stream, body).await;
     }
     conn.up_head.truncate(head_len);
-    if sent.is_err() {
+    if !sent {
         return Err(Ok(UpstreamError::Closed { reused }));
     }
     stream_request_body(shard, conn, &mut up, pending).await?;
@@ -392,8 +385,8 @@ async fn stream_request_body(
                 (p.consumed, p.done)
             }
         };
-        let wrote = up.stream.write_all(&conn.buf.filled()[..n]).await;
-        if wrote.is_err() || up.stream.flush().await.is_err() {
+        let wait = shard.settings.limits.upstream_timeout;
+        if !send_within(wait, &mut up.stream, &conn.buf.filled()[..n]).await {
             // Part of the body is gone: no retry, and the client must stop too.
             return Err(Err(ClientError::Status(
                 502,
@@ -492,7 +485,6 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     }
     out.extend_from_slice(b"\r\n");
 }
-
 
 async fn read_response_head(
     shard: &Shard,
@@ -671,13 +663,13 @@ async fn relay_body(
                     conn.out.extend_from_slice(&up.buf.filled()[..p.consumed]);
                     (p.consumed, p.done)
                 }
-                Err(_) => return finish_truncated(conn, first).await,
+                Err(_) => return finish_truncated(shard, conn, first).await,
             },
             Relay::Dechunk => {
                 let out = &mut conn.out;
                 match decoder.feed(up.buf.filled(), &mut |d| out.extend_from_slice(d)) {
                     Ok(p) => (p.consumed, p.done),
-                    Err(_) => return finish_truncated(conn, first).await,
+                    Err(_) => return finish_truncated(shard, conn, first).await,
                 }
             }
             Relay::UntilClose => {
@@ -688,7 +680,7 @@ async fn relay_body(
         };
         up.buf.consume(take);
         if !conn.out.is_empty() || first {
-            if conn.stream.write_all(&conn.out).await.is_err() {
+            if !send(shard, &mut conn.stream, &conn.out).await {
                 return Finished::ClientGone;
             }
             conn.out.clear();
@@ -705,9 +697,9 @@ async fn relay_body(
     }
 }
 
-async fn finish_truncated(conn: &mut Client, first: bool) -> Finished {
+async fn finish_truncated(shard: &Shard, conn: &mut Client, first: bool) -> Finished {
     if first {
-        let _ = conn.stream.write_all(&conn.out).await;
+        send(shard, &mut conn.stream, &conn.out).await;
     }
     conn.out.clear();
     Finished::Truncated

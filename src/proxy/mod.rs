@@ -61,6 +61,35 @@ pub(crate) async fn timed<T>(d: Duration, fut: impl Future<Output = T>) -> Optio
     .await
 }
 
+/// Writes all of `bytes` to the client within the send timeout; false when
+/// the client is gone or stopped reading (then the connection is dropped:
+/// a client that never reads cannot pin it and its buffers).
+pub(crate) async fn send(shard: &Shard, stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    send_within(shard.settings.limits.send_timeout, stream, bytes).await
+}
+
+/// `write_all` then `flush` (TLS holds records until flushed; plain
+/// glommio streams make it a no-op), bounded by `d`; false on an error or
+/// when the time ran out.
+pub(crate) async fn send_within<S: futures_lite::AsyncWrite + Unpin>(
+    d: Duration,
+    stream: &mut S,
+    bytes: &[u8],
+) -> bool {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match timed(d, write).await {
+        Some(Ok(())) => true,
+        Some(Err(_)) => false,
+        None => {
+            log::debug!("peer did not take {} bytes in {d:?}: dropped", bytes.len());
+            false
+        }
+    }
+}
+
 /// Serves a client connection until it closes, errs, idles out or the
 /// shard drains.
 pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
@@ -189,7 +218,7 @@ pub(crate) async fn respond_error_with(
         extra_headers,
         keep_alive,
     );
-    if conn.stream.write_all(&conn.out).await.is_err() || !keep_alive {
+    if !send(shard, &mut conn.stream, &conn.out).await || !keep_alive {
         return Next::Close;
     }
     Next::KeepAlive
@@ -291,7 +320,7 @@ async fn respond_json(
         std::str::from_utf8(rid).ok(),
         keep_alive,
     );
-    if conn.stream.write_all(&conn.out).await.is_err() || !keep_alive {
+    if !send(shard, &mut conn.stream, &conn.out).await || !keep_alive {
         return Next::Close;
     }
     Next::KeepAlive

@@ -224,6 +224,11 @@ impl Gateway {
             .as_mut()
             .is_some_and(|c| c.0.try_wait().ok().flatten().is_none())
     }
+
+    /// The process id (for /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.0.id())
+    }
 }
 
 impl Drop for Gateway {
