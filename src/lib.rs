@@ -17,6 +17,7 @@
 //! answers only when every shard acknowledged it. A shard swaps its view
 //! between requests; requests in flight finish on the snapshot they began with.
 
+pub mod access_log;
 pub mod admin;
 pub mod buf;
 pub mod config;

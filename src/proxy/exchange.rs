@@ -16,7 +16,7 @@ use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
-use crate::metrics::bump;
+use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::{linger_close, respond_error, timed, Client, Next};
 use crate::runtime::shard::Shard;
@@ -108,6 +108,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
         };
         let _in_flight = shard.balancer.start(target);
         let replayable = matches!(pending, Pending::None);
+        conn.obs.attempt(target);
 
         let result = attempt_once(shard, conn, &plan, target, addr, &mut pending).await;
         let (mut up, resp) = match result {
@@ -120,7 +121,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                 if retry_stale {
                     // A pooled connection the upstream had dropped: once, free.
                     stale_retry = true;
-                    bump(&shard.metrics.retries);
+                    shard.metrics.upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
                 shard.balancer.record(target, health, false);
@@ -130,23 +131,23 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                     && matches!(failure, UpstreamError::Connect(_))
                     && attempt < attempts;
                 if may_retry {
-                    bump(&shard.metrics.retries);
+                    shard.metrics.upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
                 let (status, message) = match failure {
                     UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        bump(&shard.metrics.upstream_timeouts);
+                        shard.metrics.upstream_event(target.key, UpstreamEvent::Timeout);
                         (504, "upstream connect timed out")
                     }
                     UpstreamError::Connect(_) => {
-                        bump(&shard.metrics.upstream_connect_errors);
+                        shard.metrics.upstream_event(target.key, UpstreamEvent::ConnectError);
                         (502, "upstream refused the connection")
                     }
                     UpstreamError::Closed { .. } => {
                         (502, "upstream closed the connection without a response")
                     }
                     UpstreamError::Timeout => {
-                        bump(&shard.metrics.upstream_timeouts);
+                        shard.metrics.upstream_event(target.key, UpstreamEvent::Timeout);
                         (504, "upstream did not answer in time")
                     }
                     UpstreamError::Invalid => (502, "upstream sent an invalid response"),
@@ -161,6 +162,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
+        conn.obs.answered(resp.status);
         let next = forward_response(shard, conn, &plan, &mut up, &resp).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
@@ -620,6 +622,7 @@ async fn relay_body(
                 let n = (up.buf.len() as u64).min(left) as usize;
                 left -= n as u64;
                 conn.out.extend_from_slice(&up.buf.filled()[..n]);
+                conn.obs.body(&up.buf.filled()[..n]);
                 (n, left == 0)
             }
             Relay::Chunked => match decoder.feed(up.buf.filled(), &mut |_| {}) {
@@ -644,6 +647,7 @@ async fn relay_body(
         };
         up.buf.consume(take);
         if !conn.out.is_empty() || first {
+            conn.obs.sent(conn.out.len());
             if conn.stream.write_all(&conn.out).await.is_err() {
                 return Finished::ClientGone;
             }
