@@ -261,7 +261,11 @@ pub struct Line<'a> {
 impl Line<'_> {
     pub fn format(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":\"");
-        let _ = write!(out, "{}", humantime::format_rfc3339_micros(SystemTime::now()));
+        let _ = write!(
+            out,
+            "{}",
+            humantime::format_rfc3339_micros(SystemTime::now())
+        );
         out.extend_from_slice(b"\",\"request_id\":");
         string(out, self.request_id);
         out.extend_from_slice(b",\"gateway\":");

@@ -72,12 +72,14 @@ impl ShardMetrics {
 
     fn count(&self, gateway: u64, rule: u64, status: u16, total: Duration) {
         let mut routes = self.routes.borrow_mut();
-        let r = routes.entry(mix(gateway, rule)).or_insert_with(|| RouteStats {
-            gateway,
-            rule,
-            statuses: Vec::with_capacity(4),
-            latency: Histogram::default(),
-        });
+        let r = routes
+            .entry(mix(gateway, rule))
+            .or_insert_with(|| RouteStats {
+                gateway,
+                rule,
+                statuses: Vec::with_capacity(4),
+                latency: Histogram::default(),
+            });
         match r.statuses.iter_mut().find(|(s, _)| *s == status) {
             Some((_, n)) => *n += 1,
             None => r.statuses.push((status, 1)),

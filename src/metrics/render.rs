@@ -133,16 +133,21 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
     }
 
     // Pools and connections, per shard.
-    let (reuses, connects): (u64, u64) = shards.iter().fold((0, 0), |(r, c), s| {
-        (r + s.pool_reuses, c + s.pool_connects)
-    });
+    let (reuses, connects): (u64, u64) = shards
+        .iter()
+        .fold((0, 0), |(r, c), s| (r + s.pool_reuses, c + s.pool_connects));
     header(
         &mut out,
         "ringgate_upstream_pool_idle_connections",
         "gauge",
         "Idle keep-alive upstream connections, by shard.",
     );
-    per_shard(&mut out, "ringgate_upstream_pool_idle_connections", shards, |s| s.pool_idle);
+    per_shard(
+        &mut out,
+        "ringgate_upstream_pool_idle_connections",
+        shards,
+        |s| s.pool_idle,
+    );
     header(
         &mut out,
         "ringgate_upstream_pool_reuses_total",
@@ -154,9 +159,14 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         &mut out,
         "ringgate_upstream_pool_connects_total",
         "counter",
-        "Upstream connections opened.",
+        "Upstream connections opened (or attempted).",
     );
-    sample(&mut out, "ringgate_upstream_pool_connects_total", &[], connects);
+    sample(
+        &mut out,
+        "ringgate_upstream_pool_connects_total",
+        &[],
+        connects,
+    );
     header(
         &mut out,
         "ringgate_upstream_pool_reuse_ratio",
@@ -184,9 +194,12 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         "counter",
         "Client connections closed at once because the shard was full, by shard.",
     );
-    per_shard(&mut out, "ringgate_connections_refused_total", shards, |s| {
-        s.connections_refused
-    });
+    per_shard(
+        &mut out,
+        "ringgate_connections_refused_total",
+        shards,
+        |s| s.connections_refused,
+    );
 
     // Plugins.
     let mut plugins: BTreeMap<&str, u64> = BTreeMap::new();
@@ -200,7 +213,12 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         "Requests refused by a plugin, by plugin.",
     );
     for (p, n) in plugins {
-        sample(&mut out, "ringgate_plugin_rejections_total", &[("plugin", p)], n);
+        sample(
+            &mut out,
+            "ringgate_plugin_rejections_total",
+            &[("plugin", p)],
+            n,
+        );
     }
 
     // Tokens.
@@ -238,7 +256,12 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         "gauge",
         "Generation of the configuration the control plane last applied.",
     );
-    sample(&mut out, "ringgate_config_generation", &[], process.generation);
+    sample(
+        &mut out,
+        "ringgate_config_generation",
+        &[],
+        process.generation,
+    );
     header(
         &mut out,
         "ringgate_shard_config_generation",
@@ -271,7 +294,12 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         "Access-log lines dropped because the writer fell behind.",
     );
     let dropped: u64 = shards.iter().map(|s| s.log_dropped).sum();
-    sample(&mut out, "ringgate_access_log_dropped_lines_total", &[], dropped);
+    sample(
+        &mut out,
+        "ringgate_access_log_dropped_lines_total",
+        &[],
+        dropped,
+    );
     header(
         &mut out,
         "ringgate_uptime_seconds",
@@ -426,9 +454,10 @@ impl<'s> Names<'s> {
     }
 
     fn target(&self, key: u64) -> [String; 3] {
-        self.targets.get(&key).cloned().unwrap_or_else(|| {
-            [String::new(), String::new(), format!("#{key:016x}")]
-        })
+        self.targets
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| [String::new(), String::new(), format!("#{key:016x}")])
     }
 }
 

@@ -64,7 +64,10 @@ fn number(hay: &[u8], name: &[u8]) -> Option<u64> {
     if digits == 0 || digits > 19 {
         return None;
     }
-    std::str::from_utf8(&hay[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&hay[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A string value without escapes (model names have none).

@@ -121,7 +121,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                 if retry_stale {
                     // A pooled connection the upstream had dropped: once, free.
                     stale_retry = true;
-                    shard.metrics.upstream_event(target.key, UpstreamEvent::Retry);
+                    shard
+                        .metrics
+                        .upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
                 shard.balancer.record(target, health, false);
@@ -131,23 +133,31 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                     && matches!(failure, UpstreamError::Connect(_))
                     && attempt < attempts;
                 if may_retry {
-                    shard.metrics.upstream_event(target.key, UpstreamEvent::Retry);
+                    shard
+                        .metrics
+                        .upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
                 let (status, message) = match failure {
                     UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        shard.metrics.upstream_event(target.key, UpstreamEvent::Timeout);
+                        shard
+                            .metrics
+                            .upstream_event(target.key, UpstreamEvent::Timeout);
                         (504, "upstream connect timed out")
                     }
                     UpstreamError::Connect(_) => {
-                        shard.metrics.upstream_event(target.key, UpstreamEvent::ConnectError);
+                        shard
+                            .metrics
+                            .upstream_event(target.key, UpstreamEvent::ConnectError);
                         (502, "upstream refused the connection")
                     }
                     UpstreamError::Closed { .. } => {
                         (502, "upstream closed the connection without a response")
                     }
                     UpstreamError::Timeout => {
-                        shard.metrics.upstream_event(target.key, UpstreamEvent::Timeout);
+                        shard
+                            .metrics
+                            .upstream_event(target.key, UpstreamEvent::Timeout);
                         (504, "upstream did not answer in time")
                     }
                     UpstreamError::Invalid => (502, "upstream sent an invalid response"),

@@ -2,9 +2,9 @@
 //! shards, the broadcast that waits for every shard's acknowledgement, and
 //! the control thread's executor (admin API, signals, shutdown).
 
+use std::cell::Cell;
 use std::net::TcpListener;
 use std::os::fd::IntoRawFd;
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -174,7 +174,9 @@ pub fn start_all(
                     }
                     Ok(ex) => {
                         let _ = ready.send(Ok(()));
-                        ex.run(run(index, cpu, fd, shard_ends, settings, snapshot, access_log));
+                        ex.run(run(
+                            index, cpu, fd, shard_ends, settings, snapshot, access_log,
+                        ));
                     }
                 }
             })
