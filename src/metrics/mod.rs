@@ -356,8 +356,9 @@ impl Record {
         self.upstream_latency = None;
         self.bytes_out = 0;
         self.body.clear();
-        self.body_complete = true;
         self.sampled = shard.access_log.sample();
+        // `false` stops keeping the body: nobody will read its usage.
+        self.body_complete = shard.settings.metrics || self.sampled;
         if self.sampled {
             self.method.clear();
             self.method.extend_from_slice(method);
@@ -434,18 +435,25 @@ impl Record {
 /// Counts a finished request and writes its access-log line if sampled.
 /// `consumed` is the client buffer's consumed-bytes counter now.
 pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
+    if !shard.settings.metrics && !rec.sampled {
+        return;
+    }
     let total = rec.started.elapsed();
     // The client left before any answer: nginx's 499.
     let status = if rec.status == 0 { 499 } else { rec.status };
     let m = &shard.metrics;
-    m.count(rec.gateway, rec.rule.map_or(0, |r| r.1), status, total);
-    if let Some(target) = rec.target {
-        m.count_upstream(target, rec.upstream_latency);
+    if shard.settings.metrics {
+        m.count(rec.gateway, rec.rule.map_or(0, |r| r.1), status, total);
+        if let Some(target) = rec.target {
+            m.count_upstream(target, rec.upstream_latency);
+        }
     }
     let mut tokens = None;
     if rec.body_complete && !rec.body.is_empty() {
         if let Some(u) = usage::scan(&rec.body) {
-            m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
+            if shard.settings.metrics {
+                m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
+            }
             tokens = Some((u.prompt, u.completion));
         }
         rec.body.clear();

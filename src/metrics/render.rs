@@ -502,4 +502,35 @@ mod tests {
         assert!(out.contains("\nringgate_open_connections{shard=\"0\"} 0\n"));
         assert!(out.ends_with('\n'));
     }
+
+    #[test]
+    fn the_grafana_dashboard_only_uses_exported_metrics() {
+        let dashboard = include_str!("../../tuning/grafana-dashboard.json");
+        let out = render(
+            &[ShardStats::default()],
+            &Snapshot::empty(),
+            &Process {
+                generation: 0,
+                last_apply: None,
+                uptime: Duration::ZERO,
+            },
+        );
+        let mut names = 0;
+        for (i, _) in dashboard.match_indices("ringgate_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            if family == "ringgate_" {
+                continue; // the dashboard's uid
+            }
+            assert!(
+                out.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+            names += 1;
+        }
+        assert!(names >= 15);
+    }
 }

@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// microseconds a shard spins before sleeping: lower latency, more CPU; 0 never spins (default 50) [RINGGATE_SPIN_US]
     #[argh(option)]
     pub spin_us: Option<String>,
+    /// per-request metrics: on or off (the benchmark's baseline) (default on) [RINGGATE_METRICS]
+    #[argh(option)]
+    pub metrics: Option<String>,
     /// access log: off, stdout, or a file path (appended; SIGHUP reopens it) (default off) [RINGGATE_ACCESS_LOG]
     #[argh(option)]
     pub access_log: Option<String>,
@@ -134,6 +137,8 @@ pub struct Settings {
     /// How long an idle shard spins before parking.
     pub spin: Duration,
     pub limits: Limits,
+    /// Count requests for `/metrics` (on unless `--metrics off`).
+    pub metrics: bool,
     pub access_log: crate::access_log::Destination,
     /// Share of requests logged, 0..=1.
     pub access_log_sample: f64,
@@ -234,7 +239,13 @@ impl Settings {
                 "--access-log-sample: {access_log_sample} is out of range (0 to 1)"
             ));
         }
+        let metrics = match pick(&a.metrics, "metrics").as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(format!("--metrics: '{v}' is not on or off")),
+        };
         Ok(Settings {
+            metrics,
             access_log: crate::access_log::Destination::parse(
                 &pick(&a.access_log, "access-log").unwrap_or_default(),
             ),
