@@ -93,17 +93,17 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         ),
         (
             "ringgate_upstream_connect_errors_total",
-            "Connections to the target refused, reset or unreachable.",
+            "Requests answered 502 because connecting to the target failed (after any retries).",
             |t| t.connect_errors,
         ),
         (
             "ringgate_upstream_timeouts_total",
-            "Connects or responses from the target that timed out.",
+            "Requests answered 504 because the target's connect or response head timed out.",
             |t| t.timeouts,
         ),
         (
             "ringgate_upstream_retries_total",
-            "Attempts to the target that failed and were retried.",
+            "Failed attempts to the target that were retried (connect failures, stale pooled connections).",
             |t| t.retries,
         ),
     ];
