@@ -70,7 +70,8 @@ impl ShardMetrics {
         }
     }
 
-    fn count(&self, gateway: u64, rule: u64, status: u16, total: Duration) {
+    /// Counts one answered request of (gateway, rule) (stable keys, 0 for none).
+    pub fn count(&self, gateway: u64, rule: u64, status: u16, total: Duration) {
         let mut routes = self.routes.borrow_mut();
         let r = routes
             .entry(mix(gateway, rule))
@@ -87,7 +88,8 @@ impl ShardMetrics {
         r.latency.observe(total);
     }
 
-    fn count_upstream(&self, target: u64, latency: Option<Duration>) {
+    /// Counts a request whose last attempt went to `target`.
+    pub fn count_upstream(&self, target: u64, latency: Option<Duration>) {
         let mut targets = self.targets.borrow_mut();
         let t = targets.entry(target).or_default();
         t.requests += 1;
@@ -96,7 +98,8 @@ impl ShardMetrics {
         }
     }
 
-    fn count_tokens(&self, gateway: u64, model: &[u8], prompt: u64, completion: u64) {
+    /// Adds a response's token usage to (gateway, model).
+    pub fn count_tokens(&self, gateway: u64, model: &[u8], prompt: u64, completion: u64) {
         let mut tokens = self.tokens.borrow_mut();
         let t = tokens
             .entry(mix(gateway, fnv(model)))

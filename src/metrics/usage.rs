@@ -14,7 +14,8 @@ pub struct Usage<'a> {
 
 /// `None` unless the body has a `usage` object with at least one count.
 pub fn scan(body: &[u8]) -> Option<Usage<'_>> {
-    let at = key(body, b"usage")?;
+    // Providers put `usage` last: look from the end, then forward from there.
+    let at = last_key(body, b"usage")?;
     let usage = &body[at..];
     let prompt = number(usage, b"prompt_tokens").or_else(|| number(usage, b"input_tokens"));
     let completion =
@@ -33,29 +34,51 @@ pub fn scan(body: &[u8]) -> Option<Usage<'_>> {
 /// occurrence of `name` as an object key.
 fn key(hay: &[u8], name: &[u8]) -> Option<usize> {
     let mut from = 0;
-    while from + name.len() + 2 <= hay.len() {
-        let i = from + find(&hay[from..], name)?;
-        from = i + name.len();
-        let quoted = i >= 1
-            && hay[i - 1] == b'"'
-            && (i < 2 || hay[i - 2] != b'\\')
-            && hay.get(i + name.len()) == Some(&b'"');
-        if !quoted {
-            continue;
+    loop {
+        let i = from + find(hay.get(from..)?, name)?;
+        if let Some(at) = key_at(hay, i, name) {
+            return Some(at);
         }
-        let mut j = i + name.len() + 1;
-        while hay.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
-            j += 1;
-        }
-        if hay.get(j) == Some(&b':') {
-            j += 1;
-            while hay.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
-                j += 1;
-            }
-            return Some(j);
-        }
+        from = i + 1;
     }
-    None
+}
+
+/// [`key`] for the last occurrence.
+fn last_key(hay: &[u8], name: &[u8]) -> Option<usize> {
+    let mut end = hay.len();
+    loop {
+        let i = hay
+            .get(..end)?
+            .windows(name.len())
+            .rposition(|w| w == name)?;
+        if let Some(at) = key_at(hay, i, name) {
+            return Some(at);
+        }
+        end = i + name.len() - 1;
+    }
+}
+
+/// When `name` at `i` is a quoted object key (`"name" :`), the position of its value.
+fn key_at(hay: &[u8], i: usize, name: &[u8]) -> Option<usize> {
+    let quoted = i >= 1
+        && hay[i - 1] == b'"'
+        && (i < 2 || hay[i - 2] != b'\\')
+        && hay.get(i + name.len()) == Some(&b'"');
+    if !quoted {
+        return None;
+    }
+    let mut j = i + name.len() + 1;
+    while hay.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+        j += 1;
+    }
+    if hay.get(j) != Some(&b':') {
+        return None;
+    }
+    j += 1;
+    while hay.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+        j += 1;
+    }
+    Some(j)
 }
 
 fn number(hay: &[u8], name: &[u8]) -> Option<u64> {
@@ -132,6 +155,7 @@ mod tests {
         assert_eq!(scan(br#"{"usage":null}"#), None);
         assert_eq!(scan(b"not json at all usage"), None);
         assert_eq!(scan(b""), None);
+        assert_eq!(scan(br#"{"a":"\"usage\":{\"prompt_tokens\":5}"}"#), None);
         assert_eq!(
             scan(br#"{"usage":{"prompt_tokens":1}}"#),
             Some(Usage {
