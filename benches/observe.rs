@@ -16,7 +16,7 @@ fn per_request(c: &mut Criterion) {
         let mut i = 0u64;
         b.iter(|| {
             i += 1;
-            let status = if i % 10 == 0 { 404 } else { 200 };
+            let status = if i.is_multiple_of(10) { 404 } else { 200 };
             m.count(
                 black_box(0x1234),
                 black_box(0x5678),
