@@ -11,6 +11,8 @@ pub struct ReadBuf {
     end: usize,
     initial: usize,
     max: usize,
+    /// Bytes consumed since the buffer was made (request sizes for metrics).
+    consumed: u64,
 }
 
 impl ReadBuf {
@@ -22,6 +24,7 @@ impl ReadBuf {
             end: 0,
             initial,
             max,
+            consumed: 0,
         }
     }
 
@@ -45,7 +48,9 @@ impl ReadBuf {
 
     pub fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len());
-        self.start += n.min(self.len());
+        let n = n.min(self.len());
+        self.consumed += n as u64;
+        self.start += n;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -55,6 +60,11 @@ impl ReadBuf {
                 self.data.shrink_to_fit();
             }
         }
+    }
+
+    /// Bytes consumed so far, over the buffer's whole life.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// Drops everything buffered.

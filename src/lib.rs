@@ -16,7 +16,13 @@
 //! `Arc<Snapshot>` to every shard over glommio's cross-core channels and
 //! answers only when every shard acknowledged it. A shard swaps its view
 //! between requests; requests in flight finish on the snapshot they began with.
+//!
+//! **Observability** rides on both: each request is counted once, at its end,
+//! in its shard's own [`metrics`] (and written to the shard's [`access_log`]
+//! buffer when sampled); a `/metrics` scrape on the admin listener asks every
+//! shard for a copy over the same control channels and sums them there.
 
+pub mod access_log;
 pub mod admin;
 pub mod buf;
 pub mod config;

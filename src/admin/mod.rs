@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod server;
+pub mod status;
 pub mod store;
 
 use std::cell::RefCell;
@@ -42,6 +43,7 @@ impl Admin {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    pub content_type: &'static str,
 }
 
 impl Reply {
@@ -49,6 +51,7 @@ impl Reply {
         Reply {
             status,
             body: serde_json::to_vec(value).unwrap_or_default(),
+            content_type: "application/json",
         }
     }
 
@@ -60,6 +63,7 @@ impl Reply {
         Reply {
             status: 204,
             body: Vec::new(),
+            content_type: "application/json",
         }
     }
 }

@@ -91,9 +91,12 @@ impl Admin {
                 200,
                 &serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": "ringgate" }),
             ),
+            ("GET", "/metrics") => self.metrics().await,
             (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
                 if !self.authorized(req) {
                     Reply::error(401, "missing or invalid admin token")
+                } else if p == "/api/v1/status" {
+                    self.status(req).await
                 } else {
                     api::handle(self, req).await
                 }
@@ -244,7 +247,9 @@ async fn write_reply(
         .as_bytes(),
     );
     if reply.status != 204 {
-        out.extend_from_slice(b"Content-Type: application/json\r\n");
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(reply.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(format!("Content-Length: {}\r\n", reply.body.len()).as_bytes());
     }
     if !keep_alive {

@@ -120,6 +120,7 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
         });
         rules.push(Rule {
             id: r.id.clone().unwrap_or_default(),
+            key: stable_key(r.id.as_deref().unwrap_or_default()),
             name: r.name.clone(),
             path: r.path.clone(),
             service: service.unwrap_or(usize::MAX),
@@ -131,6 +132,7 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
     }
     Gateway {
         id: gw.id.clone().unwrap_or_default(),
+        key: stable_key(gw.id.as_deref().unwrap_or_default()),
         name: gw.name.clone(),
         active: gw.status == GatewayStatus::Active,
         router: Router::new(specs),

@@ -42,6 +42,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Gateway {
     pub id: String,
+    /// Stable across snapshots (hash of the id): metrics are keyed by it.
+    pub key: u64,
     pub name: String,
     /// `status == "active"`; an inactive gateway answers 403 to everything.
     pub active: bool,
@@ -67,6 +69,8 @@ pub struct ApiKey {
 #[derive(Debug)]
 pub struct Rule {
     pub id: String,
+    /// Stable across snapshots (hash of the id): metrics are keyed by it.
+    pub key: u64,
     pub name: String,
     /// The rule's path as configured, e.g. `/v1` or `/v1/{model}/chat`.
     pub path: String,

@@ -11,13 +11,11 @@
 //! chunked request body — model routing is skipped (any target may serve
 //! it) and a request that would need translation is refused with 413.
 
-use futures_lite::AsyncWriteExt;
 use serde_json::Value;
 
 use crate::config::snapshot::{Target, Upstream};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{BodyKind, ResponseHead};
-use crate::metrics::bump;
 use crate::provider::translate::{self, Direction, StreamTranslator};
 use crate::provider::{self, Format, Usage};
 use crate::proxy::plan::{Plan, Targets};
@@ -322,7 +320,8 @@ pub(crate) async fn forward_translated(
             conn.out.clear();
             conn.out.extend_from_slice(format!("HTTP/1.1 {} OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n", resp.status).as_bytes());
         }
-        if conn.stream.write_all(&conn.out).await.is_err() {
+        conn.obs.sent(conn.out.len());
+        if !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
             return (Next::Close, false);
         }
         let mut translated = Vec::new();
@@ -349,12 +348,13 @@ pub(crate) async fn forward_translated(
             } else {
                 conn.out.extend_from_slice(&translated);
             }
-            if !conn.out.is_empty() && conn.stream.write_all(&conn.out).await.is_err() {
+            conn.obs.sent(conn.out.len());
+            if !conn.out.is_empty() && !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
                 return (Next::Close, false);
             }
             if done {
                 ai.usage = tr.usage;
-                account(shard, ai.usage);
+                conn.obs.reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
                 let next = if keep && chunked {
                     Next::KeepAlive
                 } else {
@@ -388,7 +388,7 @@ pub(crate) async fn forward_translated(
         match serde_json::from_slice::<Value>(&piece) {
             Ok(v) => {
                 provider::scan_usage(&piece, &mut ai.usage);
-                account(shard, ai.usage);
+                conn.obs.reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
                 match dir {
                     Direction::AnthropicToOpenAi => translate::anthropic_to_openai_response(&v),
                     Direction::OpenAiToAnthropic => translate::openai_to_anthropic_response(&v),
@@ -428,19 +428,11 @@ pub(crate) async fn forward_translated(
     } else {
         conn.out.extend_from_slice(&body);
     }
-    if conn.stream.write_all(&conn.out).await.is_err() {
+    conn.obs.sent(conn.out.len());
+    if !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
         return (Next::Close, false);
     }
     let next = if keep { Next::KeepAlive } else { Next::Close };
     (next, resp.keep_alive && kind != BodyKind::UntilClose)
 }
 
-/// Counts provider-reported tokens in the shard's metrics.
-fn account(shard: &Shard, usage: Usage) {
-    let m = &shard.metrics;
-    m.prompt_tokens
-        .set(m.prompt_tokens.get() + usage.prompt_tokens);
-    m.completion_tokens
-        .set(m.completion_tokens.get() + usage.completion_tokens);
-    bump(&m.usage_reports);
-}

@@ -15,7 +15,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::errors::push_decimal;
 use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
-use crate::metrics::bump;
+use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::ai::{self, Ai};
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
@@ -120,6 +120,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
         }
         let _in_flight = shard.balancer.start(target);
         let replayable = matches!(pending, Pending::None);
+        conn.obs.attempt(target);
 
         let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai).await;
         let (mut up, resp) = match result {
@@ -132,7 +133,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                 if retry_stale {
                     // A pooled connection the upstream had dropped: once, free.
                     stale_retry = true;
-                    bump(&shard.metrics.retries);
+                    shard
+                        .metrics
+                        .upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
                 shard.balancer.record(target, health, false);
@@ -142,23 +145,31 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
                     && matches!(failure, UpstreamError::Connect(_))
                     && attempt < attempts;
                 if may_retry {
-                    bump(&shard.metrics.retries);
+                    shard
+                        .metrics
+                        .upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
                 let (status, message) = match failure {
                     UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        bump(&shard.metrics.upstream_timeouts);
+                        shard
+                            .metrics
+                            .upstream_event(target.key, UpstreamEvent::Timeout);
                         (504, "upstream connect timed out")
                     }
                     UpstreamError::Connect(_) => {
-                        bump(&shard.metrics.upstream_connect_errors);
+                        shard
+                            .metrics
+                            .upstream_event(target.key, UpstreamEvent::ConnectError);
                         (502, "upstream refused the connection")
                     }
                     UpstreamError::Closed { .. } => {
                         (502, "upstream closed the connection without a response")
                     }
                     UpstreamError::Timeout => {
-                        bump(&shard.metrics.upstream_timeouts);
+                        shard
+                            .metrics
+                            .upstream_event(target.key, UpstreamEvent::Timeout);
                         (504, "upstream did not answer in time")
                     }
                     UpstreamError::Invalid => (502, "upstream sent an invalid response"),
@@ -177,6 +188,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
+        conn.obs.answered(resp.status);
         if ai.translate.is_some() {
             let (client, reusable) =
                 ai::forward_translated(shard, conn, &plan, &mut up, &resp, &mut ai).await;
@@ -656,6 +668,7 @@ async fn relay_body(
                 let n = (up.buf.len() as u64).min(left) as usize;
                 left -= n as u64;
                 conn.out.extend_from_slice(&up.buf.filled()[..n]);
+                conn.obs.body(&up.buf.filled()[..n]);
                 (n, left == 0)
             }
             Relay::Chunked => match decoder.feed(up.buf.filled(), &mut |_| {}) {
@@ -680,6 +693,7 @@ async fn relay_body(
         };
         up.buf.consume(take);
         if !conn.out.is_empty() || first {
+            conn.obs.sent(conn.out.len());
             if !send(shard, &mut conn.stream, &conn.out).await {
                 return Finished::ClientGone;
             }

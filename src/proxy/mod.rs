@@ -50,6 +50,8 @@ pub(crate) struct Client {
     pub body: Vec<u8>,
     /// The peer's IP as text, for X-Forwarded-For.
     pub peer_ip: String,
+    /// What the current request did, for metrics and the access log.
+    pub obs: crate::metrics::Record,
 }
 
 /// Races `fut` against a timer; `None` when the time ran out first.
@@ -108,6 +110,7 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
         fwd_headers: Vec::with_capacity(16),
         body: Vec::new(),
         peer_ip,
+        obs: crate::metrics::Record::new(),
     };
     let http_limits = http::Limits {
         max_head_bytes: limits.max_head_bytes,
@@ -120,7 +123,9 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
             Ok(None) => return,
             Err(e) => {
                 let rid = shard.request_id();
+                conn.obs.begin(shard, conn.buf.consumed(), b"", b"", &rid);
                 respond_error(shard, &mut conn, e.status, e.message, &rid, false).await;
+                crate::metrics::finish(shard, &shard.view(), &mut conn.obs, conn.buf.consumed());
                 linger_close(&mut conn).await;
                 return;
             }
@@ -218,6 +223,7 @@ pub(crate) async fn respond_error_with(
         extra_headers,
         keep_alive,
     );
+    conn.obs.answered_locally(status, conn.out.len());
     if !send(shard, &mut conn.stream, &conn.out).await || !keep_alive {
         return Next::Close;
     }
@@ -241,11 +247,27 @@ pub(crate) async fn linger_close(conn: &mut Client) {
     }
 }
 
-/// One request: built-ins, authentication, routing, then the exchange.
+/// One request, counted once it is answered.
 async fn handle(shard: &Rc<Shard>, conn: &mut Client, head: &RequestHead) -> Next {
     let view = shard.view();
+    let next = answer(shard, conn, head, &view).await;
+    crate::metrics::finish(shard, &view, &mut conn.obs, conn.buf.consumed());
+    next
+}
+
+/// Built-ins, authentication, routing, then the exchange.
+async fn answer(
+    shard: &Rc<Shard>,
+    conn: &mut Client,
+    head: &RequestHead,
+    view: &crate::config::Snapshot,
+) -> Next {
     let buf = conn.buf.filled();
     let rid = plan::request_id(shard, head, buf);
+    let consumed = conn.buf.consumed();
+    let (method, path) = (head.method.get(buf), head.path.get(buf));
+    conn.obs
+        .begin(shard, consumed, method, path, rid.as_bytes());
     // The body stays unread on the gateway's own answers: keep the
     // connection only when all of it is already buffered.
     let unread_body = match head.body {
@@ -276,7 +298,7 @@ async fn handle(shard: &Rc<Shard>, conn: &mut Client, head: &RequestHead) -> Nex
         }
     }
 
-    let plan = match Plan::build(shard, &view, conn, head, rid) {
+    let plan = match Plan::build(shard, view, conn, head, rid) {
         Ok(plan) => plan,
         Err((status, message, rid)) => {
             conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
@@ -320,6 +342,7 @@ async fn respond_json(
         std::str::from_utf8(rid).ok(),
         keep_alive,
     );
+    conn.obs.answered_locally(status, conn.out.len());
     if !send(shard, &mut conn.stream, &conn.out).await || !keep_alive {
         return Next::Close;
     }

@@ -111,6 +111,8 @@ impl<'s> Plan<'s> {
                 let Some(k) = snap.keys.get(&hash) else {
                     return Err((401, "invalid API key", rid));
                 };
+                conn.obs.api_key(&hash);
+                conn.obs.gateway(snap.gateways[k.gateway].key);
                 if !k.active {
                     return Err((403, "API key is inactive", rid));
                 }
@@ -122,7 +124,10 @@ impl<'s> Plan<'s> {
                 (&snap.gateways[k.gateway], Some(k))
             }
             None => match subdomain_gateway(snap, head, buf) {
-                Some(g) => (g, None),
+                Some(g) => {
+                    conn.obs.gateway(g.key);
+                    (g, None)
+                }
                 None => return Err((401, "missing API key", rid)),
             },
         };
@@ -135,6 +140,7 @@ impl<'s> Plan<'s> {
             return Err((404, "no rule matches this request", rid));
         };
         let rule = &gateway.rules[found.rule];
+        conn.obs.rule(found.rule, rule.key);
         match api_key {
             None if !rule.public => return Err((401, "missing API key", rid)),
             Some(k)

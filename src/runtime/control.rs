@@ -2,6 +2,7 @@
 //! shards, the broadcast that waits for every shard's acknowledgement, and
 //! the control thread's executor (admin API, signals, shutdown).
 
+use std::cell::Cell;
 use std::net::TcpListener;
 use std::os::fd::IntoRawFd;
 use std::rc::Rc;
@@ -16,12 +17,15 @@ use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Snapshot;
+use crate::metrics::ShardStats;
 use crate::runtime::Settings;
 
 /// What the control thread tells a shard.
 pub enum ToShard {
     /// Serve this configuration from the next request on.
     Apply(Arc<Snapshot>),
+    /// Send a copy of your counters.
+    Stats,
     /// Stop accepting, drain in-flight requests, then stop.
     Shutdown,
 }
@@ -31,6 +35,7 @@ pub enum ToShard {
 pub enum FromShard {
     Applied { shard: usize, generation: u64 },
     Stopped { shard: usize, drained: bool },
+    Stats(Box<ShardStats>),
 }
 
 /// The shard's ends of its control channels.
@@ -72,6 +77,8 @@ pub struct ControlPlane {
     links: Vec<Link>,
     one_at_a_time: Semaphore,
     ack_timeout: Duration,
+    /// How long the last successful apply took to reach every shard.
+    last_apply: Cell<Option<Duration>>,
 }
 
 /// Shards that did not acknowledge in time.
@@ -101,6 +108,7 @@ impl ControlPlane {
             links,
             one_at_a_time: Semaphore::new(1),
             ack_timeout,
+            last_apply: Cell::new(None),
         }
     }
 
@@ -116,6 +124,7 @@ impl ControlPlane {
             .await
             .map_err(|_| Lagging(vec![]))?;
         let generation = snapshot.generation;
+        let started = std::time::Instant::now();
         let mut lagging = Vec::new();
         for (i, link) in self.links.iter().enumerate() {
             if link
@@ -146,11 +155,51 @@ impl ControlPlane {
             }
         }
         if lagging.is_empty() {
+            self.last_apply.set(Some(started.elapsed()));
             Ok(())
         } else {
             log::error!("config generation {generation}: shard(s) {lagging:?} did not acknowledge within {:?}", self.ack_timeout);
             Err(Lagging(lagging))
         }
+    }
+
+    /// How long the last configuration change took to reach every shard.
+    pub fn last_apply(&self) -> Option<Duration> {
+        self.last_apply.get()
+    }
+
+    /// A copy of every shard's counters, in shard order; a shard that does
+    /// not answer within the acknowledgement timeout is left out.
+    pub async fn stats(&self) -> Vec<ShardStats> {
+        let Ok(_turn) = self.one_at_a_time.acquire_permit(1).await else {
+            return Vec::new();
+        };
+        let mut asked = Vec::with_capacity(self.links.len());
+        for link in &self.links {
+            asked.push(link.tx.send(ToShard::Stats).await.is_ok());
+        }
+        let deadline = std::time::Instant::now() + self.ack_timeout;
+        let mut all = Vec::with_capacity(self.links.len());
+        for (i, link) in self.links.iter().enumerate() {
+            if !asked[i] {
+                continue;
+            }
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match recv_within(&link.rx, left).await {
+                    Some(FromShard::Stats(s)) => {
+                        all.push(*s);
+                        break;
+                    }
+                    Some(_) => continue,
+                    None => {
+                        log::warn!("shard {i} did not send its counters in time");
+                        break;
+                    }
+                }
+            }
+        }
+        all
     }
 
     /// Tells every shard to drain and waits (up to `wait`) until all stopped.

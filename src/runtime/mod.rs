@@ -71,7 +71,14 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
 
-    let (links, shards) = shard::start_all(&settings, proxy.sockets, snapshot)?;
+    // SIGHUP reopens the access log; without a handler it would end the process.
+    let reopen = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone())
+        .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    let access_log = crate::access_log::Writer::start(&settings.access_log, reopen)?;
+    let sender = access_log.as_ref().map(|w| w.sender.clone());
+
+    let (links, shards) = shard::start_all(&settings, proxy.sockets, snapshot, sender)?;
     println!(
         "ringgate ready: proxy http://{proxy_addr} admin http://{admin_addr} shards {}",
         settings.shards
@@ -86,6 +93,9 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
     let result = control::run(settings.clone(), admin, links, store, stop);
     for handle in shards {
         let _ = handle.join();
+    }
+    if let Some(writer) = access_log {
+        writer.finish();
     }
     log::info!("stopped");
     result

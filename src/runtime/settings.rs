@@ -77,6 +77,15 @@ pub struct ServeArgs {
     /// microseconds a shard spins before sleeping: lower latency, more CPU; 0 never spins (default 50) [RINGGATE_SPIN_US]
     #[argh(option)]
     pub spin_us: Option<String>,
+    /// per-request metrics: on or off (the benchmark's baseline) (default on) [RINGGATE_METRICS]
+    #[argh(option)]
+    pub metrics: Option<String>,
+    /// access log: off, stdout, or a file path (appended; SIGHUP reopens it) (default off) [RINGGATE_ACCESS_LOG]
+    #[argh(option)]
+    pub access_log: Option<String>,
+    /// share of requests written to the access log, 0 to 1 (default 1) [RINGGATE_ACCESS_LOG_SAMPLE]
+    #[argh(option)]
+    pub access_log_sample: Option<String>,
 }
 
 /// Limits and timeouts of the proxy path, one place for all of them.
@@ -134,6 +143,11 @@ pub struct Settings {
     /// How long an idle shard spins before parking.
     pub spin: Duration,
     pub limits: Limits,
+    /// Count requests for `/metrics` (on unless `--metrics off`).
+    pub metrics: bool,
+    pub access_log: crate::access_log::Destination,
+    /// Share of requests logged, 0..=1.
+    pub access_log_sample: f64,
 }
 
 /// The flag if given, else `RINGGATE_<NAME>`, else `None`.
@@ -226,7 +240,23 @@ impl Settings {
         if limits.max_head_bytes < 1024 || limits.max_head_bytes > (1 << 20) {
             return Err("--max-head-bytes: must be between 1024 and 1048576".into());
         }
+        let access_log_sample: f64 = number(&a.access_log_sample, "access-log-sample", 1.0)?;
+        if !(0.0..=1.0).contains(&access_log_sample) {
+            return Err(format!(
+                "--access-log-sample: {access_log_sample} is out of range (0 to 1)"
+            ));
+        }
+        let metrics = match pick(&a.metrics, "metrics").as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(v) => return Err(format!("--metrics: '{v}' is not on or off")),
+        };
         Ok(Settings {
+            metrics,
+            access_log: crate::access_log::Destination::parse(
+                &pick(&a.access_log, "access-log").unwrap_or_default(),
+            ),
+            access_log_sample,
             proxy: address(&a.proxy, "proxy", "0.0.0.0:8081")?,
             admin: address(&a.admin, "admin", "127.0.0.1:8080")?,
             shards,

@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use glommio::net::TcpListener;
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::access_log::ShardLog;
 use crate::config::Snapshot;
 use crate::metrics::ShardMetrics;
 use crate::runtime::control::{self, ControlEnds, FromShard, ShardEnds, ToShard};
@@ -30,6 +32,7 @@ pub struct Shard {
     pub pool: Pool,
     pub balancer: Balancer,
     pub metrics: ShardMetrics,
+    pub access_log: Rc<ShardLog>,
     pub open_connections: Cell<usize>,
     /// Closed when the shard starts draining: wakes idle connections.
     shutdown: Semaphore,
@@ -38,7 +41,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(index: usize, settings: Arc<Settings>, snapshot: Arc<Snapshot>) -> Shard {
+    pub fn new(
+        index: usize,
+        settings: Arc<Settings>,
+        snapshot: Arc<Snapshot>,
+        access_log: Option<SyncSender<Vec<u8>>>,
+    ) -> Shard {
         let limits = &settings.limits;
         let pool = Pool::new(limits.pool_max_idle, limits.pool_idle_timeout);
         Shard {
@@ -47,6 +55,11 @@ impl Shard {
             pool,
             balancer: Balancer::new(index as u64),
             metrics: ShardMetrics::default(),
+            access_log: Rc::new(ShardLog::new(
+                access_log,
+                settings.access_log_sample,
+                index as u64,
+            )),
             open_connections: Cell::new(0),
             shutdown: Semaphore::new(0),
             draining: Cell::new(false),
@@ -124,6 +137,7 @@ pub fn start_all(
     settings: &Arc<Settings>,
     sockets: Vec<RawFd>,
     snapshot: Arc<Snapshot>,
+    access_log: Option<SyncSender<Vec<u8>>>,
 ) -> Result<(Vec<ControlEnds>, Vec<JoinHandle<()>>), String> {
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -138,6 +152,7 @@ pub fn start_all(
         let cpu = cpus[index % cpus.len()];
         let settings = settings.clone();
         let snapshot = snapshot.clone();
+        let access_log = access_log.clone();
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
@@ -159,7 +174,9 @@ pub fn start_all(
                     }
                     Ok(ex) => {
                         let _ = ready.send(Ok(()));
-                        ex.run(run(index, cpu, fd, shard_ends, settings, snapshot));
+                        ex.run(run(
+                            index, cpu, fd, shard_ends, settings, snapshot, access_log,
+                        ));
                     }
                 }
             })
@@ -184,10 +201,11 @@ async fn run(
     ends: ShardEnds,
     settings: Arc<Settings>,
     snapshot: Arc<Snapshot>,
+    access_log: Option<SyncSender<Vec<u8>>>,
 ) {
     // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let shard = Rc::new(Shard::new(index, settings.clone(), snapshot));
+    let shard = Rc::new(Shard::new(index, settings.clone(), snapshot, access_log));
     log::debug!("shard {index} on CPU {cpu}: accepting");
 
     let rx = ends.rx.connect().await;
@@ -207,6 +225,10 @@ async fn run(
                             })
                             .await;
                     }
+                    ToShard::Stats => {
+                        let stats = crate::metrics::collect(&shard, cpu);
+                        let _ = tx.send(FromShard::Stats(Box::new(stats))).await;
+                    }
                     ToShard::Shutdown => break,
                 }
             }
@@ -215,6 +237,7 @@ async fn run(
         })
     };
     let reaper = shard.pool.start_reaper();
+    let log_flusher = shard.access_log.start_flusher();
 
     let gate = Gate::new();
     let max = settings.limits.max_connections;
@@ -261,6 +284,10 @@ async fn run(
     })
     .await;
     reaper.cancel();
+    if let Some(flusher) = log_flusher {
+        flusher.cancel();
+    }
+    shard.access_log.flush();
     let tx = control.await;
     let _ = tx
         .send(FromShard::Stopped {

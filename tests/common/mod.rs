@@ -225,9 +225,24 @@ impl Gateway {
             .is_some_and(|c| c.0.try_wait().ok().flatten().is_none())
     }
 
-    /// The process id (for /proc measurements).
+    /// The process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.0.id())
+    }
+
+    /// Polls until the process exits, up to `within`; `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

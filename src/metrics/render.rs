@@ -1,0 +1,536 @@
+//! Sums every shard's [`ShardStats`] and renders the Prometheus text
+//! exposition format (version 0.0.4), on the control thread. Stable keys
+//! become names through the current snapshot; a series whose gateway, rule
+//! or target is gone from it keeps its key as `#<hex>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::config::snapshot::{ServiceKind, Snapshot, Target};
+use crate::metrics::{Histogram, ShardStats, TargetStats, BUCKETS};
+
+/// What the control thread knows besides the shards' counters.
+pub struct Process {
+    pub generation: u64,
+    pub last_apply: Option<Duration>,
+    pub uptime: Duration,
+}
+
+/// The `/metrics` body.
+pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> String {
+    let names = Names::new(snap);
+    let mut out = String::with_capacity(8 << 10);
+
+    // Requests and their latency by (gateway, rule).
+    let mut requests: BTreeMap<(String, String, u16), u64> = BTreeMap::new();
+    let mut latency: BTreeMap<(String, String), Histogram> = BTreeMap::new();
+    for r in shards.iter().flat_map(|s| &s.routes) {
+        let (gateway, rule) = (names.gateway(r.gateway), names.rule(r.gateway, r.rule));
+        for &(status, n) in &r.statuses {
+            *requests
+                .entry((gateway.clone(), rule.clone(), status))
+                .or_default() += n;
+        }
+        latency
+            .entry((gateway, rule))
+            .or_default()
+            .merge(&r.latency);
+    }
+    header(
+        &mut out,
+        "ringgate_requests_total",
+        "counter",
+        "Requests answered, by gateway, rule and status (499: the client left before an answer).",
+    );
+    for ((gateway, rule, status), n) in &requests {
+        let status = status.to_string();
+        sample(
+            &mut out,
+            "ringgate_requests_total",
+            &[("gateway", gateway), ("rule", rule), ("status", &status)],
+            *n,
+        );
+    }
+    header(
+        &mut out,
+        "ringgate_request_duration_seconds",
+        "histogram",
+        "Time from a parsed request head to the end of the answer, by gateway and rule.",
+    );
+    for ((gateway, rule), h) in &latency {
+        histogram(
+            &mut out,
+            "ringgate_request_duration_seconds",
+            &[("gateway", gateway), ("rule", rule)],
+            h,
+        );
+    }
+
+    // Upstream targets.
+    let mut targets: BTreeMap<[String; 3], TargetStats> = BTreeMap::new();
+    for (key, t) in shards.iter().flat_map(|s| &s.targets) {
+        let sum = targets.entry(names.target(*key)).or_default();
+        sum.requests += t.requests;
+        sum.connect_errors += t.connect_errors;
+        sum.timeouts += t.timeouts;
+        sum.retries += t.retries;
+        sum.latency.merge(&t.latency);
+    }
+    let target_labels = |k: &[String; 3]| -> [(&'static str, String); 3] {
+        [
+            ("gateway", k[0].clone()),
+            ("upstream", k[1].clone()),
+            ("target", k[2].clone()),
+        ]
+    };
+    type Field = fn(&TargetStats) -> u64;
+    let counters: [(&str, &str, Field); 4] = [
+        (
+            "ringgate_upstream_requests_total",
+            "Requests whose last attempt went to the target.",
+            |t| t.requests,
+        ),
+        (
+            "ringgate_upstream_connect_errors_total",
+            "Requests answered 502 because connecting to the target failed (after any retries).",
+            |t| t.connect_errors,
+        ),
+        (
+            "ringgate_upstream_timeouts_total",
+            "Requests answered 504 because the target's connect or response head timed out.",
+            |t| t.timeouts,
+        ),
+        (
+            "ringgate_upstream_retries_total",
+            "Failed attempts to the target that were retried (connect failures, stale pooled connections).",
+            |t| t.retries,
+        ),
+    ];
+    for (name, help, field) in counters {
+        header(&mut out, name, "counter", help);
+        for (k, t) in &targets {
+            let labels = target_labels(k);
+            sample(&mut out, name, &borrowed(&labels), field(t));
+        }
+    }
+    header(
+        &mut out,
+        "ringgate_upstream_duration_seconds",
+        "histogram",
+        "Time from the first attempt to the upstream's response head, by target.",
+    );
+    for (k, t) in &targets {
+        if t.latency.count() > 0 {
+            let labels = target_labels(k);
+            histogram(
+                &mut out,
+                "ringgate_upstream_duration_seconds",
+                &borrowed(&labels),
+                &t.latency,
+            );
+        }
+    }
+
+    // Pools and connections, per shard.
+    let (reuses, connects): (u64, u64) = shards
+        .iter()
+        .fold((0, 0), |(r, c), s| (r + s.pool_reuses, c + s.pool_connects));
+    header(
+        &mut out,
+        "ringgate_upstream_pool_idle_connections",
+        "gauge",
+        "Idle keep-alive upstream connections, by shard.",
+    );
+    per_shard(
+        &mut out,
+        "ringgate_upstream_pool_idle_connections",
+        shards,
+        |s| s.pool_idle,
+    );
+    header(
+        &mut out,
+        "ringgate_upstream_pool_reuses_total",
+        "counter",
+        "Upstream requests sent on a pooled connection.",
+    );
+    sample(&mut out, "ringgate_upstream_pool_reuses_total", &[], reuses);
+    header(
+        &mut out,
+        "ringgate_upstream_pool_connects_total",
+        "counter",
+        "Upstream connections opened (or attempted).",
+    );
+    sample(
+        &mut out,
+        "ringgate_upstream_pool_connects_total",
+        &[],
+        connects,
+    );
+    header(
+        &mut out,
+        "ringgate_upstream_pool_reuse_ratio",
+        "gauge",
+        "Share of upstream requests sent on a pooled connection since start.",
+    );
+    let ratio = if reuses + connects == 0 {
+        0.0
+    } else {
+        reuses as f64 / (reuses + connects) as f64
+    };
+    let _ = writeln!(out, "ringgate_upstream_pool_reuse_ratio {ratio}");
+    header(
+        &mut out,
+        "ringgate_open_connections",
+        "gauge",
+        "Open client connections, by shard.",
+    );
+    per_shard(&mut out, "ringgate_open_connections", shards, |s| {
+        s.open_connections
+    });
+    header(
+        &mut out,
+        "ringgate_connections_refused_total",
+        "counter",
+        "Client connections closed at once because the shard was full, by shard.",
+    );
+    per_shard(
+        &mut out,
+        "ringgate_connections_refused_total",
+        shards,
+        |s| s.connections_refused,
+    );
+
+    // Plugins.
+    let mut plugins: BTreeMap<&str, u64> = BTreeMap::new();
+    for (p, n) in shards.iter().flat_map(|s| &s.plugins) {
+        *plugins.entry(p).or_default() += n;
+    }
+    header(
+        &mut out,
+        "ringgate_plugin_rejections_total",
+        "counter",
+        "Requests refused by a plugin, by plugin.",
+    );
+    for (p, n) in plugins {
+        sample(
+            &mut out,
+            "ringgate_plugin_rejections_total",
+            &[("plugin", p)],
+            n,
+        );
+    }
+
+    // Tokens.
+    let mut tokens: BTreeMap<(String, &str), (u64, u64)> = BTreeMap::new();
+    for t in shards.iter().flat_map(|s| &s.tokens) {
+        let sum = tokens
+            .entry((names.gateway(t.gateway), t.model.as_str()))
+            .or_default();
+        sum.0 += t.prompt;
+        sum.1 += t.completion;
+    }
+    for (name, help, completion) in [
+        (
+            "ringgate_prompt_tokens_total",
+            "Prompt (input) tokens reported in non-streamed responses' usage, by gateway and model.",
+            false,
+        ),
+        (
+            "ringgate_completion_tokens_total",
+            "Completion (output) tokens reported in non-streamed responses' usage, by gateway and model.",
+            true,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for ((gateway, model), (p, c)) in &tokens {
+            let n = if completion { *c } else { *p };
+            sample(&mut out, name, &[("gateway", gateway), ("model", model)], n);
+        }
+    }
+
+    // Configuration and process.
+    header(
+        &mut out,
+        "ringgate_config_generation",
+        "gauge",
+        "Generation of the configuration the control plane last applied.",
+    );
+    sample(
+        &mut out,
+        "ringgate_config_generation",
+        &[],
+        process.generation,
+    );
+    header(
+        &mut out,
+        "ringgate_shard_config_generation",
+        "gauge",
+        "Generation of the configuration each shard serves.",
+    );
+    per_shard(&mut out, "ringgate_shard_config_generation", shards, |s| {
+        s.generation
+    });
+    header(
+        &mut out,
+        "ringgate_config_last_apply_duration_seconds",
+        "gauge",
+        "Time the last configuration change took to reach every shard.",
+    );
+    let last = process.last_apply.map_or(0.0, |d| d.as_secs_f64());
+    let _ = writeln!(out, "ringgate_config_last_apply_duration_seconds {last}");
+    header(
+        &mut out,
+        "ringgate_access_log_lines_total",
+        "counter",
+        "Access-log lines handed to the writer.",
+    );
+    let lines: u64 = shards.iter().map(|s| s.log_lines).sum();
+    sample(&mut out, "ringgate_access_log_lines_total", &[], lines);
+    header(
+        &mut out,
+        "ringgate_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines dropped because the writer fell behind.",
+    );
+    let dropped: u64 = shards.iter().map(|s| s.log_dropped).sum();
+    sample(
+        &mut out,
+        "ringgate_access_log_dropped_lines_total",
+        &[],
+        dropped,
+    );
+    header(
+        &mut out,
+        "ringgate_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started.",
+    );
+    let _ = writeln!(
+        out,
+        "ringgate_uptime_seconds {}",
+        process.uptime.as_secs_f64()
+    );
+    header(
+        &mut out,
+        "ringgate_build_info",
+        "gauge",
+        "Always 1; the version is a label.",
+    );
+    sample(
+        &mut out,
+        "ringgate_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out
+}
+
+fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn labels(out: &mut String, labels: &[(&str, &str)], extra: Option<(&str, &str)>) {
+    let mut all = labels.iter().copied().chain(extra).peekable();
+    if all.peek().is_none() {
+        return;
+    }
+    out.push('{');
+    for (i, (k, v)) in all.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn sample(out: &mut String, name: &str, l: &[(&str, &str)], value: u64) {
+    out.push_str(name);
+    labels(out, l, None);
+    let _ = writeln!(out, " {value}");
+}
+
+fn per_shard(out: &mut String, name: &str, shards: &[ShardStats], f: impl Fn(&ShardStats) -> u64) {
+    for s in shards {
+        let shard = s.shard.to_string();
+        sample(out, name, &[("shard", &shard)], f(s));
+    }
+}
+
+fn histogram(out: &mut String, name: &str, l: &[(&str, &str)], h: &Histogram) {
+    let mut cumulative = 0;
+    for (i, (_, le)) in BUCKETS.iter().enumerate() {
+        cumulative += h.counts[i];
+        out.push_str(name);
+        out.push_str("_bucket");
+        labels(out, l, Some(("le", le)));
+        let _ = writeln!(out, " {cumulative}");
+    }
+    let count = h.count();
+    out.push_str(name);
+    out.push_str("_bucket");
+    labels(out, l, Some(("le", "+Inf")));
+    let _ = writeln!(out, " {count}");
+    out.push_str(name);
+    out.push_str("_sum");
+    labels(out, l, None);
+    let _ = writeln!(out, " {}", h.sum_us as f64 / 1e6);
+    out.push_str(name);
+    out.push_str("_count");
+    labels(out, l, None);
+    let _ = writeln!(out, " {count}");
+}
+
+/// Label value escaping: backslash, double quote and line feed.
+fn escape(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Stable keys → names, from one snapshot.
+struct Names<'s> {
+    gateways: HashMap<u64, &'s crate::config::snapshot::Gateway>,
+    targets: HashMap<u64, [String; 3]>,
+}
+
+impl<'s> Names<'s> {
+    fn new(snap: &'s Snapshot) -> Names<'s> {
+        let mut targets = HashMap::new();
+        let mut add = |gateway: &str, group: &str, t: &Target| {
+            targets.insert(
+                t.key,
+                [gateway.to_string(), group.to_string(), t.authority.clone()],
+            );
+        };
+        for g in &snap.gateways {
+            for u in &g.upstreams {
+                for t in &u.targets {
+                    add(&g.name, &u.name, t);
+                }
+            }
+            for s in &g.services {
+                if let ServiceKind::Endpoint(t) = &s.kind {
+                    add(&g.name, &s.name, t);
+                }
+            }
+        }
+        Names {
+            gateways: snap.gateways.iter().map(|g| (g.key, g)).collect(),
+            targets,
+        }
+    }
+
+    fn gateway(&self, key: u64) -> String {
+        match (key, self.gateways.get(&key)) {
+            (0, _) => String::new(),
+            (_, Some(g)) => g.name.clone(),
+            (_, None) => format!("#{key:016x}"),
+        }
+    }
+
+    fn rule(&self, gateway: u64, key: u64) -> String {
+        if key == 0 {
+            return String::new();
+        }
+        self.gateways
+            .get(&gateway)
+            .and_then(|g| g.rules.iter().find(|r| r.key == key))
+            .map_or_else(|| format!("#{key:016x}"), |r| r.name.clone())
+    }
+
+    fn target(&self, key: u64) -> [String; 3] {
+        self.targets
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| [String::new(), String::new(), format!("#{key:016x}")])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_with_inf_sum_and_count() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(700));
+        h.observe(Duration::from_secs(90));
+        let mut out = String::new();
+        histogram(&mut out, "x_seconds", &[("a", "q\"\\\n")], &h);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], r#"x_seconds_bucket{a="q\"\\\n",le="0.0001"} 1"#);
+        assert_eq!(lines[2], r#"x_seconds_bucket{a="q\"\\\n",le="0.0005"} 1"#);
+        assert_eq!(lines[3], r#"x_seconds_bucket{a="q\"\\\n",le="0.001"} 2"#);
+        assert_eq!(lines[17], r#"x_seconds_bucket{a="q\"\\\n",le="60"} 2"#);
+        assert_eq!(lines[18], r#"x_seconds_bucket{a="q\"\\\n",le="+Inf"} 3"#);
+        assert_eq!(lines[19], r#"x_seconds_sum{a="q\"\\\n"} 90.00075"#);
+        assert_eq!(lines[20], r#"x_seconds_count{a="q\"\\\n"} 3"#);
+        assert_eq!(lines.len(), 21);
+    }
+
+    #[test]
+    fn empty_scrape_has_every_family() {
+        let out = render(
+            &[ShardStats::default()],
+            &Snapshot::empty(),
+            &Process {
+                generation: 3,
+                last_apply: Some(Duration::from_millis(2)),
+                uptime: Duration::from_secs(1),
+            },
+        );
+        assert!(out.contains("# TYPE ringgate_requests_total counter\n"));
+        assert!(out.contains("# TYPE ringgate_request_duration_seconds histogram\n"));
+        assert!(out.contains("\nringgate_config_generation 3\n"));
+        assert!(out.contains("\nringgate_config_last_apply_duration_seconds 0.002\n"));
+        assert!(out.contains("\nringgate_open_connections{shard=\"0\"} 0\n"));
+        assert!(out.ends_with('\n'));
+    }
+
+    #[test]
+    fn the_grafana_dashboard_only_uses_exported_metrics() {
+        let dashboard = include_str!("../../tuning/grafana-dashboard.json");
+        let out = render(
+            &[ShardStats::default()],
+            &Snapshot::empty(),
+            &Process {
+                generation: 0,
+                last_apply: None,
+                uptime: Duration::ZERO,
+            },
+        );
+        let mut names = 0;
+        for (i, _) in dashboard.match_indices("ringgate_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            if family == "ringgate_" {
+                continue; // the dashboard's uid
+            }
+            assert!(
+                out.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+            names += 1;
+        }
+        assert!(names >= 15);
+    }
+}

@@ -1,0 +1,168 @@
+//! Token counts from a buffered JSON response body, without parsing it
+//! whole: the first `"model"` key's string, and the numbers after the
+//! `"usage"` key (OpenAI `prompt_tokens`/`completion_tokens`, Anthropic
+//! `input_tokens`/`output_tokens`). A key inside a JSON string cannot match:
+//! its quotes would be escaped there.
+
+/// Token counts and the model that produced them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Usage<'a> {
+    pub model: &'a [u8],
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// `None` unless the body has a `usage` object with at least one count.
+pub fn scan(body: &[u8]) -> Option<Usage<'_>> {
+    // Providers put `usage` last: look from the end, then forward from there.
+    let at = last_key(body, b"usage")?;
+    let usage = &body[at..];
+    let prompt = number(usage, b"prompt_tokens").or_else(|| number(usage, b"input_tokens"));
+    let completion =
+        number(usage, b"completion_tokens").or_else(|| number(usage, b"output_tokens"));
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    Some(Usage {
+        model: string(body, b"model").unwrap_or(b""),
+        prompt: prompt.unwrap_or(0),
+        completion: completion.unwrap_or(0),
+    })
+}
+
+/// The position just after `"name"` and its colon, for the first
+/// occurrence of `name` as an object key.
+fn key(hay: &[u8], name: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let i = from + find(hay.get(from..)?, name)?;
+        if let Some(at) = key_at(hay, i, name) {
+            return Some(at);
+        }
+        from = i + 1;
+    }
+}
+
+/// [`key`] for the last occurrence.
+fn last_key(hay: &[u8], name: &[u8]) -> Option<usize> {
+    let mut end = hay.len();
+    loop {
+        let i = hay
+            .get(..end)?
+            .windows(name.len())
+            .rposition(|w| w == name)?;
+        if let Some(at) = key_at(hay, i, name) {
+            return Some(at);
+        }
+        end = i + name.len() - 1;
+    }
+}
+
+/// When `name` at `i` is a quoted object key (`"name" :`), the position of its value.
+fn key_at(hay: &[u8], i: usize, name: &[u8]) -> Option<usize> {
+    let quoted = i >= 1
+        && hay[i - 1] == b'"'
+        && (i < 2 || hay[i - 2] != b'\\')
+        && hay.get(i + name.len()) == Some(&b'"');
+    if !quoted {
+        return None;
+    }
+    let mut j = i + name.len() + 1;
+    while hay.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+        j += 1;
+    }
+    if hay.get(j) != Some(&b':') {
+        return None;
+    }
+    j += 1;
+    while hay.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+        j += 1;
+    }
+    Some(j)
+}
+
+fn number(hay: &[u8], name: &[u8]) -> Option<u64> {
+    let at = key(hay, name)?;
+    let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    std::str::from_utf8(&hay[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A string value without escapes (model names have none).
+fn string<'a>(hay: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let at = key(hay, name)?;
+    if hay.get(at) != Some(&b'"') {
+        return None;
+    }
+    let rest = &hay[at + 1..];
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (rest[end] == b'"' && end <= 200).then_some(&rest[..end])
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let j = i + hay[i..=hay.len() - needle.len()]
+            .iter()
+            .position(|&b| b == first)?;
+        if &hay[j..j + needle.len()] == needle {
+            return Some(j);
+        }
+        i = j + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_completion() {
+        let body = br#"{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+        assert_eq!(
+            scan(body),
+            Some(Usage {
+                model: b"gpt-4o",
+                prompt: 12,
+                completion: 5
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_message_with_spaces() {
+        let body = br#"{"type": "message", "model" : "claude-3", "usage" : { "input_tokens" : 7, "output_tokens" : 3 }}"#;
+        assert_eq!(
+            scan(body),
+            Some(Usage {
+                model: b"claude-3",
+                prompt: 7,
+                completion: 3
+            })
+        );
+    }
+
+    #[test]
+    fn no_usage_no_counts() {
+        assert_eq!(scan(br#"{"model":"m","data":[]}"#), None);
+        assert_eq!(scan(br#"{"usage":null}"#), None);
+        assert_eq!(scan(b"not json at all usage"), None);
+        assert_eq!(scan(b""), None);
+        assert_eq!(scan(br#"{"a":"\"usage\":{\"prompt_tokens\":5}"}"#), None);
+        assert_eq!(
+            scan(br#"{"usage":{"prompt_tokens":1}}"#),
+            Some(Usage {
+                model: b"",
+                prompt: 1,
+                completion: 0
+            })
+        );
+    }
+}
