@@ -23,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod mock_upstream;
+pub mod plugin;
 pub mod proxy;
 pub mod route;
 pub mod runtime;
