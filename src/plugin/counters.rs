@@ -195,6 +195,8 @@ struct Owned {
 /// the other owners.
 pub struct Counters {
     index: usize,
+    /// This shard's place in the mesh (join order, not the shard index).
+    me: Cell<usize>,
     shards: Cell<usize>,
     epoch: Instant,
     owned: RefCell<HashMap<u64, Owned>>,
@@ -208,6 +210,7 @@ impl Counters {
     pub fn new(index: usize) -> Counters {
         Counters {
             index,
+            me: Cell::new(0),
             shards: Cell::new(1),
             epoch: Instant::now(),
             owned: RefCell::new(HashMap::new()),
@@ -228,6 +231,7 @@ impl Counters {
         match mesh.join().await {
             Ok((senders, receivers)) => {
                 self.shards.set(senders.nr_consumers());
+                self.me.set(senders.peer_id());
                 *self.senders.borrow_mut() = Some(senders);
                 Some(receivers)
             }
@@ -342,7 +346,7 @@ impl Counters {
     pub async fn take(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
         let window_us = (window.as_micros() as u64).max(1);
         let owner = self.owner(key);
-        if owner == self.index {
+        if owner == self.me.get() {
             return self.decide(key, cost, limit, window_us);
         }
         let id = self.next_id.get() + 1;
@@ -350,7 +354,7 @@ impl Counters {
         let slot = Rc::new(Slot::default());
         self.waiting.borrow_mut().insert(id, slot.clone());
         let ask = Msg::Ask {
-            from: self.index,
+            from: self.me.get(),
             id,
             key,
             cost,
@@ -392,7 +396,7 @@ impl Counters {
             return;
         }
         let owner = self.owner(key);
-        if owner == self.index {
+        if owner == self.me.get() {
             if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
                 o.window.adjust(bucket, delta);
             }
