@@ -24,7 +24,12 @@ fn gateway(m: SocketAddr, chain: Value) -> common::Gateway {
 
 /// `conns` keep-alive connections, `per_conn` requests each, all at once;
 /// returns the count of each status.
-fn hammer(addr: SocketAddr, conns: usize, per_conn: usize, body: &'static [u8]) -> (usize, usize, usize) {
+fn hammer(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    body: &'static [u8],
+) -> (usize, usize, usize) {
     let threads: Vec<_> = (0..conns)
         .map(|_| {
             std::thread::spawn(move || {

@@ -32,9 +32,15 @@ fn default_methods() -> Vec<String> {
 }
 
 fn default_headers() -> Vec<String> {
-    ["Content-Type", "Authorization", "X-Api-Key", "X-TG-API-Key", "X-Request-Id"]
-        .map(String::from)
-        .to_vec()
+    [
+        "Content-Type",
+        "Authorization",
+        "X-Api-Key",
+        "X-TG-API-Key",
+        "X-Request-Id",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,27 +90,43 @@ impl Cors {
             let o = o.trim().to_ascii_lowercase();
             if o == "*" {
                 if s.allow_credentials {
-                    return Err(bad(field, &f, "\"*\" cannot be used with allow_credentials"));
+                    return Err(bad(
+                        field,
+                        &f,
+                        "\"*\" cannot be used with allow_credentials",
+                    ));
                 }
                 origins.push(Origin::Any);
                 continue;
             }
             let Some((scheme, host)) = o.split_once("://") else {
-                return Err(bad(field, &f, format!("{o:?} is not an origin (scheme://host[:port])")));
+                return Err(bad(
+                    field,
+                    &f,
+                    format!("{o:?} is not an origin (scheme://host[:port])"),
+                ));
             };
             let valid = |h: &str| {
                 !h.is_empty()
-                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
             };
             if let Some(suffix) = host.strip_prefix("*.") {
                 if !valid(suffix) {
                     return Err(bad(field, &f, format!("{o:?} is not an origin pattern")));
                 }
-                origins.push(Origin::Subdomains(format!("{scheme}://"), format!(".{suffix}")));
+                origins.push(Origin::Subdomains(
+                    format!("{scheme}://"),
+                    format!(".{suffix}"),
+                ));
             } else if valid(host) && !scheme.is_empty() {
                 origins.push(Origin::Exact(o.clone()));
             } else {
-                return Err(bad(field, &f, format!("{o:?} is not an origin (scheme://host[:port])")));
+                return Err(bad(
+                    field,
+                    &f,
+                    format!("{o:?} is not an origin (scheme://host[:port])"),
+                ));
             }
         }
         for (name, list) in [
@@ -114,17 +136,29 @@ impl Cors {
         ] {
             for (i, v) in list.iter().enumerate() {
                 if !is_token(v) {
-                    return Err(bad(field, &format!("{name}[{i}]"), format!("{v:?} is not a token")));
+                    return Err(bad(
+                        field,
+                        &format!("{name}[{i}]"),
+                        format!("{v:?} is not a token"),
+                    ));
                 }
             }
         }
-        let methods: Vec<String> = s.allowed_methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        let methods: Vec<String> = s
+            .allowed_methods
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
         Ok(Cors {
             origins,
             methods_line: methods.join(", "),
             methods,
             headers_line: s.allowed_headers.join(", "),
-            headers: s.allowed_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            headers: s
+                .allowed_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             expose_line: s.expose_headers.join(", "),
             credentials: s.allow_credentials,
             max_age: s.max_age,
@@ -151,7 +185,11 @@ impl Cors {
 
     fn allow_origin(&self, out: &mut Vec<u8>, origin: &[u8]) {
         let any = !self.credentials && self.origins.iter().any(|o| matches!(o, Origin::Any));
-        push_header(out, "Access-Control-Allow-Origin", if any { b"*" } else { origin });
+        push_header(
+            out,
+            "Access-Control-Allow-Origin",
+            if any { b"*" } else { origin },
+        );
         if !any {
             push_header(out, "Vary", b"Origin");
         }
@@ -169,7 +207,11 @@ impl Cors {
             if self.allows(origin) {
                 self.allow_origin(out, origin);
                 if !self.expose_line.is_empty() {
-                    push_header(out, "Access-Control-Expose-Headers", self.expose_line.as_bytes());
+                    push_header(
+                        out,
+                        "Access-Control-Expose-Headers",
+                        self.expose_line.as_bytes(),
+                    );
                 }
             }
             return None;
@@ -178,20 +220,36 @@ impl Cors {
             return Some(Stop::Reject(403, "CORS origin not allowed".into()));
         }
         let method = trim(method);
-        if !self.methods.iter().any(|m| eq_ignore_case(m.as_bytes(), method)) {
+        if !self
+            .methods
+            .iter()
+            .any(|m| eq_ignore_case(m.as_bytes(), method))
+        {
             return Some(Stop::Reject(403, "CORS method not allowed".into()));
         }
         if let Some(list) = req.header("access-control-request-headers") {
-            for h in list.split(|&b| b == b',').map(trim).filter(|h| !h.is_empty()) {
+            for h in list
+                .split(|&b| b == b',')
+                .map(trim)
+                .filter(|h| !h.is_empty())
+            {
                 if !self.headers.iter().any(|a| eq_ignore_case(a.as_bytes(), h)) {
                     return Some(Stop::Reject(403, "CORS header not allowed".into()));
                 }
             }
         }
         self.allow_origin(out, origin);
-        push_header(out, "Access-Control-Allow-Methods", self.methods_line.as_bytes());
+        push_header(
+            out,
+            "Access-Control-Allow-Methods",
+            self.methods_line.as_bytes(),
+        );
         if !self.headers_line.is_empty() {
-            push_header(out, "Access-Control-Allow-Headers", self.headers_line.as_bytes());
+            push_header(
+                out,
+                "Access-Control-Allow-Headers",
+                self.headers_line.as_bytes(),
+            );
         }
         if let Some(age) = self.max_age {
             push_header_num(out, "Access-Control-Max-Age", age);

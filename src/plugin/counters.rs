@@ -36,6 +36,8 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 pub const BUCKETS: u64 = 20;
 /// Messages in flight per shard pair before senders yield.
 const CHANNEL: usize = 4096;
+/// The longest a receiving task waits before looking at its channel again.
+const RECV_POLL: Duration = Duration::from_millis(1);
 /// How long a shard waits for an owner's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -248,8 +250,15 @@ impl Counters {
         for (peer, rx) in receivers.streams() {
             let me = self.clone();
             tasks.push(glommio::spawn_local(async move {
-                while let Some(msg) = rx.recv().await {
-                    me.receive(msg).await;
+                loop {
+                    // The bounded wait guards against a lost cross-core
+                    // wake-up (seen with glommio 0.9 under load): a message
+                    // then waits at most a millisecond instead of forever.
+                    match crate::proxy::timed(RECV_POLL, rx.recv()).await {
+                        Some(Some(msg)) => me.receive(msg).await,
+                        Some(None) => break,
+                        None => {}
+                    }
                 }
                 log::debug!("shard {}: counter link from {peer} closed", me.index);
             }));
@@ -306,9 +315,7 @@ impl Counters {
                 };
                 match s.try_send_to(to, msg) {
                     Ok(()) => return true,
-                    Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m))) => {
-                        m
-                    }
+                    Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m))) => m,
                     Err(_) => return false,
                 }
             };
@@ -422,7 +429,11 @@ mod tests {
         }
         for (i, &t) in admitted.iter().enumerate() {
             let in_window = admitted[i..].iter().take_while(|&&u| u < t + 1000).count();
-            assert!(in_window <= 5, "{in_window} admitted in [{t}, {})", t + 1000);
+            assert!(
+                in_window <= 5,
+                "{in_window} admitted in [{t}, {})",
+                t + 1000
+            );
         }
         // And it does admit: close to 5 per window over 20 windows.
         assert!(admitted.len() >= 5 * 20 * 9 / 10, "{}", admitted.len());
@@ -431,7 +442,9 @@ mod tests {
     #[test]
     fn exact_burst_and_retry() {
         let mut w = Window::default();
-        let ok = (0..200).filter(|_| w.take(10, 1, 50, 10_000_000).allowed).count();
+        let ok = (0..200)
+            .filter(|_| w.take(10, 1, 50, 10_000_000).allowed)
+            .count();
         assert_eq!(ok, 50);
         let d = w.take(10, 1, 50, 10_000_000);
         assert!(!d.allowed);

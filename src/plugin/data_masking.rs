@@ -21,7 +21,6 @@ use serde::Deserialize;
 use super::bad;
 use crate::config::ConfigError;
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Entity {
@@ -144,25 +143,47 @@ impl DataMasking {
             let re = regex::bytes::RegexBuilder::new(p)
                 .size_limit(1 << 20)
                 .build()
-                .map_err(|e| bad(field, &format!("patterns[{i}]"), format!("invalid regex: {e}")))?;
+                .map_err(|e| {
+                    bad(
+                        field,
+                        &format!("patterns[{i}]"),
+                        format!("invalid regex: {e}"),
+                    )
+                })?;
             if re.is_match(b"") {
-                return Err(bad(field, &format!("patterns[{i}]"), "must not match the empty string"));
+                return Err(bad(
+                    field,
+                    &format!("patterns[{i}]"),
+                    "must not match the empty string",
+                ));
             }
             rules.push(Rule { re, luhn: false });
         }
         let mask_with = match s.mask_with {
             Some(m) if s.preserve_len && m.chars().count() != 1 => {
-                return Err(bad(field, "mask_with", "with preserve_len, a single character"))
+                return Err(bad(
+                    field,
+                    "mask_with",
+                    "with preserve_len, a single character",
+                ))
             }
             Some(m) if m.chars().any(|c| c.is_control() || c == '"' || c == '\\') => {
-                return Err(bad(field, "mask_with", "no control characters, quotes or backslashes"))
+                return Err(bad(
+                    field,
+                    "mask_with",
+                    "no control characters, quotes or backslashes",
+                ))
             }
             Some(m) => m,
             None if s.preserve_len => "*".into(),
             None => "[MASKED]".into(),
         };
         if rules.is_empty() {
-            return Err(bad(field, "entities", "nothing to mask: no entities, keywords or patterns"));
+            return Err(bad(
+                field,
+                "entities",
+                "nothing to mask: no entities, keywords or patterns",
+            ));
         }
         Ok(DataMasking {
             rules,
@@ -243,7 +264,10 @@ mod tests {
             ("from 10.0.0.12:80", "from [MASKED]:80"),
             ("key sk-abcdefghijklmnop1234", "key [MASKED]"),
             ("aws AKIAIOSFODNN7EXAMPLE", "aws [MASKED]"),
-            ("t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc_DEF-123", "t [MASKED]"),
+            (
+                "t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc_DEF-123",
+                "t [MASKED]",
+            ),
             ("nothing here", "nothing here"),
         ] {
             assert_eq!(masked(&m, input), want, "{input}");
@@ -255,15 +279,23 @@ mod tests {
         let m = masker(serde_json::json!({
             "entities": [], "keywords": ["falcon"], "patterns": ["ACME-\\d{4}"], "preserve_len": true
         }));
-        assert_eq!(masked(&m, "Project Falcon ACME-1234 x"), "Project ****** ********* x");
+        assert_eq!(
+            masked(&m, "Project Falcon ACME-1234 x"),
+            "Project ****** ********* x"
+        );
     }
 
     #[test]
     fn bad_settings() {
         let bad = |v: serde_json::Value| {
-            DataMasking::new(serde_json::from_value(v).unwrap(), "s").unwrap_err().field
+            DataMasking::new(serde_json::from_value(v).unwrap(), "s")
+                .unwrap_err()
+                .field
         };
-        assert_eq!(bad(serde_json::json!({"patterns": ["("]})), Some("s.patterns[0]".into()));
+        assert_eq!(
+            bad(serde_json::json!({"patterns": ["("]})),
+            Some("s.patterns[0]".into())
+        );
         assert_eq!(
             bad(serde_json::json!({"preserve_len": true, "mask_with": "ab"})),
             Some("s.mask_with".into())

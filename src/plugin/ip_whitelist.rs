@@ -86,7 +86,11 @@ fn parse_list(list: &[String], field: &str, name: &str) -> Result<Vec<Cidr>, Con
         .enumerate()
         .map(|(i, s)| {
             Cidr::parse(s).ok_or_else(|| {
-                bad(field, &format!("{name}[{i}]"), format!("{s:?} is not an IP address or CIDR"))
+                bad(
+                    field,
+                    &format!("{name}[{i}]"),
+                    format!("{s:?} is not an IP address or CIDR"),
+                )
             })
         })
         .collect()
@@ -152,7 +156,9 @@ mod tests {
         let one = Cidr::parse("127.0.0.1").unwrap();
         assert!(one.contains("127.0.0.1".parse().unwrap()));
         assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nope").is_none());
     }

@@ -21,8 +21,8 @@
 //! chain: a head check of a later plugin runs before a body check of an
 //! earlier one.
 
-pub mod counters;
 pub mod cors;
+pub mod counters;
 pub mod data_masking;
 pub mod injection_protection;
 pub mod ip_whitelist;
@@ -118,7 +118,9 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
     let sf = format!("{field}.settings");
     let s = &p.settings;
     let kind = match p.name.as_str() {
-        "rate_limiter" => Kind::RateLimiter(rate_limiter::RateLimiter::new(settings(s, &sf)?, &sf)?),
+        "rate_limiter" => {
+            Kind::RateLimiter(rate_limiter::RateLimiter::new(settings(s, &sf)?, &sf)?)
+        }
         "token_rate_limiter" => Kind::TokenRateLimiter(token_rate_limiter::TokenRateLimiter::new(
             settings(s, &sf)?,
             &sf,
@@ -127,8 +129,12 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
             request_size_limiter::RequestSizeLimiter::new(settings(s, &sf)?, &sf)?,
         ),
         "cors" => Kind::Cors(cors::Cors::new(settings(s, &sf)?, &sf)?),
-        "ip_whitelist" => Kind::IpWhitelist(ip_whitelist::IpWhitelist::new(settings(s, &sf)?, &sf)?),
-        "data_masking" => Kind::DataMasking(data_masking::DataMasking::new(settings(s, &sf)?, &sf)?),
+        "ip_whitelist" => {
+            Kind::IpWhitelist(ip_whitelist::IpWhitelist::new(settings(s, &sf)?, &sf)?)
+        }
+        "data_masking" => {
+            Kind::DataMasking(data_masking::DataMasking::new(settings(s, &sf)?, &sf)?)
+        }
         "injection_protection" => Kind::InjectionProtection(
             injection_protection::InjectionProtection::new(settings(s, &sf)?, &sf)?,
         ),
@@ -205,9 +211,7 @@ impl<'de> Deserialize<'de> for Window {
             })?,
         };
         if d < Duration::from_millis(1) || d > Duration::from_secs(7 * 86_400) {
-            return Err(serde::de::Error::custom(
-                "a window is 1 ms to 7 days",
-            ));
+            return Err(serde::de::Error::custom("a window is 1 ms to 7 days"));
         }
         Ok(Window(d))
     }
@@ -313,7 +317,10 @@ pub async fn on_body(
     if *kind == BodyKind::Chunked {
         scratch.clear();
         let mut dec = crate::http::chunked::ChunkedDecoder::new();
-        if dec.feed(body, &mut |d| scratch.extend_from_slice(d)).is_err() {
+        if dec
+            .feed(body, &mut |d| scratch.extend_from_slice(d))
+            .is_err()
+        {
             return Some(Stop::Reject(400, "invalid chunked body".into()));
         }
         std::mem::swap(body, scratch);

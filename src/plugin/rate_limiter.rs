@@ -74,7 +74,11 @@ impl RateLimiter {
         ] {
             if let Some(l) = l {
                 if l.limit == 0 {
-                    return Err(bad(field, &format!("limits.{name}.limit"), "must be at least 1"));
+                    return Err(bad(
+                        field,
+                        &format!("limits.{name}.limit"),
+                        "must be at least 1",
+                    ));
                 }
                 dims.push((d, l));
             }
@@ -88,7 +92,11 @@ impl RateLimiter {
         }
         if let Some(h) = &s.user_header {
             if !crate::config::validate::is_token(h) {
-                return Err(bad(field, "user_header", format!("{h:?} is not a header name")));
+                return Err(bad(
+                    field,
+                    "user_header",
+                    format!("{h:?} is not a header name"),
+                ));
             }
         }
         if s.limits.per_user.is_some() && s.user_header.is_none() {
@@ -134,7 +142,9 @@ impl RateLimiter {
                     None => continue,
                 },
             };
-            let key = fnv1a64(value) ^ scope.rotate_left(7) ^ (dim as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let key = fnv1a64(value)
+                ^ scope.rotate_left(7)
+                ^ (dim as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let d = counters.take(key, 1, l.limit, l.window.0).await;
             if d.unavailable {
                 return Some(Stop::Reject(503, "rate limiter unavailable".into()));

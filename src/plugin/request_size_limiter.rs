@@ -71,7 +71,10 @@ impl RequestSizeLimiter {
             // Characters of UTF-8 text: every byte that does not continue one.
             let chars = body.iter().filter(|&&b| (b as i8) >= -0x40).count() as u64;
             if chars > max {
-                return Some(Stop::Reject(413, "request body has too many characters".into()));
+                return Some(Stop::Reject(
+                    413,
+                    "request body has too many characters".into(),
+                ));
             }
         }
         None

@@ -87,14 +87,30 @@ impl TokenRateLimiter {
             (None, Some(l), Some(w)) => (l, w.0),
             (None, Some(_), None) => return Err(bad(field, "window", "limit needs a window")),
             (None, None, _) => {
-                return Err(bad(field, "tokens_per_minute", "set tokens_per_minute, or limit and window"))
+                return Err(bad(
+                    field,
+                    "tokens_per_minute",
+                    "set tokens_per_minute, or limit and window",
+                ))
             }
             _ => {
-                return Err(bad(field, "limit", "set either tokens_per_minute or limit and window"))
+                return Err(bad(
+                    field,
+                    "limit",
+                    "set either tokens_per_minute or limit and window",
+                ))
             }
         };
         if limit == 0 {
-            return Err(bad(field, if s.limit.is_some() { "limit" } else { "tokens_per_minute" }, "must be at least 1"));
+            return Err(bad(
+                field,
+                if s.limit.is_some() {
+                    "limit"
+                } else {
+                    "tokens_per_minute"
+                },
+                "must be at least 1",
+            ));
         }
         if s.chars_per_token == 0 {
             return Err(bad(field, "chars_per_token", "must be at least 1"));
@@ -150,7 +166,11 @@ impl TokenRateLimiter {
         push_header_num(headers, "X-TokenLimit-Limit", self.limit);
         push_header_num(headers, "X-TokenLimit-Remaining", d.remaining);
         if !d.allowed {
-            push_header_num(headers, "Retry-After", d.retry_us.div_ceil(1_000_000).max(1));
+            push_header_num(
+                headers,
+                "Retry-After",
+                d.retry_us.div_ceil(1_000_000).max(1),
+            );
             return Some(Stop::Reject(429, "token budget exceeded".into()));
         }
         flow.tokens = Some(Reservation {
@@ -182,8 +202,14 @@ fn find_number(hay: &[u8], name: &[u8]) -> Option<u64> {
     let rest = &rest[rest.iter().position(|b| !b" \t\r\n".contains(b))?..];
     let rest = rest.strip_prefix(b":")?;
     let start = rest.iter().position(|b| !b" \t\r\n".contains(b))?;
-    let digits = rest[start..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[start..start + digits]).ok()?.parse().ok()
+    let digits = rest[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&rest[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Finds `"total_tokens": N` in response bytes that arrive in pieces.
@@ -222,7 +248,10 @@ fn find_last_number(hay: &[u8], name: &[u8]) -> Option<u64> {
         let rest = &hay[at + name.len()..];
         if let Some(n) = find_number(&hay[at..], name) {
             let digits = n.to_string().len();
-            let after = rest.iter().position(|b| b.is_ascii_digit()).map(|i| i + digits);
+            let after = rest
+                .iter()
+                .position(|b| b.is_ascii_digit())
+                .map(|i| i + digits);
             if after.is_some_and(|i| i < rest.len()) {
                 found = Some(n);
             }
@@ -247,7 +276,11 @@ mod tests {
         assert_eq!(t.estimate(body), (body.len() as u64).div_ceil(4) + 50);
         assert_eq!(t.estimate(b"{}"), 1 + 1024);
         let mut u = UsageScan::default();
-        for piece in [&b"data: {\"usage\":{\"prompt_tokens\":3,\"total_"[..], b"tokens\":1", b"7}}\n\n"] {
+        for piece in [
+            &b"data: {\"usage\":{\"prompt_tokens\":3,\"total_"[..],
+            b"tokens\":1",
+            b"7}}\n\n",
+        ] {
             u.feed(piece);
         }
         assert_eq!(u.total(), Some(17));

@@ -306,8 +306,16 @@ pub(crate) async fn plugin_answer(
     let extra = std::mem::take(&mut conn.plugin_headers);
     let next = match stop {
         crate::plugin::Stop::Reject(status, message) => {
-            respond_error_with(shard, conn, status, &message, rid.as_bytes(), &extra, keep_alive)
-                .await
+            respond_error_with(
+                shard,
+                conn,
+                status,
+                &message,
+                rid.as_bytes(),
+                &extra,
+                keep_alive,
+            )
+            .await
         }
         crate::plugin::Stop::Preflight => {
             shard.metrics.count_response(204);

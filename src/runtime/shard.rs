@@ -200,7 +200,9 @@ async fn run(
     let mut counters = None;
     if let Some(m) = mesh {
         if let Some(receivers) = shard.counters.join(m).await {
-            counters = Some(glommio::spawn_local(shard.counters.clone().serve(receivers)));
+            counters = Some(glommio::spawn_local(
+                shard.counters.clone().serve(receivers),
+            ));
         }
     }
     let rx = ends.rx.connect().await;
