@@ -15,6 +15,7 @@ use futures_lite::AsyncWriteExt;
 use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
+use crate::http::errors::push_decimal;
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::bump;
 use crate::proxy::plan::{Piece, Plan, Targets};
@@ -459,20 +460,6 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `n` in decimal without allocating.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
 
 async fn read_response_head(
     shard: &Shard,
