@@ -14,8 +14,8 @@ use futures_lite::AsyncWriteExt;
 
 use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::errors::push_decimal;
+use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::bump;
 use crate::proxy::plan::{Piece, Plan, Targets};
@@ -459,7 +459,6 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     }
     out.extend_from_slice(b"\r\n");
 }
-
 
 async fn read_response_head(
     shard: &Shard,
