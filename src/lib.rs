@@ -29,6 +29,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod mock_upstream;
+pub mod plugin;
 pub mod provider;
 pub mod proxy;
 pub mod route;

@@ -128,6 +128,12 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
             preserve_host: r.preserve_host,
             retry_attempts: r.retry_attempts,
             public: r.public,
+            plugins: crate::plugin::chain(
+                &gw.required_plugins,
+                &format!("{}.required_plugins", gw.id.as_deref().unwrap_or(&gw.name)),
+                &r.plugin_chain,
+                &format!("{}.plugin_chain", r.id.as_deref().unwrap_or(&r.name)),
+            ),
         });
     }
     Gateway {

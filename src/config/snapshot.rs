@@ -80,6 +80,8 @@ pub struct Rule {
     pub preserve_host: bool,
     pub retry_attempts: u32,
     pub public: bool,
+    /// The gateway's required plugins, then the rule's own, in run order.
+    pub plugins: crate::plugin::Chain,
 }
 
 #[derive(Debug)]

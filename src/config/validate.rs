@@ -591,7 +591,7 @@ fn check_plugins(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
             ));
         }
     }
-    Ok(())
+    crate::plugin::validate(plugins, field)
 }
 
 fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {

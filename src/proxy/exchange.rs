@@ -54,7 +54,7 @@ enum ClientError {
     Status(u16, &'static str),
 }
 
-pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) -> Next {
+pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>) -> Next {
     let rid = plan.request_id;
     if plan.expect_continue && plan.body != BodyKind::None {
         if !send(shard, &mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n").await {
@@ -65,6 +65,29 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
         Ok(p) => p,
         Err(e) => return client_failed(shard, conn, e, rid.as_bytes()).await,
     };
+    if plan.rule.plugins.wants_body {
+        let complete = matches!(pending, Pending::None);
+        let stop = crate::plugin::on_body(
+            &shard.counters,
+            &mut plan.plugins,
+            conn.peer,
+            plan.key_id,
+            &mut plan.body,
+            &mut conn.body,
+            &mut conn.scratch,
+            complete,
+            &mut conn.plugin_headers,
+        )
+        .await;
+        if let Some(stop) = stop {
+            let keep_alive = keep(&plan, &pending);
+            let next = crate::proxy::plugin_answer(shard, conn, stop, &rid, keep_alive).await;
+            if !keep_alive {
+                linger_close(conn).await;
+            }
+            return next;
+        }
+    }
 
     let buffered = matches!(pending, Pending::None);
     let mut ai = match Ai::inspect(&plan, &conn.fwd, &conn.body, buffered) {
@@ -192,12 +215,14 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, plan: Plan<'_>) ->
         if ai.translate.is_some() {
             let (client, reusable) =
                 ai::forward_translated(shard, conn, &plan, &mut up, &resp, &mut ai).await;
+            crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
             if reusable {
                 shard.pool.put(addr, up);
             }
             return client;
         }
-        let next = forward_response(shard, conn, &plan, &mut up, &resp).await;
+        let next = forward_response(shard, conn, &mut plan, &mut up, &resp).await;
+        crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
         }
@@ -556,7 +581,7 @@ enum Relay {
 async fn forward_response(
     shard: &Shard,
     conn: &mut Client,
-    plan: &Plan<'_>,
+    plan: &mut Plan<'_>,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
 ) -> Outcome {
@@ -611,6 +636,7 @@ async fn forward_response(
         out.extend_from_slice(plan.request_id.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(&conn.plugin_headers);
     if relay == Relay::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
@@ -622,7 +648,7 @@ async fn forward_response(
     out.extend_from_slice(b"\r\n");
     up.buf.consume(resp.head_len);
 
-    let finished = relay_body(shard, conn, up, relay).await;
+    let finished = relay_body(shard, conn, up, relay, &mut plan.plugins).await;
     let client = if finished == Finished::Complete && client_keep_alive {
         Next::KeepAlive
     } else {
@@ -652,6 +678,7 @@ async fn relay_body(
     conn: &mut Client,
     up: &mut UpstreamConn,
     relay: Relay,
+    flow: &mut crate::plugin::Flow<'_>,
 ) -> Finished {
     let timeout = shard.settings.limits.upstream_timeout;
     let mut left = match relay {
@@ -692,6 +719,7 @@ async fn relay_body(
             }
         };
         up.buf.consume(take);
+        crate::plugin::observe_response(flow, &conn.out);
         if !conn.out.is_empty() || first {
             conn.obs.sent(conn.out.len());
             if !send(shard, &mut conn.stream, &conn.out).await {

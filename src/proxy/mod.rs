@@ -52,6 +52,12 @@ pub(crate) struct Client {
     pub peer_ip: String,
     /// What the current request did, for metrics and the access log.
     pub obs: crate::metrics::Record,
+    /// The peer's IP, for plugins.
+    pub peer: Option<std::net::IpAddr>,
+    /// Response headers plugins add (`Name: value\r\n` lines).
+    pub plugin_headers: Vec<u8>,
+    /// Scratch space for plugins that rewrite the body.
+    pub scratch: Vec<u8>,
 }
 
 /// Races `fut` against a timer; `None` when the time ran out first.
@@ -96,10 +102,8 @@ pub(crate) async fn send_within<S: futures_lite::AsyncWrite + Unpin>(
 /// shard drains.
 pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer_ip = stream
-        .peer_addr()
-        .map(|a: SocketAddr| a.ip().to_string())
-        .unwrap_or_default();
+    let peer = stream.peer_addr().ok().map(|a: SocketAddr| a.ip());
+    let peer_ip = peer.map(|ip| ip.to_string()).unwrap_or_default();
     let limits = &shard.settings.limits;
     let mut conn = Client {
         stream,
@@ -111,6 +115,9 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
         body: Vec::new(),
         peer_ip,
         obs: crate::metrics::Record::new(),
+        peer,
+        plugin_headers: Vec::new(),
+        scratch: Vec::new(),
     };
     let http_limits = http::Limits {
         max_head_bytes: limits.max_head_bytes,
@@ -298,7 +305,7 @@ async fn answer(
         }
     }
 
-    let plan = match Plan::build(shard, view, conn, head, rid) {
+    let mut plan = match Plan::build(shard, view, conn, head, rid) {
         Ok(plan) => plan,
         Err((status, message, rid)) => {
             conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
@@ -310,8 +317,79 @@ async fn answer(
             return next;
         }
     };
+    conn.plugin_headers.clear();
+    if !plan.rule.plugins.is_empty() {
+        let req = crate::plugin::RequestView {
+            head,
+            buf: conn.buf.filled(),
+            peer: conn.peer,
+            key_id: plan.key_id,
+        };
+        let chain = &plan.rule.plugins;
+        let stop = crate::plugin::on_request(
+            &shard.counters,
+            chain,
+            &req,
+            &mut plan.plugins,
+            &mut conn.plugin_headers,
+        )
+        .await;
+        if let Some(stop) = stop {
+            conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
+            let next = plugin_answer(shard, conn, stop, &rid, keep_alive).await;
+            if next == Next::Close && unread_body.is_none() {
+                linger_close(conn).await;
+            }
+            return next;
+        }
+    }
     conn.buf.consume(head.head_len);
     exchange::run(shard, conn, plan).await
+}
+
+/// A plugin's own answer: a refusal, or a CORS preflight's 204.
+pub(crate) async fn plugin_answer(
+    shard: &Shard,
+    conn: &mut Client,
+    stop: crate::plugin::Stop,
+    rid: &plan::RequestId,
+    keep_alive: bool,
+) -> Next {
+    let extra = std::mem::take(&mut conn.plugin_headers);
+    let next = match stop {
+        crate::plugin::Stop::Reject(status, message) => {
+            respond_error_with(
+                shard,
+                conn,
+                status,
+                &message,
+                rid.as_bytes(),
+                &extra,
+                keep_alive,
+            )
+            .await
+        }
+        crate::plugin::Stop::Preflight => {
+            shard.metrics.count_response(204);
+            conn.out.clear();
+            conn.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+            conn.out.extend_from_slice(&extra);
+            conn.out.extend_from_slice(b"X-Request-Id: ");
+            conn.out.extend_from_slice(rid.as_bytes());
+            conn.out.extend_from_slice(if keep_alive {
+                b"\r\n\r\n".as_slice()
+            } else {
+                b"\r\nConnection: close\r\n\r\n".as_slice()
+            });
+            if conn.stream.write_all(&conn.out).await.is_err() || !keep_alive {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+    };
+    conn.plugin_headers = extra;
+    next
 }
 
 fn builtin(head: &RequestHead, buf: &[u8]) -> Option<&'static [u8]> {

@@ -91,6 +91,10 @@ pub struct Plan<'s> {
     pub expect_continue: bool,
     pub is_head: bool,
     pub request_id: RequestId,
+    /// The id of the API key that authenticated the request.
+    pub key_id: Option<&'s str>,
+    /// Plugin state from the head to the response.
+    pub plugins: crate::plugin::Flow<'s>,
 }
 
 type Refusal = (u16, &'static str, RequestId);
@@ -217,6 +221,8 @@ impl<'s> Plan<'s> {
             expect_continue: head.expect_continue,
             is_head: head.is_method(buf, "HEAD"),
             request_id: rid,
+            key_id: api_key.map(|k| k.id.as_str()),
+            plugins: crate::plugin::Flow::default(),
         })
     }
 }

@@ -38,6 +38,8 @@ pub struct Shard {
     shutdown: Semaphore,
     draining: Cell<bool>,
     request_ids: RequestIds,
+    /// Rate-limit windows this shard owns, and its links to the other owners.
+    pub counters: Rc<crate::plugin::Counters>,
 }
 
 impl Shard {
@@ -64,6 +66,7 @@ impl Shard {
             shutdown: Semaphore::new(0),
             draining: Cell::new(false),
             request_ids: RequestIds::new(index),
+            counters: Rc::new(crate::plugin::Counters::new(index)),
             settings,
         }
     }
@@ -146,7 +149,9 @@ pub fn start_all(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut ends = Vec::new();
     let mut threads = Vec::new();
+    let mesh = crate::plugin::counters::mesh(sockets.len());
     for (index, fd) in sockets.into_iter().enumerate() {
+        let mesh = mesh.clone();
         let (control_ends, shard_ends) = control::channels();
         ends.push(control_ends);
         let cpu = cpus[index % cpus.len()];
@@ -175,7 +180,7 @@ pub fn start_all(
                     Ok(ex) => {
                         let _ = ready.send(Ok(()));
                         ex.run(run(
-                            index, cpu, fd, shard_ends, settings, snapshot, access_log,
+                            index, cpu, fd, shard_ends, settings, snapshot, access_log, mesh,
                         ));
                     }
                 }
@@ -202,12 +207,22 @@ async fn run(
     settings: Arc<Settings>,
     snapshot: Arc<Snapshot>,
     access_log: Option<SyncSender<Vec<u8>>>,
+    mesh: Option<crate::plugin::counters::Mesh>,
 ) {
     // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let shard = Rc::new(Shard::new(index, settings.clone(), snapshot, access_log));
     log::debug!("shard {index} on CPU {cpu}: accepting");
 
+    // Every shard joins before any accepts, so an owner is always there to ask.
+    let mut counters = None;
+    if let Some(m) = mesh {
+        if let Some(receivers) = shard.counters.join(m).await {
+            counters = Some(glommio::spawn_local(
+                shard.counters.clone().serve(receivers),
+            ));
+        }
+    }
     let rx = ends.rx.connect().await;
     let tx = ends.tx.connect().await;
     let control = {
@@ -288,6 +303,10 @@ async fn run(
         flusher.cancel();
     }
     shard.access_log.flush();
+    shard.counters.leave();
+    if let Some(c) = counters {
+        c.detach();
+    }
     let tx = control.await;
     let _ = tx
         .send(FromShard::Stopped {

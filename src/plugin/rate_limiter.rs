@@ -1,0 +1,175 @@
+//! `rate_limiter`: request limits `global`, `per_ip`, `per_key` and
+//! `per_user` (the value of `user_header`), each `{limit, window}`, exact
+//! across shards (see [`super::counters`]). Answers carry
+//! `X-RateLimit-Limit/Remaining/Reset` (of the tightest dimension); a refusal
+//! is 429 with `Retry-After`.
+//!
+//! ```json
+//! {"limits": {"global": {"limit": 1000, "window": "1m"},
+//!             "per_ip": {"limit": 10, "window": "10s"},
+//!             "per_key": {"limit": 100, "window": "1m"},
+//!             "per_user": {"limit": 20, "window": "1m"}},
+//!  "user_header": "X-User-Id"}
+//! ```
+//! A request without a value for a dimension (no key, no user header) is not
+//! counted on that dimension.
+
+use serde::Deserialize;
+
+use super::counters::Counters;
+use super::{bad, push_header_num, RequestView, Stop, Window};
+use crate::config::ConfigError;
+use crate::route::fnv1a64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub limits: Limits,
+    #[serde(default)]
+    pub user_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub global: Option<Limit>,
+    #[serde(default)]
+    pub per_ip: Option<Limit>,
+    #[serde(default)]
+    pub per_key: Option<Limit>,
+    #[serde(default)]
+    pub per_user: Option<Limit>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub limit: u64,
+    pub window: Window,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dimension {
+    Global,
+    Ip,
+    Key,
+    User,
+}
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    dims: Vec<(Dimension, Limit)>,
+    user_header: Option<String>,
+}
+
+impl RateLimiter {
+    pub fn new(s: Settings, field: &str) -> Result<RateLimiter, ConfigError> {
+        let mut dims = Vec::new();
+        for (d, name, l) in [
+            (Dimension::Global, "global", s.limits.global),
+            (Dimension::Ip, "per_ip", s.limits.per_ip),
+            (Dimension::Key, "per_key", s.limits.per_key),
+            (Dimension::User, "per_user", s.limits.per_user),
+        ] {
+            if let Some(l) = l {
+                if l.limit == 0 {
+                    return Err(bad(
+                        field,
+                        &format!("limits.{name}.limit"),
+                        "must be at least 1",
+                    ));
+                }
+                dims.push((d, l));
+            }
+        }
+        if dims.is_empty() {
+            return Err(bad(
+                field,
+                "limits",
+                "needs at least one of global, per_ip, per_key, per_user",
+            ));
+        }
+        if let Some(h) = &s.user_header {
+            if !crate::config::validate::is_token(h) {
+                return Err(bad(
+                    field,
+                    "user_header",
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+        }
+        if s.limits.per_user.is_some() && s.user_header.is_none() {
+            return Err(bad(field, "user_header", "per_user needs user_header"));
+        }
+        Ok(RateLimiter {
+            dims,
+            user_header: s.user_header,
+        })
+    }
+
+    /// Checks every dimension in turn; the first refusal answers.
+    pub async fn check(
+        &self,
+        counters: &Counters,
+        scope: u64,
+        req: &RequestView<'_>,
+        headers: &mut Vec<u8>,
+    ) -> Option<Stop> {
+        // The tightest answer so far: (limit, remaining, reset_us).
+        let mut shown: Option<(u64, u64, u64)> = None;
+        for &(dim, l) in &self.dims {
+            let mut ip_buf = [0u8; 16];
+            let value: &[u8] = match dim {
+                Dimension::Global => b"",
+                Dimension::Ip => match req.peer {
+                    Some(std::net::IpAddr::V4(a)) => {
+                        ip_buf[..4].copy_from_slice(&a.octets());
+                        &ip_buf[..4]
+                    }
+                    Some(std::net::IpAddr::V6(a)) => {
+                        ip_buf = a.octets();
+                        &ip_buf
+                    }
+                    None => continue,
+                },
+                Dimension::Key => match req.key_id {
+                    Some(k) => k.as_bytes(),
+                    None => continue,
+                },
+                Dimension::User => match self.user_header.as_deref().and_then(|h| req.header(h)) {
+                    Some(v) => v,
+                    None => continue,
+                },
+            };
+            let key = fnv1a64(value)
+                ^ scope.rotate_left(7)
+                ^ (dim as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let d = counters.take(key, 1, l.limit, l.window.0).await;
+            if d.unavailable {
+                return Some(Stop::Reject(503, "rate limiter unavailable".into()));
+            }
+            if !d.allowed {
+                push_header_num(headers, "X-RateLimit-Limit", l.limit);
+                push_header_num(headers, "X-RateLimit-Remaining", 0);
+                push_header_num(headers, "X-RateLimit-Reset", secs_up(d.reset_us));
+                push_header_num(headers, "Retry-After", secs_up(d.retry_us));
+                return Some(Stop::Reject(429, "rate limit exceeded".into()));
+            }
+            if shown.map_or(true, |(_, r, _)| d.remaining < r) {
+                shown = Some((l.limit, d.remaining, d.reset_us));
+            }
+        }
+        if let Some((limit, remaining, reset_us)) = shown {
+            push_header_num(headers, "X-RateLimit-Limit", limit);
+            push_header_num(headers, "X-RateLimit-Remaining", remaining);
+            push_header_num(headers, "X-RateLimit-Reset", secs_up(reset_us));
+        }
+        None
+    }
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn secs_up(us: u64) -> u64 {
+    us.div_ceil(1_000_000).max(1)
+}

@@ -1,0 +1,288 @@
+//! `token_rate_limiter`: an LLM-token budget per key (or per client IP, or
+//! one for all) per window, enforced before the request goes out.
+//!
+//! The request's cost is estimated from its body — `ceil(body bytes /
+//! chars_per_token)` for the prompt plus `max_tokens` (or
+//! `max_completion_tokens`, else `default_max_tokens`) — and reserved in
+//! the same exact cross-shard window as `rate_limiter` (see
+//! [`super::counters`]); 429 with `Retry-After` when the budget cannot cover
+//! it. When the response ends, the reservation is settled with the
+//! `usage.total_tokens` the response carried (plain JSON, or the final
+//! usage event of a stream), or kept as estimated when it carried none
+//! (an error answer from the upstream gives it all back).
+//! `X-TokenLimit-Limit` / `X-TokenLimit-Remaining` report the budget.
+//!
+//! ```json
+//! {"tokens_per_minute": 10000, "per": "key", "default_max_tokens": 1024, "chars_per_token": 4}
+//! ```
+//! or `{"limit": 10000, "window": "1h"}`. Reservations are exact (never
+//! more reserved than the budget in any window); what is charged after
+//! settlement can exceed it only when a response used more tokens than its
+//! estimate (a `max_tokens` the upstream ignored).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::counters::Counters;
+use super::{bad, push_header_num, Flow, Stop, Window};
+use crate::config::ConfigError;
+use crate::route::fnv1a64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    #[default]
+    Key,
+    Ip,
+    Global,
+}
+
+fn default_max_tokens() -> u64 {
+    1024
+}
+
+fn default_cpt() -> u64 {
+    4
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub per: Per,
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u64,
+    #[serde(default = "default_cpt")]
+    pub chars_per_token: u64,
+}
+
+#[derive(Debug)]
+pub struct TokenRateLimiter {
+    limit: u64,
+    window: Duration,
+    per: Per,
+    default_max_tokens: u64,
+    chars_per_token: u64,
+}
+
+/// Tokens reserved for a request in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation {
+    key: u64,
+    bucket: u64,
+    estimate: u64,
+}
+
+impl TokenRateLimiter {
+    pub fn new(s: Settings, field: &str) -> Result<TokenRateLimiter, ConfigError> {
+        let (limit, window) = match (s.tokens_per_minute, s.limit, s.window) {
+            (Some(t), None, None) => (t, Duration::from_secs(60)),
+            (None, Some(l), Some(w)) => (l, w.0),
+            (None, Some(_), None) => return Err(bad(field, "window", "limit needs a window")),
+            (None, None, _) => {
+                return Err(bad(
+                    field,
+                    "tokens_per_minute",
+                    "set tokens_per_minute, or limit and window",
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    field,
+                    "limit",
+                    "set either tokens_per_minute or limit and window",
+                ))
+            }
+        };
+        if limit == 0 {
+            return Err(bad(
+                field,
+                if s.limit.is_some() {
+                    "limit"
+                } else {
+                    "tokens_per_minute"
+                },
+                "must be at least 1",
+            ));
+        }
+        if s.chars_per_token == 0 {
+            return Err(bad(field, "chars_per_token", "must be at least 1"));
+        }
+        Ok(TokenRateLimiter {
+            limit,
+            window,
+            per: s.per,
+            default_max_tokens: s.default_max_tokens,
+            chars_per_token: s.chars_per_token,
+        })
+    }
+
+    /// The estimated cost of a request body.
+    pub fn estimate(&self, body: &[u8]) -> u64 {
+        let prompt = (body.len() as u64).div_ceil(self.chars_per_token);
+        let max = find_number(body, b"\"max_tokens\"")
+            .or_else(|| find_number(body, b"\"max_completion_tokens\""))
+            .unwrap_or(self.default_max_tokens);
+        prompt + max
+    }
+
+    pub async fn reserve(
+        &self,
+        counters: &Counters,
+        scope: u64,
+        peer: Option<std::net::IpAddr>,
+        key_id: Option<&str>,
+        body: &[u8],
+        flow: &mut Flow<'_>,
+        headers: &mut Vec<u8>,
+    ) -> Option<Stop> {
+        let mut ip = [0u8; 16];
+        let who: &[u8] = match (self.per, key_id, peer) {
+            (Per::Global, _, _) => b"",
+            (Per::Key, Some(k), _) => k.as_bytes(),
+            (_, _, Some(std::net::IpAddr::V4(a))) => {
+                ip[..4].copy_from_slice(&a.octets());
+                &ip[..4]
+            }
+            (_, _, Some(std::net::IpAddr::V6(a))) => {
+                ip = a.octets();
+                &ip
+            }
+            _ => b"",
+        };
+        let key = fnv1a64(who) ^ scope.rotate_left(13) ^ 0x7f4a_7c15_9e37_79b9;
+        let estimate = self.estimate(body);
+        let d = counters.take(key, estimate, self.limit, self.window).await;
+        if d.unavailable {
+            return Some(Stop::Reject(503, "token rate limiter unavailable".into()));
+        }
+        push_header_num(headers, "X-TokenLimit-Limit", self.limit);
+        push_header_num(headers, "X-TokenLimit-Remaining", d.remaining);
+        if !d.allowed {
+            push_header_num(
+                headers,
+                "Retry-After",
+                d.retry_us.div_ceil(1_000_000).max(1),
+            );
+            return Some(Stop::Reject(429, "token budget exceeded".into()));
+        }
+        flow.tokens = Some(Reservation {
+            key,
+            bucket: d.bucket,
+            estimate,
+        });
+        None
+    }
+}
+
+impl Reservation {
+    /// Charges what the response used instead of the estimate.
+    pub async fn settle(self, counters: &Counters, used: Option<u64>, status: u16) {
+        let actual = match used {
+            Some(u) => u,
+            None if status >= 400 => 0,
+            None => self.estimate,
+        };
+        let delta = actual as i64 - self.estimate as i64;
+        counters.adjust(self.key, self.bucket, delta).await;
+    }
+}
+
+/// The number after `"name"` and a colon, if any.
+fn find_number(hay: &[u8], name: &[u8]) -> Option<u64> {
+    let at = hay.windows(name.len()).position(|w| w == name)? + name.len();
+    let rest = &hay[at..];
+    let rest = &rest[rest.iter().position(|b| !b" \t\r\n".contains(b))?..];
+    let rest = rest.strip_prefix(b":")?;
+    let start = rest.iter().position(|b| !b" \t\r\n".contains(b))?;
+    let digits = rest[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&rest[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Finds `"total_tokens": N` in response bytes that arrive in pieces.
+#[derive(Debug, Default)]
+pub struct UsageScan {
+    tail: Vec<u8>,
+    total: Option<u64>,
+}
+
+const TAIL: usize = 48;
+
+impl UsageScan {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        if let Some(n) = find_last_number(&self.tail, b"\"total_tokens\"") {
+            self.total = Some(n);
+        }
+        if self.tail.len() > TAIL {
+            let cut = self.tail.len() - TAIL;
+            self.tail.drain(..cut);
+        }
+    }
+
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+}
+
+/// Like [`find_number`] for the last complete occurrence.
+fn find_last_number(hay: &[u8], name: &[u8]) -> Option<u64> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(p) = hay[from..].windows(name.len()).position(|w| w == name) {
+        let at = from + p;
+        // Only when the number is complete (something follows it).
+        let rest = &hay[at + name.len()..];
+        if let Some(n) = find_number(&hay[at..], name) {
+            let digits = n.to_string().len();
+            let after = rest
+                .iter()
+                .position(|b| b.is_ascii_digit())
+                .map(|i| i + digits);
+            if after.is_some_and(|i| i < rest.len()) {
+                found = Some(n);
+            }
+        }
+        from = at + name.len();
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_and_usage() {
+        let t = TokenRateLimiter::new(
+            serde_json::from_value(serde_json::json!({"tokens_per_minute": 1000})).unwrap(),
+            "s",
+        )
+        .unwrap();
+        let body = br#"{"max_tokens": 50, "messages": []}"#;
+        assert_eq!(t.estimate(body), (body.len() as u64).div_ceil(4) + 50);
+        assert_eq!(t.estimate(b"{}"), 1 + 1024);
+        let mut u = UsageScan::default();
+        for piece in [
+            &b"data: {\"usage\":{\"prompt_tokens\":3,\"total_"[..],
+            b"tokens\":1",
+            b"7}}\n\n",
+        ] {
+            u.feed(piece);
+        }
+        assert_eq!(u.total(), Some(17));
+    }
+}
