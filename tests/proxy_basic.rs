@@ -554,3 +554,47 @@ fn slow_upstream_body_is_relayed_whole() {
         "/echo/after"
     );
 }
+
+/// The gateway's own answers (no key, no rule, a built-in) keep a keep-alive
+/// connection usable even when the request's small body arrives after its
+/// head: the body is read and dropped, never taken for the next request,
+/// and the connection is not closed.
+#[test]
+fn own_answers_skip_a_late_body_and_keep_the_connection() {
+    let (_mock, m) = spawn_mock(&[]);
+    let config = common::one_gateway(
+        "round-robin",
+        json!([common::target(m)]),
+        json!([{"name": "echo", "path": "/echo"}]),
+        json!([{"name": "k", "key": "rg-late-body"}]),
+    );
+    let gw = spawn_gateway(&config, &[]);
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    let cases: [(&str, &str, &str, u16); 3] = [
+        ("POST", "/echo", "", 401),
+        ("POST", "/nowhere", "X-TG-API-Key: rg-late-body\r\n", 404),
+        ("GET", "/__/ping", "", 200),
+    ];
+    for (method, path, key, want) in cases {
+        let body = b"{\"late\":true}";
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: gw\r\n{key}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.write_all(body).unwrap();
+        let resp = read_response(&mut r).expect("answer to the split request");
+        assert_eq!(resp.0, want, "{path}");
+        assert!(
+            header(&resp.1, "connection").map_or(true, |v| !v.eq_ignore_ascii_case("close")),
+            "{path}: kept open"
+        );
+    }
+    // The same connection still serves a forwarded request.
+    s.write_all(b"GET /echo/after HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: rg-late-body\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut r).expect("answer after the split requests");
+    assert_eq!(resp.0, 200);
+    assert_eq!(json_body(&resp.2)["path"], "/echo/after");
+}

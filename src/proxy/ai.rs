@@ -349,12 +349,14 @@ pub(crate) async fn forward_translated(
                 conn.out.extend_from_slice(&translated);
             }
             conn.obs.sent(conn.out.len());
-            if !conn.out.is_empty() && !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
+            if !conn.out.is_empty() && !crate::proxy::send(shard, &mut conn.stream, &conn.out).await
+            {
                 return (Next::Close, false);
             }
             if done {
                 ai.usage = tr.usage;
-                conn.obs.reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
+                conn.obs
+                    .reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
                 let next = if keep && chunked {
                     Next::KeepAlive
                 } else {
@@ -388,7 +390,8 @@ pub(crate) async fn forward_translated(
         match serde_json::from_slice::<Value>(&piece) {
             Ok(v) => {
                 provider::scan_usage(&piece, &mut ai.usage);
-                conn.obs.reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
+                conn.obs
+                    .reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
                 match dir {
                     Direction::AnthropicToOpenAi => translate::anthropic_to_openai_response(&v),
                     Direction::OpenAiToAnthropic => translate::openai_to_anthropic_response(&v),
@@ -435,4 +438,3 @@ pub(crate) async fn forward_translated(
     let next = if keep { Next::KeepAlive } else { Next::Close };
     (next, resp.keep_alive && kind != BodyKind::UntilClose)
 }
-

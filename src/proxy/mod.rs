@@ -275,17 +275,12 @@ async fn answer(
     let (method, path) = (head.method.get(buf), head.path.get(buf));
     conn.obs
         .begin(shard, consumed, method, path, rid.as_bytes());
-    // The body stays unread on the gateway's own answers: keep the
-    // connection only when all of it is already buffered.
-    let unread_body = match head.body {
-        BodyKind::None => Some(0),
-        BodyKind::Length(n) if (head.head_len as u64 + n) <= buf.len() as u64 => Some(n as usize),
-        _ => None,
-    };
-    let keep_alive = head.keep_alive && head.version == 1 && unread_body.is_some();
+    // On the gateway's own answers the connection stays open only when the
+    // request's body can be skipped (see `skip_body`).
+    let can_keep = head.keep_alive && head.version == 1;
 
     if let Some(body) = builtin(head, buf) {
-        conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
+        let keep_alive = can_keep && skip_body(shard, conn, head).await;
         return respond_json(shard, conn, 200, body, rid.as_bytes(), keep_alive).await;
     }
 
@@ -308,10 +303,11 @@ async fn answer(
     let mut plan = match Plan::build(shard, view, conn, head, rid) {
         Ok(plan) => plan,
         Err((status, message, rid)) => {
-            conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
+            let skipped = skip_body(shard, conn, head).await;
+            let keep_alive = can_keep && skipped;
             let next =
                 respond_error(shard, conn, status, message, rid.as_bytes(), keep_alive).await;
-            if next == Next::Close && unread_body.is_none() {
+            if next == Next::Close && !skipped {
                 linger_close(conn).await;
             }
             return next;
@@ -335,9 +331,9 @@ async fn answer(
         )
         .await;
         if let Some(stop) = stop {
-            conn.buf.consume(head.head_len + unread_body.unwrap_or(0));
-            let next = plugin_answer(shard, conn, stop, &rid, keep_alive).await;
-            if next == Next::Close && unread_body.is_none() {
+            let skipped = skip_body(shard, conn, head).await;
+            let next = plugin_answer(shard, conn, stop, &rid, can_keep && skipped).await;
+            if next == Next::Close && !skipped {
                 linger_close(conn).await;
             }
             return next;
@@ -345,6 +341,41 @@ async fn answer(
     }
     conn.buf.consume(head.head_len);
     exchange::run(shard, conn, plan).await
+}
+
+/// Consumes the head and, when the gateway answers without forwarding,
+/// reads and drops a small Content-Length body so the connection can take
+/// the next request: a body split from its head by the network must not
+/// turn a keep-alive answer into a close. True when the connection is
+/// positioned at the next request. Large or chunked bodies, and bodies the
+/// client holds back for `100 Continue`, are not read: the caller closes.
+async fn skip_body(shard: &Shard, conn: &mut Client, head: &RequestHead) -> bool {
+    conn.buf.consume(head.head_len);
+    let mut left = match head.body {
+        BodyKind::None => return true,
+        BodyKind::Length(n) if !head.expect_continue || conn.buf.len() as u64 >= n => n,
+        _ => return false,
+    };
+    if left > shard.settings.limits.replay_body_bytes as u64 {
+        return false;
+    }
+    loop {
+        let take = (conn.buf.len() as u64).min(left);
+        conn.buf.consume(take as usize);
+        left -= take;
+        if left == 0 {
+            return true;
+        }
+        match timed(
+            shard.settings.limits.body_timeout,
+            conn.buf.fill_from(&mut conn.stream),
+        )
+        .await
+        {
+            Some(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
 }
 
 /// A plugin's own answer: a refusal, or a CORS preflight's 204.

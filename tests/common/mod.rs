@@ -276,18 +276,13 @@ pub fn spawn_gateway(config_json: &serde_json::Value, extra_args: &[&str]) -> Ga
     let config = dir.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(config_json).unwrap()).expect("write config");
     let data = dir.join("data");
-    let mut args: Vec<String> = [
-        "serve",
-        "--proxy",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["serve", "--proxy", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // Quiet by default; RINGGATE_TEST_LOG=debug shows the gateway's side.
+    args.push("--log-level".into());
+    args.push(std::env::var("RINGGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()));
     args.push("--data-dir".into());
     args.push(data.to_string_lossy().into_owned());
     args.push("--config".into());
