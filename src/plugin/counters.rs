@@ -37,7 +37,6 @@ pub const BUCKETS: u64 = 20;
 /// Messages in flight per shard pair before senders yield.
 const CHANNEL: usize = 4096;
 /// The longest a receiving task waits before looking at its channel again.
-const RECV_POLL: Duration = Duration::from_millis(1);
 /// How long a shard waits for an owner's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -250,15 +249,12 @@ impl Counters {
         for (peer, rx) in receivers.streams() {
             let me = self.clone();
             tasks.push(glommio::spawn_local(async move {
-                loop {
-                    // The bounded wait guards against a lost cross-core
-                    // wake-up (seen with glommio 0.9 under load): a message
-                    // then waits at most a millisecond instead of forever.
-                    match crate::proxy::timed(RECV_POLL, rx.recv()).await {
-                        Some(Some(msg)) => me.receive(msg).await,
-                        Some(None) => break,
-                        None => {}
-                    }
+                // A plain `recv`: glommio 0.9 registers a waker clone with the
+                // reactor on every pending poll and never removes it when the
+                // future is dropped, so racing `recv` against a timer leaks a
+                // clone per tick until the task's refcount overflows.
+                while let Some(msg) = rx.recv().await {
+                    me.receive(msg).await;
                 }
                 log::debug!("shard {}: counter link from {peer} closed", me.index);
             }));
