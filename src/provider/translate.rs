@@ -333,7 +333,7 @@ pub fn anthropic_to_openai_request(req: &Value) -> Result<Value, String> {
                             src.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
                             src.get("data").and_then(Value::as_str).unwrap_or("")
                         ),
-                        _ => src.get("url").and_then(Value::as_str).unwrap_or("").to_string(),
+                        _ => text_of(src, "url"),
                     };
                     parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
                 }
@@ -562,16 +562,8 @@ impl StreamTranslator {
         match ev.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 let m = ev.get("message").unwrap_or(&Value::Null);
-                self.id = m
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                self.model = m
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                self.id = text_of(m, "id");
+                self.model = text_of(m, "model");
                 if let Some(u) = m.get("usage") {
                     self.usage.merge(u);
                 }
@@ -700,16 +692,8 @@ impl StreamTranslator {
             return;
         }
         if self.id.is_empty() {
-            self.id = ev
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            self.model = ev
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            self.id = text_of(ev, "id");
+            self.model = text_of(ev, "model");
         }
         if let Some(u) = ev.get("usage").filter(|u| u.is_object()) {
             self.usage.merge(u);
@@ -780,6 +764,11 @@ fn data_line(out: &mut Vec<u8>, event: Option<&str>, v: &Value) {
     out.extend_from_slice(b"data: ");
     let _ = serde_json::to_writer(&mut *out, v);
     out.extend_from_slice(b"\n\n");
+}
+
+/// A string field of a JSON object, or "" when absent or not a string.
+fn text_of(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
 #[cfg(test)]
