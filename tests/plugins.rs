@@ -719,3 +719,51 @@ fn admin_api_answers_400_with_the_plugin_field() {
     );
     assert_eq!(s, 200, "{v}");
 }
+
+/// Refusals are counted by the plugin that made them, in the head stage
+/// (ip_whitelist) and the body stage (request_size_limiter); a request that
+/// passes counts nothing.
+#[test]
+fn refusals_are_counted_by_plugin() {
+    let (_m, gw) = setup(
+        &[
+            (
+                "ip",
+                json!([plugin("ip_whitelist", 0, json!({"ips": ["203.0.113.7"]}))]),
+            ),
+            (
+                "size",
+                json!([plugin("request_size_limiter", 0, json!({"max_bytes": 10}))]),
+            ),
+        ],
+        json!([]),
+    );
+    for _ in 0..3 {
+        assert_eq!(send(gw.proxy, "GET", "/ip/x", &[], b"").0, 403);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            send(gw.proxy, "POST", "/size/x", &[], b"far more than ten bytes").0,
+            413
+        );
+    }
+    assert_eq!(send(gw.proxy, "POST", "/size/x", &[], b"tiny").0, 200);
+    let scrape = common::roundtrip(gw.admin, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(scrape.0, 200);
+    let text = String::from_utf8_lossy(&scrape.2);
+    let series = |name: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "ringgate_plugin_rejections_total{{plugin=\"{name}\"}}"
+                ))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    assert_eq!(series("ip_whitelist").as_deref(), Some("3"), "{text}");
+    assert_eq!(
+        series("request_size_limiter").as_deref(),
+        Some("2"),
+        "{text}"
+    );
+}

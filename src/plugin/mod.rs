@@ -66,6 +66,21 @@ pub enum Kind {
     InjectionProtection(injection_protection::InjectionProtection),
 }
 
+impl Kind {
+    /// The plugin's configured name, for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::RateLimiter(_) => "rate_limiter",
+            Kind::TokenRateLimiter(_) => "token_rate_limiter",
+            Kind::RequestSizeLimiter(_) => "request_size_limiter",
+            Kind::Cors(_) => "cors",
+            Kind::IpWhitelist(_) => "ip_whitelist",
+            Kind::DataMasking(_) => "data_masking",
+            Kind::InjectionProtection(_) => "injection_protection",
+        }
+    }
+}
+
 /// A plugin in a rule's chain.
 #[derive(Debug)]
 pub struct Compiled {
@@ -235,6 +250,8 @@ pub struct Flow<'s> {
     /// A token reservation to settle when the response ends.
     pub tokens: Option<token_rate_limiter::Reservation>,
     pub usage: token_rate_limiter::UsageScan,
+    /// The plugin that stopped the request, if one did.
+    pub stopped_by: Option<&'static str>,
 }
 
 /// What the head-stage plugins may look at.
@@ -250,6 +267,13 @@ pub struct RequestView<'a> {
 impl RequestView<'_> {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.head.header(self.buf, name)
+    }
+}
+
+/// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
+pub fn count_refusal(metrics: &crate::metrics::ShardMetrics, flow: &Flow<'_>, stop: &Stop) {
+    if let (Stop::Reject(..), Some(name)) = (stop, flow.stopped_by) {
+        metrics.plugin_rejection(name);
     }
 }
 
@@ -280,6 +304,7 @@ pub async fn on_request<'s>(
             Kind::TokenRateLimiter(_) => None,
         };
         if stop.is_some() {
+            flow.stopped_by = Some(p.kind.name());
             return stop;
         }
     }
@@ -344,6 +369,7 @@ pub async fn on_body(
             _ => None,
         };
         if stop.is_some() {
+            flow.stopped_by = Some(p.kind.name());
             return stop;
         }
     }

@@ -80,6 +80,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         )
         .await;
         if let Some(stop) = stop {
+            crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
             let keep_alive = keep(&plan, &pending);
             let next = crate::proxy::plugin_answer(shard, conn, stop, &rid, keep_alive).await;
             if !keep_alive {

@@ -331,6 +331,7 @@ async fn answer(
         )
         .await;
         if let Some(stop) = stop {
+            crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
             let skipped = skip_body(shard, conn, head).await;
             let next = plugin_answer(shard, conn, stop, &rid, can_keep && skipped).await;
             if next == Next::Close && !skipped {
