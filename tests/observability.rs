@@ -582,3 +582,41 @@ fn sigterm_drains_an_inflight_stream_then_exits_zero() {
         .expect("gateway did not exit after the drain");
     assert!(status.success(), "{status:?}");
 }
+
+/// A streamed answer's tokens are counted from its final usage event
+/// (the stream itself is never kept): the series equal what the client saw.
+#[test]
+fn streamed_tokens_are_counted_from_the_usage_event() {
+    let (_mock, mock) = spawn_mock(&["--stream-interval-ms", "1"]);
+    let gw = spawn_gateway(&config(mock, common::dead_port()), &["--shards", "2"]);
+    let body = r#"{"model":"m-stream","stream":true,"messages":[{"role":"user","content":"count these words please"}]}"#;
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, stream) = roundtrip(gw.proxy, &req);
+    assert_eq!(status, 200);
+    let text = String::from_utf8(stream).unwrap();
+    let usage_event = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .find(|v| v["usage"].is_object())
+        .expect("the stream carries a usage event");
+    let prompt = usage_event["usage"]["prompt_tokens"].as_u64().unwrap();
+    let completion = usage_event["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(prompt > 0 && completion > 0);
+    let series = |family: &str| format!("{family}{{gateway=\"demo\",model=\"m-stream\"}}");
+    let text = scrape_until(gw.admin, |t| {
+        value(t, &series("ringgate_prompt_tokens_total")).is_some()
+    });
+    assert_eq!(
+        value(&text, &series("ringgate_prompt_tokens_total")),
+        Some(prompt as f64)
+    );
+    assert_eq!(
+        value(&text, &series("ringgate_completion_tokens_total")),
+        Some(completion as f64)
+    );
+}

@@ -280,6 +280,8 @@ fn mix(a: u64, b: u64) -> u64 {
 
 /// Largest response body kept whole to read `usage` from.
 const USAGE_BODY_MAX: usize = 16 << 10;
+/// How much of a stream's end is kept to find its usage event.
+const STREAM_TAIL: usize = 2 << 10;
 
 /// What one request did, filled in along the way (in the connection, so
 /// no allocation per request once warm) and counted by [`finish`].
@@ -302,6 +304,9 @@ pub struct Record {
     /// Tokens the provider reported where the body is not kept (translated
     /// answers read `usage` themselves).
     reported: Option<(u64, u64)>,
+    /// The last bytes of a streamed (chunked) answer: its `usage` event is
+    /// among the last few, and the stream itself is never kept.
+    tail: Vec<u8>,
     /// Written to the access log; the fields below are only kept then.
     sampled: bool,
     request_id: [u8; 64],
@@ -333,6 +338,7 @@ impl Record {
             body: Vec::new(),
             body_complete: true,
             reported: None,
+            tail: Vec::new(),
             sampled: false,
             request_id: [0; 64],
             request_id_len: 0,
@@ -423,6 +429,17 @@ impl Record {
         self.bytes_out += bytes as u64;
     }
 
+    /// Bytes of a streamed answer as they pass: only a bounded tail is kept.
+    #[inline]
+    pub fn stream(&mut self, bytes: &[u8]) {
+        let keep = STREAM_TAIL.min(bytes.len());
+        self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+        if self.tail.len() > STREAM_TAIL {
+            let cut = self.tail.len() - STREAM_TAIL;
+            self.tail.drain(..cut);
+        }
+    }
+
     /// Tokens a translated answer reported.
     pub fn reported_usage(&mut self, prompt: u64, completion: u64) {
         self.reported = Some((prompt, completion));
@@ -470,6 +487,15 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
         }
         rec.body.clear();
     }
+    if tokens.is_none() && !rec.tail.is_empty() {
+        if let Some(u) = usage::scan(&rec.tail) {
+            if shard.settings.metrics {
+                m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
+            }
+            tokens = Some((u.prompt, u.completion));
+        }
+    }
+    rec.tail.clear();
     if let Some((prompt, completion)) = rec.reported.take() {
         if tokens.is_none() {
             if shard.settings.metrics {

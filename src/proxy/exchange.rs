@@ -702,6 +702,7 @@ async fn relay_body(
             Relay::Chunked => match decoder.feed(up.buf.filled(), &mut |_| {}) {
                 Ok(p) => {
                     conn.out.extend_from_slice(&up.buf.filled()[..p.consumed]);
+                    conn.obs.stream(&up.buf.filled()[..p.consumed]);
                     (p.consumed, p.done)
                 }
                 Err(_) => return finish_truncated(shard, conn, first).await,
