@@ -233,12 +233,12 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
     for (name, help, completion) in [
         (
             "ringgate_prompt_tokens_total",
-            "Prompt (input) tokens reported in non-streamed responses' usage, by gateway and model.",
+            "Prompt (input) tokens reported in responses' usage (JSON bodies and streams' usage events), by gateway and model.",
             false,
         ),
         (
             "ringgate_completion_tokens_total",
-            "Completion (output) tokens reported in non-streamed responses' usage, by gateway and model.",
+            "Completion (output) tokens reported in responses' usage (JSON bodies and streams' usage events), by gateway and model.",
             true,
         ),
     ] {
