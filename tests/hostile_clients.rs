@@ -116,6 +116,45 @@ fn stalled_body_gets_408_and_nothing_reaches_the_upstream() {
     assert!(up.take().is_empty());
 }
 
+/// A body dripped a byte at a time, each pause well under the body
+/// timeout, still has to arrive within the whole-body deadline: 408, and
+/// nothing reaches the upstream.
+#[test]
+fn dripped_body_gets_408_at_the_body_deadline() {
+    let up = Recorder::start();
+    let gw = gateway(
+        up.addr,
+        &["--body-timeout-ms", "5000", "--body-deadline-ms", "1000"],
+    );
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    let started = Instant::now();
+    s.write_all(
+        format!(
+            "POST /drip HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: 100\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let drip = std::thread::spawn(move || {
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(100));
+            if writer.write_all(b"x").is_err() {
+                break;
+            }
+        }
+    });
+    let (status, _, _) = read_response(&mut r).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(status, 408);
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let _ = drip.join();
+    assert!(up.take().is_empty());
+}
+
 /// A slow but steady body (each pause under the body timeout) is served.
 #[test]
 fn slow_steady_body_is_served() {

@@ -311,12 +311,8 @@ fn feed(
 
 /// One read of request-body bytes from the client, bounded by the body timeout.
 async fn read_client(shard: &Shard, conn: &mut Client) -> Result<(), ClientError> {
-    match timed(
-        shard.settings.limits.body_timeout,
-        conn.buf.fill_from(&mut conn.stream),
-    )
-    .await
-    {
+    let wait = crate::proxy::body_wait(shard, conn);
+    match timed(wait, conn.buf.fill_from(&mut conn.stream)).await {
         None => Err(ClientError::Status(
             408,
             "request body not received in time",

@@ -50,6 +50,8 @@ pub(crate) struct Client {
     pub body: Vec<u8>,
     /// The peer's IP as text, for X-Forwarded-For.
     pub peer_ip: String,
+    /// When the current request's body must have arrived in full.
+    pub body_deadline: Instant,
     /// What the current request did, for metrics and the access log.
     pub obs: crate::metrics::Record,
     /// The peer's IP, for plugins.
@@ -114,6 +116,7 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
         fwd_headers: Vec::with_capacity(16),
         body: Vec::new(),
         peer_ip,
+        body_deadline: Instant::now(),
         obs: crate::metrics::Record::new(),
         peer,
         plugin_headers: Vec::new(),
@@ -139,6 +142,7 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
         };
         first = false;
         bump(&shard.metrics.requests);
+        conn.body_deadline = Instant::now() + limits.body_deadline;
         let next = handle(shard, &mut conn, &head).await;
         if next == Next::Close || shard.draining() {
             return;
@@ -377,6 +381,13 @@ async fn skip_body(shard: &Shard, conn: &mut Client, head: &RequestHead) -> bool
             _ => return false,
         }
     }
+}
+
+/// How long the next read of request-body bytes may wait: the pause limit,
+/// or what is left of the whole body's deadline when that is less.
+pub(crate) fn body_wait(shard: &Shard, conn: &Client) -> Duration {
+    let left = conn.body_deadline.saturating_duration_since(Instant::now());
+    shard.settings.limits.body_timeout.min(left)
 }
 
 /// A plugin's own answer: a refusal, or a CORS preflight's 204.

@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// longest pause while reading a request body, else 408 (default 30000) [RINGGATE_BODY_TIMEOUT_MS]
     #[argh(option)]
     pub body_timeout_ms: Option<String>,
+    /// most time a whole request body may take, else 408: bounds clients that drip a byte at a time (default 120000) [RINGGATE_BODY_DEADLINE_MS]
+    #[argh(option)]
+    pub body_deadline_ms: Option<String>,
     /// longest wait for a client to accept response bytes, else the connection is dropped (default 30000) [RINGGATE_SEND_TIMEOUT_MS]
     #[argh(option)]
     pub send_timeout_ms: Option<String>,
@@ -97,6 +100,7 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub body_deadline: Duration,
     /// Bounds every write to a client: one that stops reading is dropped.
     pub send_timeout: Duration,
     pub idle_timeout: Duration,
@@ -117,6 +121,7 @@ impl Default for Limits {
             max_body_bytes: 32 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            body_deadline: Duration::from_secs(120),
             send_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
@@ -203,6 +208,7 @@ impl Settings {
             max_body_bytes: number(&a.max_body_bytes, "max-body-bytes", d.max_body_bytes)?,
             header_timeout: millis(&a.header_timeout_ms, "header-timeout-ms", d.header_timeout)?,
             body_timeout: millis(&a.body_timeout_ms, "body-timeout-ms", d.body_timeout)?,
+            body_deadline: millis(&a.body_deadline_ms, "body-deadline-ms", d.body_deadline)?,
             send_timeout: millis(&a.send_timeout_ms, "send-timeout-ms", d.send_timeout)?,
             idle_timeout: millis(&a.idle_timeout_ms, "idle-timeout-ms", d.idle_timeout)?,
             connect_timeout: millis(
