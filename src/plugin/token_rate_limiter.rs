@@ -212,53 +212,31 @@ fn find_number(hay: &[u8], name: &[u8]) -> Option<u64> {
         .ok()
 }
 
-/// Finds `"total_tokens": N` in response bytes that arrive in pieces.
+/// The `usage` of a response whose bytes arrive in pieces (a JSON body or
+/// an SSE stream): keeps a bounded tail and reads it with the same scanner
+/// the metrics use, so OpenAI's and Anthropic's field names both count.
 #[derive(Debug, Default)]
 pub struct UsageScan {
     tail: Vec<u8>,
-    total: Option<u64>,
 }
 
-const TAIL: usize = 48;
+/// Enough for the last few events of a stream, where `usage` is.
+const TAIL: usize = 2 << 10;
 
 impl UsageScan {
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.tail.extend_from_slice(bytes);
-        if let Some(n) = find_last_number(&self.tail, b"\"total_tokens\"") {
-            self.total = Some(n);
-        }
+        let keep = TAIL.min(bytes.len());
+        self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
         if self.tail.len() > TAIL {
             let cut = self.tail.len() - TAIL;
             self.tail.drain(..cut);
         }
     }
 
+    /// Prompt plus completion tokens, when the response reported them.
     pub fn total(&self) -> Option<u64> {
-        self.total
+        crate::metrics::usage::scan(&self.tail).map(|u| u.prompt + u.completion)
     }
-}
-
-/// Like [`find_number`] for the last complete occurrence.
-fn find_last_number(hay: &[u8], name: &[u8]) -> Option<u64> {
-    let mut found = None;
-    let mut from = 0;
-    while let Some(p) = hay[from..].windows(name.len()).position(|w| w == name) {
-        let at = from + p;
-        // Only when the number is complete (something follows it).
-        let rest = &hay[at + name.len()..];
-        if let Some(n) = find_number(&hay[at..], name) {
-            let digits = n.to_string().len();
-            let after = rest
-                .iter()
-                .position(|b| b.is_ascii_digit())
-                .map(|i| i + digits);
-            if after.is_some_and(|i| i < rest.len()) {
-                found = Some(n);
-            }
-        }
-        from = at + name.len();
-    }
-    found
 }
 
 #[cfg(test)]
@@ -277,9 +255,9 @@ mod tests {
         assert_eq!(t.estimate(b"{}"), 1 + 1024);
         let mut u = UsageScan::default();
         for piece in [
-            &b"data: {\"usage\":{\"prompt_tokens\":3,\"total_"[..],
-            b"tokens\":1",
-            b"7}}\n\n",
+            &b"data: {\"usage\":{\"prompt_tokens\":3,\"compl"[..],
+            b"etion_tokens\":1",
+            b"4,\"total_tokens\":17}}\n\n",
         ] {
             u.feed(piece);
         }
