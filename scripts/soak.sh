@@ -44,7 +44,7 @@ print(json.dumps({"gateways": [{
 PY
 rg_spawn "ringgate serve" "$WORK/ringgate.log" "$RINGGATE_BIN" serve \
   --proxy "127.0.0.1:$pport" --admin "127.0.0.1:$aport" --data-dir "$WORK/data" \
-  --config "$WORK/config.json" --shards "${SHARDS:-1}" --max-connections 4096 \
+  --config "$WORK/config.json" --shards "${SHARDS:-2}" --max-connections 4096 \
   --upstream-timeout-ms 2000 --header-timeout-ms 2000 --body-timeout-ms 2000 \
   --send-timeout-ms 2000 --idle-timeout-ms 5000 --log-level error
 rg_wait_line "$RG_LAST_PID" "$WORK/ringgate.log" '^ringgate ready' 20 "ringgate serve"
