@@ -1030,33 +1030,6 @@ fn unix_now() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Response building
 
-fn reason(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Mock",
-    }
-}
-
 /// Writes a head with `extra` header lines (each ending in CRLF); returns where the body starts.
 fn head_with(
     out: &mut Vec<u8>,
@@ -1069,9 +1042,15 @@ fn head_with(
     let _ = write!(
         out,
         "HTTP/1.1 {code} {}\r\ncontent-type: {ctype}\r\n",
-        reason(code)
+        crate::http::errors::reason(code)
     );
     out.extend_from_slice(extra.as_bytes());
+    end_head(out, ident, conn)
+}
+
+/// The identity headers, `connection` when given, and the blank line;
+/// returns where the body starts.
+fn end_head(out: &mut Vec<u8>, ident: &[u8], conn: Option<&str>) -> usize {
     out.extend_from_slice(ident);
     if let Some(c) = conn {
         let _ = write!(out, "connection: {c}\r\n");
@@ -1089,16 +1068,15 @@ fn plain_head(
     conn: Option<&str>,
     ident: &[u8],
 ) -> usize {
-    let _ = write!(out, "HTTP/1.1 {code} {}\r\n", reason(code));
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {}\r\n",
+        crate::http::errors::reason(code)
+    );
     if let Some(n) = len {
         let _ = write!(out, "content-type: {ctype}\r\ncontent-length: {n}\r\n");
     }
-    out.extend_from_slice(ident);
-    if let Some(c) = conn {
-        let _ = write!(out, "connection: {c}\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.len()
+    end_head(out, ident, conn)
 }
 
 fn method_not_allowed(
