@@ -280,8 +280,6 @@ fn mix(a: u64, b: u64) -> u64 {
 
 /// Largest response body kept whole to read `usage` from.
 const USAGE_BODY_MAX: usize = 16 << 10;
-/// How much of a stream's end is kept to find its usage event.
-const STREAM_TAIL: usize = 2 << 10;
 
 /// What one request did, filled in along the way (in the connection, so
 /// no allocation per request once warm) and counted by [`finish`].
@@ -306,7 +304,7 @@ pub struct Record {
     reported: Option<(u64, u64)>,
     /// The last bytes of a streamed (chunked) answer: its `usage` event is
     /// among the last few, and the stream itself is never kept.
-    tail: Vec<u8>,
+    tail: usage::Tail,
     /// Written to the access log; the fields below are only kept then.
     sampled: bool,
     request_id: [u8; 64],
@@ -338,7 +336,7 @@ impl Record {
             body: Vec::new(),
             body_complete: true,
             reported: None,
-            tail: Vec::new(),
+            tail: usage::Tail::default(),
             sampled: false,
             request_id: [0; 64],
             request_id_len: 0,
@@ -432,12 +430,7 @@ impl Record {
     /// Bytes of a streamed answer as they pass: only a bounded tail is kept.
     #[inline]
     pub fn stream(&mut self, bytes: &[u8]) {
-        let keep = STREAM_TAIL.min(bytes.len());
-        self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
-        if self.tail.len() > STREAM_TAIL {
-            let cut = self.tail.len() - STREAM_TAIL;
-            self.tail.drain(..cut);
-        }
+        self.tail.feed(bytes);
     }
 
     /// Tokens a translated answer reported.
@@ -488,7 +481,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
         rec.body.clear();
     }
     if tokens.is_none() && !rec.tail.is_empty() {
-        if let Some(u) = usage::scan(&rec.tail) {
+        if let Some(u) = rec.tail.scan() {
             if shard.settings.metrics {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }

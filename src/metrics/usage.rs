@@ -12,6 +12,41 @@ pub struct Usage<'a> {
     pub completion: u64,
 }
 
+/// The end of a response whose bytes pass in pieces (a stream, or a body
+/// too large to keep): providers put `usage` last, so a bounded tail is
+/// enough for [`scan`] and the response itself is never kept.
+#[derive(Debug, Default)]
+pub struct Tail {
+    bytes: Vec<u8>,
+}
+
+/// Enough for the last few events of a stream.
+const TAIL: usize = 2 << 10;
+
+impl Tail {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let keep = TAIL.min(bytes.len());
+        self.bytes.extend_from_slice(&bytes[bytes.len() - keep..]);
+        if self.bytes.len() > TAIL {
+            let cut = self.bytes.len() - TAIL;
+            self.bytes.drain(..cut);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    /// The usage in what was kept, if any.
+    pub fn scan(&self) -> Option<Usage<'_>> {
+        scan(&self.bytes)
+    }
+}
+
 /// `None` unless the body has a `usage` object with at least one count.
 pub fn scan(body: &[u8]) -> Option<Usage<'_>> {
     // Providers put `usage` last: look from the end, then forward from there.

@@ -217,25 +217,17 @@ fn find_number(hay: &[u8], name: &[u8]) -> Option<u64> {
 /// the metrics use, so OpenAI's and Anthropic's field names both count.
 #[derive(Debug, Default)]
 pub struct UsageScan {
-    tail: Vec<u8>,
+    tail: crate::metrics::usage::Tail,
 }
-
-/// Enough for the last few events of a stream, where `usage` is.
-const TAIL: usize = 2 << 10;
 
 impl UsageScan {
     pub fn feed(&mut self, bytes: &[u8]) {
-        let keep = TAIL.min(bytes.len());
-        self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
-        if self.tail.len() > TAIL {
-            let cut = self.tail.len() - TAIL;
-            self.tail.drain(..cut);
-        }
+        self.tail.feed(bytes);
     }
 
     /// Prompt plus completion tokens, when the response reported them.
     pub fn total(&self) -> Option<u64> {
-        crate::metrics::usage::scan(&self.tail).map(|u| u.prompt + u.completion)
+        self.tail.scan().map(|u| u.prompt + u.completion)
     }
 }
 
