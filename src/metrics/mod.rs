@@ -25,8 +25,6 @@ use crate::runtime::shard::Shard;
 #[derive(Default)]
 pub struct ShardMetrics {
     pub requests: Cell<u64>,
-    /// Responses by status class: index 1..=5 for 1xx..5xx.
-    pub responses: [Cell<u64>; 6],
     pub pool_reuses: Cell<u64>,
     pub pool_connects: Cell<u64>,
     pub connections_refused: Cell<u64>,
@@ -45,11 +43,6 @@ pub enum UpstreamEvent {
 }
 
 impl ShardMetrics {
-    pub fn count_response(&self, status: u16) {
-        let class = (status / 100).min(5) as usize;
-        bump(&self.responses[class]);
-    }
-
     /// Counts a connect error, timeout or retry against a target.
     pub fn upstream_event(&self, target: u64, event: UpstreamEvent) {
         let mut targets = self.targets.borrow_mut();

@@ -286,7 +286,6 @@ pub(crate) async fn forward_translated(
     let Some(dir) = ai.translate else {
         return (Next::Close, false);
     };
-    shard.metrics.count_response(resp.status);
     let is_sse = resp
         .header(up.buf.filled(), "content-type")
         .is_some_and(|v| provider::memfind(v, b"event-stream").is_some());

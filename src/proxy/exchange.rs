@@ -592,7 +592,6 @@ async fn forward_response(
     let client_keep_alive = plan.client_keep_alive
         && !shard.draining()
         && !matches!(relay, Relay::Dechunk | Relay::UntilClose);
-    shard.metrics.count_response(resp.status);
 
     // The head, rewritten.
     let buf = up.buf.filled();

@@ -223,7 +223,6 @@ pub(crate) async fn respond_error_with(
     extra_headers: &[u8],
     keep_alive: bool,
 ) -> Next {
-    shard.metrics.count_response(status);
     conn.out.clear();
     let rid = std::str::from_utf8(request_id).unwrap_or("-");
     http::errors::write_error(
@@ -234,6 +233,11 @@ pub(crate) async fn respond_error_with(
         extra_headers,
         keep_alive,
     );
+    send_own_answer(shard, conn, status, keep_alive).await
+}
+
+/// Sends the gateway's own answer assembled in `conn.out`, recording it.
+async fn send_own_answer(shard: &Shard, conn: &mut Client, status: u16, keep_alive: bool) -> Next {
     conn.obs.answered_locally(status, conn.out.len());
     if !send(shard, &mut conn.stream, &conn.out).await || !keep_alive {
         return Next::Close;
@@ -413,7 +417,6 @@ pub(crate) async fn plugin_answer(
             .await
         }
         crate::plugin::Stop::Preflight => {
-            shard.metrics.count_response(204);
             conn.out.clear();
             conn.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
             conn.out.extend_from_slice(&extra);
@@ -424,11 +427,7 @@ pub(crate) async fn plugin_answer(
             } else {
                 b"\r\nConnection: close\r\n\r\n".as_slice()
             });
-            if conn.stream.write_all(&conn.out).await.is_err() || !keep_alive {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            }
+            send_own_answer(shard, conn, 204, keep_alive).await
         }
     };
     conn.plugin_headers = extra;
@@ -454,7 +453,6 @@ async fn respond_json(
     rid: &[u8],
     keep_alive: bool,
 ) -> Next {
-    shard.metrics.count_response(status);
     conn.out.clear();
     http::errors::write_json(
         &mut conn.out,
@@ -463,9 +461,5 @@ async fn respond_json(
         std::str::from_utf8(rid).ok(),
         keep_alive,
     );
-    conn.obs.answered_locally(status, conn.out.len());
-    if !send(shard, &mut conn.stream, &conn.out).await || !keep_alive {
-        return Next::Close;
-    }
-    Next::KeepAlive
+    send_own_answer(shard, conn, status, keep_alive).await
 }
