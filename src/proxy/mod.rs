@@ -308,7 +308,7 @@ async fn answer(
         }
     }
 
-    let mut plan = match Plan::build(shard, view, conn, head, rid) {
+    let mut plan = match Plan::build(view, conn, head, rid) {
         Ok(plan) => plan,
         Err((status, message, rid)) => {
             let skipped = skip_body(shard, conn, head).await;

@@ -101,7 +101,6 @@ type Refusal = (u16, &'static str, RequestId);
 
 impl<'s> Plan<'s> {
     pub fn build(
-        _shard: &Shard,
         snap: &'s Snapshot,
         conn: &mut Client,
         head: &RequestHead,
