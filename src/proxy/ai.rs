@@ -49,10 +49,16 @@ pub(crate) struct Ai {
     pub usage: Usage,
 }
 
-/// True when some target of the upstream cares about the body.
+/// True when some target of the upstream cares about the body: it routes
+/// by model, needs translation, takes its Azure deployment from the model,
+/// or sends SSE keep-alive pings to streaming requests.
 fn needs_body(up: &Upstream, client: Option<Format>) -> bool {
     up.targets.iter().any(|t| {
-        !t.models.is_empty() || t.default_model.is_some() || client.is_some_and(|c| c != t.format)
+        !t.models.is_empty()
+            || t.default_model.is_some()
+            || client.is_some_and(|c| c != t.format)
+            || t.azure.as_ref().is_some_and(|a| a.deployment.is_none())
+            || t.sse_ping.is_some()
     })
 }
 
@@ -100,9 +106,59 @@ impl Ai {
         }
     }
 
+    /// Whether the client asked for a stream (`"stream": true` in a body
+    /// that was inspected).
+    pub fn streaming(&self) -> bool {
+        self.stream
+    }
+
     /// Makes the body and path for `target`. `Err((status, message))`:
     /// refuse the request.
     pub fn prepare(
+        &mut self,
+        target: &Target,
+        fwd_path: &[u8],
+        body: &[u8],
+    ) -> Result<(), (u16, String)> {
+        self.prepare_body(target, fwd_path, body)?;
+        if let Some(az) = &target.azure {
+            self.azure_path(target, az, fwd_path)?;
+        }
+        Ok(())
+    }
+
+    /// The deployment path of an `azure` target, after any translation
+    /// (the `api-version` query is added by [`push_query`]).
+    fn azure_path(
+        &mut self,
+        target: &Target,
+        az: &crate::provider::azure::Azure,
+        fwd_path: &[u8],
+    ) -> Result<(), (u16, String)> {
+        if az.deployment.is_none() && !self.inspected {
+            return Err((
+                413,
+                "request body too large (or chunked) to find its Azure deployment from the model"
+                    .into(),
+            ));
+        }
+        let model = self
+            .model
+            .as_deref()
+            .or(target.default_model.as_deref().filter(|_| self.inspected));
+        let deployment = az.deployment(model).map_err(|e| (400, e))?;
+        if self.path.is_empty() {
+            az.push_path(&target.path, deployment, fwd_path, &mut self.path);
+        } else {
+            // Translated: `path` is the target's prefix + the new endpoint.
+            let translated = self.path.split_off(target.path.len());
+            self.path.clear();
+            az.push_path(&target.path, deployment, &translated, &mut self.path);
+        }
+        Ok(())
+    }
+
+    fn prepare_body(
         &mut self,
         target: &Target,
         fwd_path: &[u8],
@@ -171,6 +227,20 @@ impl Ai {
             ]
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h))
+    }
+}
+
+/// Appends the upstream query: the client's, and for an `azure` target its
+/// `api-version`.
+pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8]>) {
+    match &target.azure {
+        Some(az) => az.push_query(client, out),
+        None => {
+            if let Some(q) = client {
+                out.push(b'?');
+                out.extend_from_slice(q);
+            }
+        }
     }
 }
 

@@ -464,10 +464,8 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
             out.push(b'/');
         }
     }
-    if let Some(q) = plan.query {
-        out.push(b'?');
-        push_piece(out, fwd, q);
-    }
+    let query = plan.query.map(|q| &fwd[q.0 as usize..q.1 as usize]);
+    ai::push_query(out, target, query);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     match plan.host {
         Some(h) if plan.rule.preserve_host => push_piece(out, fwd, h),
