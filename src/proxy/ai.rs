@@ -49,16 +49,14 @@ pub(crate) struct Ai {
     pub usage: Usage,
 }
 
-/// True when some target of the upstream cares about the body: it routes
-/// by model, needs translation, takes its Azure deployment from the model,
-/// or sends SSE keep-alive pings to streaming requests.
+/// True when some target of the upstream needs the body: it routes by
+/// model, needs translation, or takes its Azure deployment from the model.
 fn needs_body(up: &Upstream, client: Option<Format>) -> bool {
     up.targets.iter().any(|t| {
         !t.models.is_empty()
             || t.default_model.is_some()
             || client.is_some_and(|c| c != t.format)
             || t.azure.as_ref().is_some_and(|a| a.deployment.is_none())
-            || t.sse_ping.is_some()
     })
 }
 
@@ -77,14 +75,22 @@ impl Ai {
         } else {
             None
         };
-        if !needs_body(up, client) {
+        let needed = needs_body(up, client);
+        // SSE keep-alive only wants to know whether it is a stream: a body
+        // that is no JSON is forwarded as before.
+        let pings = up.targets.iter().any(|t| t.sse_ping.is_some());
+        if !needed && !pings {
             return Ok(ai);
         }
         ai.client = client;
         if !buffered || !matches!(plan.body, BodyKind::Length(_)) {
             return Ok(ai);
         }
-        let peek = provider::peek(body)?;
+        let peek = match provider::peek(body) {
+            Ok(p) => p,
+            Err(_) if !needed => return Ok(ai),
+            Err(e) => return Err(e),
+        };
         ai.inspected = true;
         ai.model = peek.model.map(|m| m.into_owned());
         ai.stream = peek.stream == Some(true);
@@ -246,7 +252,7 @@ pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8
 
 /// Moves the next decoded body bytes of `up` into `out`, reading once when
 /// nothing is buffered. `Ok(true)`: the body is complete.
-async fn next_piece(
+pub(crate) async fn next_piece(
     shard: &Shard,
     up: &mut UpstreamConn,
     kind: BodyKind,
@@ -333,7 +339,7 @@ fn push_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if !data.is_empty() {
         out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         out.extend_from_slice(data);
@@ -370,7 +376,9 @@ pub(crate) async fn forward_translated(
     let mut piece = Vec::new();
     // HTTP/1.0 clients get a close-delimited stream.
     let chunked = plan.client_version == 1;
-    let keep = plan.client_keep_alive && !shard.draining();
+    // After an early SSE head (keep-alive pings) the stream is already open.
+    let early = conn.early_sse;
+    let keep = plan.client_keep_alive && !shard.draining() && early.is_none_or(|e| e.keep);
 
     if is_sse && resp.status < 300 {
         let mut tr = StreamTranslator::new(dir, ai.include_usage);
@@ -389,8 +397,11 @@ pub(crate) async fn forward_translated(
             conn.out.clear();
             conn.out.extend_from_slice(format!("HTTP/1.1 {} OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n", resp.status).as_bytes());
         }
+        if early.is_some() {
+            conn.out.clear();
+        }
         conn.obs.sent(conn.out.len());
-        if !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
+        if !conn.out.is_empty() && !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
             return (Next::Close, false);
         }
         let mut translated = Vec::new();
@@ -485,6 +496,15 @@ pub(crate) async fn forward_translated(
             Direction::OpenAiToAnthropic => translate::error_to_anthropic(&piece, resp.status),
         }
     };
+    if let Some(early) = early {
+        let data = super::keepalive::upstream_error(
+            resp.status,
+            &serde_json::to_vec(&out_json).unwrap_or_default(),
+        );
+        let next =
+            super::keepalive::error_event(shard, conn, early, resp.status, &data, keep).await;
+        return (next, resp.keep_alive && kind != BodyKind::UntilClose);
+    }
     let body = serde_json::to_vec(&out_json).unwrap_or_default();
     conn.out.clear();
     push_head(

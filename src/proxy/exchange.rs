@@ -146,7 +146,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         let replayable = matches!(pending, Pending::None);
         conn.obs.attempt(target);
 
-        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai).await;
+        let ping = super::keepalive::interval(conn, &ai, target);
+        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai, ping).await;
         let (mut up, resp) = match result {
             Ok(ok) => ok,
             Err(Err(client)) => return client_failed(shard, conn, client, rid.as_bytes()).await,
@@ -222,7 +223,16 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             }
             return client;
         }
-        let next = forward_response(shard, conn, &mut plan, &mut up, &resp).await;
+        let next = if conn.early_sse.is_some() {
+            let (client, upstream_reusable) =
+                super::keepalive::forward(shard, conn, &mut plan, &mut up, &resp).await;
+            Outcome {
+                client,
+                upstream_reusable,
+            }
+        } else {
+            forward_response(shard, conn, &mut plan, &mut up, &resp).await
+        };
         crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
@@ -324,7 +334,9 @@ async fn read_client(shard: &Shard, conn: &mut Client) -> Result<(), ClientError
 
 type AttemptResult = Result<(UpstreamConn, ResponseHead), Result<UpstreamError, ClientError>>;
 
-/// One attempt: a connection, the request, the response head.
+/// One attempt: a connection, the request, the response head (awaited
+/// with SSE keep-alive pings when `ping` is set).
+#[allow(clippy::too_many_arguments)]
 async fn attempt_once(
     shard: &Shard,
     conn: &mut Client,
@@ -333,6 +345,7 @@ async fn attempt_once(
     addr: crate::upstream::PoolKey,
     pending: &mut Pending,
     ai: &Ai,
+    ping: Option<std::time::Duration>,
 ) -> AttemptResult {
     let limits = &shard.settings.limits;
     let mut up = match shard.pool.take(&addr) {
@@ -378,8 +391,10 @@ async fn attempt_once(
         return Err(Ok(UpstreamError::Closed { reused }));
     }
     stream_request_body(shard, conn, &mut up, pending).await?;
-    let resp = read_response_head(shard, &mut up, plan.is_head)
+    let head = read_response_head(shard, &mut up, plan.is_head);
+    let resp = super::keepalive::await_head(shard, conn, plan, ping, head)
         .await
+        .map_err(|()| Err(ClientError::Gone))?
         .map_err(|e| {
             Ok(match e {
                 UpstreamError::Closed { .. } => UpstreamError::Closed { reused },
