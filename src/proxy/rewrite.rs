@@ -416,9 +416,9 @@ fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
 mod tests {
     use super::*;
 
-fn ends_event(b: &[u8]) -> bool {
-    b.ends_with(b"\n\n") || b.ends_with(b"\n\r\n")
-}
+    fn ends_event(b: &[u8]) -> bool {
+        b.ends_with(b"\n\n") || b.ends_with(b"\n\r\n")
+    }
 
     fn masker() -> DataMasking {
         DataMasking::new(
