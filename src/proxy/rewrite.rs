@@ -468,6 +468,32 @@ mod tests {
     }
 
     #[test]
+    fn translated_events_are_masked_too() {
+        let m = masker();
+        let mut s = Stream {
+            translator: Some(StreamTranslator::new(Direction::AnthropicToOpenAi, false)),
+            mask: Some(&m),
+            carry: Vec::new(),
+            scratch: Vec::new(),
+        };
+        let input = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"mail eve@example.com\"}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut out = Vec::new();
+        let (a, b) = input.as_bytes().split_at(200);
+        s.feed(a, false, &mut out).unwrap();
+        s.feed(b, true, &mut out).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("chat.completion.chunk"), "{text}");
+        assert!(text.contains("mail [MASKED]"), "{text}");
+        assert!(!text.contains("eve@example.com"), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    }
+
+    #[test]
     fn an_endless_event_is_refused() {
         let m = masker();
         let mut s = Stream {
