@@ -1,0 +1,194 @@
+//! Cluster mode: two nodes share one `redis-server` (started here, on a
+//! free port, killed at the end). A write on one node is served by the
+//! other; a global rate limit holds across both; Redis restarted mid-run
+//! leaves both serving, admin writes 503 meanwhile, and they converge again.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::admin::{call, create_route, expect, id, proxied, start, temp_dir, Gateway};
+use common::{spawn_mock, ChildGuard};
+use serde_json::json;
+
+/// How long a change made on one node may take to be served by another
+/// (pub/sub delivers in milliseconds; the 1 s generation poll is the bound
+/// when a message is missed).
+const CONVERGE: Duration = Duration::from_secs(5);
+
+/// A `redis-server` of this test only: no persistence, its own dir and port.
+struct Redis {
+    guard: Option<ChildGuard>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut r = Redis {
+            guard: None,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        r.restart();
+        r
+    }
+
+    /// (Re)starts on the same port and waits until it answers PING.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        self.guard = Some(ChildGuard(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command("PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        drop(self.guard.take());
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// One inline command; the first reply line.
+    fn command(&self, cmd: &str) -> Option<String> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_string())
+    }
+}
+
+fn node(redis: &Redis, name: &str) -> Gateway {
+    start(&temp_dir(name), &["--store", &redis.url(), "--shards", "2"])
+}
+
+/// Polls `f` until it is true; how long that took, or a panic after `within`.
+fn within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_write_on_one_node_is_served_by_the_other() {
+    let (_mock, mock) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-a"));
+    let a = node(&redis, "cluster-a1");
+    let b = node(&redis, "cluster-b1");
+
+    let r = create_route(a.admin, "g", mock, Some("/v1"));
+    let took = within("B serves the route made on A", CONVERGE, || {
+        proxied(b.proxy, &r.key) == 200
+    });
+    eprintln!("write on A served by B after {took:?}");
+    assert_eq!(proxied(a.proxy, &r.key), 200);
+    let (_, on_a) = call(a.admin, "GET", "/api/v1/config", None, None);
+    let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(on_a, on_b);
+    assert_eq!(
+        redis.command("GET ringgate:generation").as_deref(),
+        Some("$1")
+    );
+
+    // And the other way: a delete on B stops A.
+    expect(
+        b.admin,
+        "DELETE",
+        &format!("/api/v1/gateways/{}/rules/{}", r.gateway, r.rule),
+        None,
+        204,
+    );
+    assert_eq!(proxied(b.proxy, &r.key), 404);
+    within("A stops serving the rule B deleted", CONVERGE, || {
+        proxied(a.proxy, &r.key) == 404
+    });
+
+    // A third node starting now loads everything.
+    let c = node(&redis, "cluster-c1");
+    let (_, on_c) = call(c.admin, "GET", "/api/v1/config", None, None);
+    let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(on_c, on_b);
+    for n in [a, b, c] {
+        n.stop();
+    }
+}
+
+#[test]
+fn redis_restarted_mid_run_both_keep_serving_and_converge() {
+    let (_mock, mock) = spawn_mock(&[]);
+    let mut redis = Redis::start(&temp_dir("cluster-redis-r"));
+    let a = node(&redis, "cluster-a2");
+    let b = node(&redis, "cluster-b2");
+    let r = create_route(a.admin, "g", mock, Some("/v1"));
+    within("B serves A's route", CONVERGE, || {
+        proxied(b.proxy, &r.key) == 200
+    });
+    let keys = format!("/api/v1/gateways/{}/keys", r.gateway);
+
+    redis.kill();
+    for round in 0..3 {
+        assert_eq!(proxied(a.proxy, &r.key), 200, "A, round {round}");
+        assert_eq!(proxied(b.proxy, &r.key), 200, "B, round {round}");
+        for n in [&a, &b] {
+            let (status, body) = call(n.admin, "POST", &keys, Some(&json!({"name": "down"})), None);
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("unreachable"),
+                "{body}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Redis comes back empty (no persistence): the nodes write their state
+    // back, and a write on B reaches A.
+    redis.restart();
+    let mut key = None;
+    let took = within("a write on B succeeds again", CONVERGE, || {
+        let (status, body) = call(b.admin, "POST", &keys, Some(&json!({"name": "up"})), None);
+        assert!(
+            status == 201 || status == 503 || status == 409,
+            "{status} {body}"
+        );
+        key = body["key"].as_str().map(str::to_string);
+        key.is_some()
+    });
+    eprintln!("admin writes work again {took:?} after the restart");
+    let key = key.unwrap();
+    assert_eq!(proxied(b.proxy, &key), 200);
+    within("A serves the key made on B", CONVERGE, || {
+        proxied(a.proxy, &key) == 200
+    });
+    assert_eq!(proxied(a.proxy, &r.key), 200);
+    let (_, on_a) = call(a.admin, "GET", "/api/v1/config", None, None);
+    let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(on_a, on_b);
+    a.stop();
+    b.stop();
+}
