@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::admin::{call, create_route, expect, id, proxied, start, temp_dir, Gateway};
+use common::admin::{call, create_route, expect, proxied, start, temp_dir, Gateway};
 use common::{spawn_mock, ChildGuard};
 use serde_json::json;
 
@@ -67,6 +67,25 @@ impl Redis {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// How many scripts Redis ran (`INFO commandstats`, `cmdstat_eval`).
+    fn evals(&self) -> u64 {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (&s).write_all(b"INFO commandstats\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+        let mut body = vec![0; len];
+        std::io::Read::read_exact(&mut r, &mut body).unwrap();
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
     }
 
     /// One inline command; the first reply line.
@@ -189,6 +208,101 @@ fn redis_restarted_mid_run_both_keep_serving_and_converge() {
     let (_, on_a) = call(a.admin, "GET", "/api/v1/config", None, None);
     let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
     assert_eq!(on_a, on_b);
+    a.stop();
+    b.stop();
+}
+
+const KEY: &str = "rg-cluster-key";
+
+/// `conns` keep-alive connections to `addr`, `per_conn` requests each, all
+/// at once: (200s, 429s, anything else).
+fn hammer(addr: SocketAddr, conns: usize, per_conn: usize) -> (usize, usize, usize) {
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut s, mut r) = common::connect_buffered(addr);
+                let mut counts = (0, 0, 0);
+                for _ in 0..per_conn {
+                    let head = format!(
+                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: 2\r\n\r\n{{}}"
+                    );
+                    s.write_all(head.as_bytes()).unwrap();
+                    match common::read_response(&mut r).expect("response").0 {
+                        200 => counts.0 += 1,
+                        429 => counts.1 += 1,
+                        _ => counts.2 += 1,
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+    threads.into_iter().fold((0, 0, 0), |acc, t| {
+        let c = t.join().unwrap();
+        (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
+    })
+}
+
+/// Both nodes hammered at once: together they admit no more than the limit,
+/// and no fewer than the limit minus what unused leases can lose.
+#[test]
+fn a_global_limit_holds_across_both_nodes() {
+    const LIMIT: usize = 200;
+    // A lease is limit / 20 tokens: a node loses at most 9 of them at a
+    // bucket boundary (a tenth-minute window has 30 s buckets: the burst
+    // crosses at most one).
+    const LEASE: usize = LIMIT / 20;
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-l"));
+    let a = node(&redis, "cluster-a3");
+    let b = node(&redis, "cluster-b3");
+    let config = json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": m.port(), "path": "/echo"}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [{"name": "r", "path": "/", "service": "svc", "plugin_chain": [
+            {"name": "rate_limiter", "settings": {"limits": {"global": {"limit": LIMIT, "window": "10m"}}}}]}],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    expect(a.admin, "PUT", "/api/v1/config", Some(&config), 200);
+    let generation = |n: &Gateway| {
+        call(n.admin, "GET", "/api/v1/status", None, None).1["config_generation"].clone()
+    };
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+
+    let evals = redis.evals();
+    let started = Instant::now();
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer(pa, 16, 25));
+    let on_b = std::thread::spawn(move || hammer(pb, 16, 25));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    let took = started.elapsed();
+    let trips = redis.evals() - evals;
+    let ok = a_ok + b_ok;
+    eprintln!(
+        "global limit {LIMIT}: admitted {ok} (A {a_ok}, B {b_ok}) of 800 in {took:?}; {trips} Redis round trips"
+    );
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(ok + a_limited + b_limited, 800);
+    assert!(ok <= LIMIT, "{ok} admitted, the limit is {LIMIT}");
+    assert!(took < Duration::from_secs(30));
+    assert!(ok >= LIMIT - 2 * (LEASE - 1), "{ok} admitted");
+    assert!(
+        a_ok > 0 && b_ok > 0,
+        "both nodes admitted some: {a_ok} {b_ok}"
+    );
+    // Leases keep Redis off most requests: about LIMIT / LEASE grants plus
+    // one refusal per node (and shard owner) per bucket, far fewer than 800.
+    assert!(
+        trips <= (LIMIT / LEASE + 2 * 2 * 2) as u64,
+        "{trips} round trips"
+    );
+
+    // Another burst in the same window admits nothing more, on either node.
+    assert_eq!(hammer(a.proxy, 2, 10).0 + hammer(b.proxy, 2, 10).0, 0);
     a.stop();
     b.stop();
 }

@@ -25,6 +25,9 @@ pub enum Error {
     /// Connecting, reading or writing failed, or the call timed out: Redis
     /// is unreachable (the connection was dropped).
     Unreachable(String),
+    /// No answer in time (the connection was dropped; the command may or
+    /// may not have run).
+    Timeout(Duration),
     /// Redis answered with an error reply (the connection is fine).
     Reply(String),
 }
@@ -33,6 +36,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Unreachable(e) => write!(f, "unreachable: {e}"),
+            Error::Timeout(d) => write!(f, "unreachable: no answer within {d:?}"),
             Error::Reply(e) => write!(f, "error reply: {e}"),
         }
     }
@@ -113,7 +117,7 @@ impl Conn {
             self.recv().await
         })
         .await
-        .unwrap_or_else(|| Err(Error::Unreachable(format!("no answer within {timeout:?}"))))
+        .unwrap_or(Err(Error::Timeout(timeout)))
     }
 }
 
@@ -135,8 +139,9 @@ impl Client {
         }
     }
 
-    /// Runs one command. A kept connection that turns out dead (Redis
-    /// restarted since) is replaced once before the failure is reported.
+    /// Runs one command. A kept connection that turns out closed (Redis
+    /// restarted since) is replaced once before the failure is reported; a
+    /// timeout is not retried (the caller's bound stays one timeout).
     pub async fn call(&self, args: &[&[u8]]) -> Result<OwnedFrame, Error> {
         let _turn = self
             .turn
@@ -154,7 +159,7 @@ impl Client {
             conn = Conn::open(&self.target, self.timeout).await?;
             result = conn.call(args, self.timeout).await;
         }
-        if !matches!(result, Err(Error::Unreachable(_))) {
+        if !matches!(result, Err(Error::Unreachable(_) | Error::Timeout(_))) {
             *self.conn.borrow_mut() = Some(conn);
         }
         result

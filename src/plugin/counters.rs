@@ -162,6 +162,8 @@ pub enum Msg {
         cost: u64,
         limit: u64,
         window_us: u64,
+        /// Counted across the cluster (`take_shared`).
+        shared: bool,
     },
     Answer {
         id: u64,
@@ -205,6 +207,8 @@ pub struct Counters {
     waiting: RefCell<HashMap<u64, Rc<Slot>>>,
     next_id: Cell<u64>,
     inserts: Cell<u64>,
+    /// Cluster mode: leases of the windows Redis keeps for all nodes.
+    leases: Option<crate::cluster::limits::Leases>,
 }
 
 impl Counters {
@@ -219,7 +223,19 @@ impl Counters {
             waiting: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             inserts: Cell::new(0),
+            leases: None,
         }
+    }
+
+    /// Cluster mode: `take_shared` counts across every node through Redis.
+    pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
+        self.leases = redis.map(crate::cluster::limits::Leases::new);
+        self
+    }
+
+    /// Round trips this shard made to Redis for leases.
+    pub fn lease_refills(&self) -> u64 {
+        self.leases.as_ref().map_or(0, |l| l.refills.get())
     }
 
     fn now_us(&self) -> u64 {
@@ -254,7 +270,26 @@ impl Counters {
                 // future is dropped, so racing `recv` against a timer leaks a
                 // clone per tick until the task's refcount overflows.
                 while let Some(msg) = rx.recv().await {
-                    me.receive(msg).await;
+                    match msg {
+                        // May wait for Redis: not on the link's own task.
+                        Msg::Ask {
+                            from,
+                            id,
+                            key,
+                            cost,
+                            limit,
+                            window_us,
+                            shared: true,
+                        } => {
+                            let me = me.clone();
+                            glommio::spawn_local(async move {
+                                let decision = me.decide_shared(key, cost, limit, window_us).await;
+                                me.send(from, Msg::Answer { id, decision }).await;
+                            })
+                            .detach();
+                        }
+                        msg => me.receive(msg).await,
+                    }
                 }
                 log::debug!("shard {}: counter link from {peer} closed", me.index);
             }));
@@ -280,6 +315,7 @@ impl Counters {
                 cost,
                 limit,
                 window_us,
+                ..
             } => {
                 let decision = self.decide(key, cost, limit, window_us);
                 self.send(from, Msg::Answer { id, decision }).await;
@@ -344,13 +380,46 @@ impl Counters {
         o.window.take(now, cost, limit, window_us)
     }
 
+    /// The owner's decision in cluster mode: from the node's lease of the
+    /// window Redis keeps, or from its own window while Redis is unreachable.
+    async fn decide_shared(&self, key: u64, cost: u64, limit: u64, window_us: u64) -> Decision {
+        if let Some(leases) = &self.leases {
+            if let Some(d) = leases.take(key, cost, limit, window_us).await {
+                return d;
+            }
+        }
+        self.decide(key, cost, limit, window_us)
+    }
+
     /// Takes `cost` from `key`'s window of `limit` per `window`, asking the
     /// key's owner shard when that is another one.
     pub async fn take(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
+        self.take_in(key, cost, limit, window, false).await
+    }
+
+    /// `take`, counted across every node of a cluster (`--store redis://`,
+    /// see `cluster::limits`); the same as `take` on a single node.
+    pub async fn take_shared(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
+        self.take_in(key, cost, limit, window, self.leases.is_some())
+            .await
+    }
+
+    async fn take_in(
+        &self,
+        key: u64,
+        cost: u64,
+        limit: u64,
+        window: Duration,
+        shared: bool,
+    ) -> Decision {
         let window_us = (window.as_micros() as u64).max(1);
         let owner = self.owner(key);
         if owner == self.me.get() {
-            return self.decide(key, cost, limit, window_us);
+            return if shared {
+                self.decide_shared(key, cost, limit, window_us).await
+            } else {
+                self.decide(key, cost, limit, window_us)
+            };
         }
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
@@ -363,6 +432,7 @@ impl Counters {
             cost,
             limit,
             window_us,
+            shared,
         };
         let unavailable = Decision {
             allowed: false,
