@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::admin::{call, create_route, expect, proxied, start, temp_dir, Gateway};
+use common::admin::{
+    call, create_route, expect, proxied, start, start_failing, temp_dir, Gateway,
+};
 use common::{spawn_mock, ChildGuard};
 use serde_json::json;
 
@@ -245,6 +247,21 @@ fn hammer(addr: SocketAddr, conns: usize, per_conn: usize) -> (usize, usize, usi
 
 /// Both nodes hammered at once: together they admit no more than the limit,
 /// and no fewer than the limit minus what unused leases can lose.
+fn limited_config(mock: SocketAddr, limit: usize) -> serde_json::Value {
+    json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port(), "path": "/echo"}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [{"name": "r", "path": "/", "service": "svc", "plugin_chain": [
+            {"name": "rate_limiter", "settings": {"limits": {"global": {"limit": limit, "window": "10m"}}}}]}],
+        "keys": [{"name": "k", "key": KEY}],
+    }]})
+}
+
+fn generation(n: &Gateway) -> serde_json::Value {
+    call(n.admin, "GET", "/api/v1/status", None, None).1["config_generation"].clone()
+}
+
 #[test]
 fn a_global_limit_holds_across_both_nodes() {
     const LIMIT: usize = 200;
@@ -305,4 +322,35 @@ fn a_global_limit_holds_across_both_nodes() {
     assert_eq!(hammer(a.proxy, 2, 10).0 + hammer(b.proxy, 2, 10).0, 0);
     a.stop();
     b.stop();
+}
+
+/// Redis unreachable: each node falls back to its own exact window, so
+/// each admits the limit (the cluster up to nodes × limit), and none fails.
+#[test]
+fn without_redis_each_node_limits_on_its_own() {
+    const LIMIT: usize = 30;
+    let (_mock, m) = spawn_mock(&[]);
+    let mut redis = Redis::start(&temp_dir("cluster-redis-f"));
+    let a = node(&redis, "cluster-a4");
+    let b = node(&redis, "cluster-b4");
+    expect(a.admin, "PUT", "/api/v1/config", Some(&limited_config(m, LIMIT)), 200);
+    within("B has A's configuration", CONVERGE, || generation(&b) == generation(&a));
+    redis.kill();
+    for n in [&a, &b] {
+        assert_eq!(hammer(n.proxy, 4, 20), (LIMIT, 80 - LIMIT, 0));
+    }
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_bad_store_or_an_unreachable_redis_stops_start_up() {
+    let (code, err) = start_failing(&temp_dir("cluster-bad"), &["--store", "http://x:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--store") && err.contains("redis://"), "{err}");
+    let port = common::dead_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let (code, err) = start_failing(&temp_dir("cluster-down"), &["--store", &url]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("redis://127.0.0.1:{port}/0")) && err.contains("unreachable"), "{err}");
 }
