@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::admin::{
-    call, create_route, expect, proxied, start, start_failing, temp_dir, Gateway,
-};
+use common::admin::{call, create_route, expect, proxied, start, start_failing, temp_dir, Gateway};
 use common::{spawn_mock, ChildGuard};
 use serde_json::json;
 
@@ -215,10 +213,20 @@ fn redis_restarted_mid_run_both_keep_serving_and_converge() {
 }
 
 const KEY: &str = "rg-cluster-key";
+const KEY2: &str = "rg-cluster-key-2";
 
 /// `conns` keep-alive connections to `addr`, `per_conn` requests each, all
 /// at once: (200s, 429s, anything else).
 fn hammer(addr: SocketAddr, conns: usize, per_conn: usize) -> (usize, usize, usize) {
+    hammer_with(addr, conns, per_conn, b"{}")
+}
+
+fn hammer_with(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    body: &'static [u8],
+) -> (usize, usize, usize) {
     let threads: Vec<_> = (0..conns)
         .map(|_| {
             std::thread::spawn(move || {
@@ -226,9 +234,11 @@ fn hammer(addr: SocketAddr, conns: usize, per_conn: usize) -> (usize, usize, usi
                 let mut counts = (0, 0, 0);
                 for _ in 0..per_conn {
                     let head = format!(
-                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: 2\r\n\r\n{{}}"
+                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
                     );
                     s.write_all(head.as_bytes()).unwrap();
+                    s.write_all(body).unwrap();
                     match common::read_response(&mut r).expect("response").0 {
                         200 => counts.0 += 1,
                         429 => counts.1 += 1,
@@ -248,13 +258,19 @@ fn hammer(addr: SocketAddr, conns: usize, per_conn: usize) -> (usize, usize, usi
 /// Both nodes hammered at once: together they admit no more than the limit,
 /// and no fewer than the limit minus what unused leases can lose.
 fn limited_config(mock: SocketAddr, limit: usize) -> serde_json::Value {
+    config_with(
+        mock,
+        json!({"name": "rate_limiter", "settings": {"limits": {"global": {"limit": limit, "window": "10m"}}}}),
+    )
+}
+
+fn config_with(mock: SocketAddr, plugin: serde_json::Value) -> serde_json::Value {
     json!({"gateways": [{
         "name": "demo",
         "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port(), "path": "/echo"}]}],
         "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
-        "rules": [{"name": "r", "path": "/", "service": "svc", "plugin_chain": [
-            {"name": "rate_limiter", "settings": {"limits": {"global": {"limit": limit, "window": "10m"}}}}]}],
-        "keys": [{"name": "k", "key": KEY}],
+        "rules": [{"name": "r", "path": "/", "service": "svc", "plugin_chain": [plugin]}],
+        "keys": [{"name": "k", "key": KEY}, {"name": "k2", "key": KEY2}],
     }]})
 }
 
@@ -266,22 +282,20 @@ fn generation(n: &Gateway) -> serde_json::Value {
 fn a_global_limit_holds_across_both_nodes() {
     const LIMIT: usize = 200;
     // A lease is limit / 20 tokens: a node loses at most 9 of them at a
-    // bucket boundary (a tenth-minute window has 30 s buckets: the burst
+    // bucket boundary (a ten-minute window has 30 s buckets: the burst
     // crosses at most one).
     const LEASE: usize = LIMIT / 20;
     let (_mock, m) = spawn_mock(&[]);
     let redis = Redis::start(&temp_dir("cluster-redis-l"));
     let a = node(&redis, "cluster-a3");
     let b = node(&redis, "cluster-b3");
-    let config = json!({"gateways": [{
-        "name": "demo",
-        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": m.port(), "path": "/echo"}]}],
-        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
-        "rules": [{"name": "r", "path": "/", "service": "svc", "plugin_chain": [
-            {"name": "rate_limiter", "settings": {"limits": {"global": {"limit": LIMIT, "window": "10m"}}}}]}],
-        "keys": [{"name": "k", "key": KEY}],
-    }]});
-    expect(a.admin, "PUT", "/api/v1/config", Some(&config), 200);
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&limited_config(m, LIMIT)),
+        200,
+    );
     let generation = |n: &Gateway| {
         call(n.admin, "GET", "/api/v1/status", None, None).1["config_generation"].clone()
     };
@@ -333,8 +347,16 @@ fn without_redis_each_node_limits_on_its_own() {
     let mut redis = Redis::start(&temp_dir("cluster-redis-f"));
     let a = node(&redis, "cluster-a4");
     let b = node(&redis, "cluster-b4");
-    expect(a.admin, "PUT", "/api/v1/config", Some(&limited_config(m, LIMIT)), 200);
-    within("B has A's configuration", CONVERGE, || generation(&b) == generation(&a));
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&limited_config(m, LIMIT)),
+        200,
+    );
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
     redis.kill();
     for n in [&a, &b] {
         assert_eq!(hammer(n.proxy, 4, 20), (LIMIT, 80 - LIMIT, 0));
@@ -352,5 +374,59 @@ fn a_bad_store_or_an_unreachable_redis_stops_start_up() {
     let url = format!("redis://127.0.0.1:{port}/0");
     let (code, err) = start_failing(&temp_dir("cluster-down"), &["--store", &url]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("redis://127.0.0.1:{port}/0")) && err.contains("unreachable"), "{err}");
+    assert!(
+        err.contains(&format!("redis://127.0.0.1:{port}/0")) && err.contains("unreachable"),
+        "{err}"
+    );
+}
+
+/// Token budgets count across nodes too: 1000 tokens per minute, each
+/// request reserves 100 (20 body bytes + max_tokens 95; the echo reports no
+/// usage, so each stays charged at its estimate): exactly 10 pass over both.
+#[test]
+fn a_token_budget_holds_across_both_nodes() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-t"));
+    let a = node(&redis, "cluster-a5");
+    let b = node(&redis, "cluster-b5");
+    let plugin = json!({"name": "token_rate_limiter", "settings": {"tokens_per_minute": 1000}});
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&config_with(m, plugin)),
+        200,
+    );
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+    let body: &'static [u8] = br#"{"max_tokens":   95}"#;
+
+    // Upstream errors give their reservation back (to the node's lease):
+    // 15 × 100 tokens pass a 1000-token budget one at a time.
+    for i in 0..15 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let (mut s, mut r) = common::connect_buffered(n.proxy);
+        let req = format!(
+            "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY2}\r\nx-mock-status: 500\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        assert_eq!(common::read_response(&mut r).unwrap().0, 500, "request {i}");
+    }
+
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
+    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(
+        (a_ok + b_ok, a_limited + b_limited),
+        (10, 70),
+        "A {a_ok}, B {b_ok}"
+    );
+    a.stop();
+    b.stop();
 }

@@ -27,6 +27,12 @@
 //! of a lease that ends unused are lost for the window, at most
 //! `limit / 20 - 1` per node and key per bucket.
 //!
+//! **Token budgets** (`token_rate_limiter`) take their estimate the same
+//! way and settle later: tokens given back return to the lease they came
+//! from while it lasts (afterwards they stay counted: under-admission
+//! only); tokens used beyond the estimate come out of the lease, or are
+//! charged to Redis's window without a limit check (they were used).
+//!
 //! **Redis unreachable**: the owner shard decides with its own exact window
 //! instead (`limit` per node, so up to `nodes × limit` per window across the
 //! cluster), and tries Redis again after [`RETRY`].
@@ -76,7 +82,21 @@ redis.call('PEXPIRE', KEYS[1], math.floor(win / 1000) + 1000)
 return {grant, math.max(0, limit - sum - grant), (b + 1) * bw - now, (b + n + 1) * bw - now, (oldest + n + 1) * bw - now}
 ";
 
+/// A decision's `bucket` with this bit set names a lease, not a local
+/// bucket (local bucket numbers are microseconds divided by a width).
+const LEASE_BIT: u64 = 1 << 63;
+
+/// Whether a decision's `bucket` names a lease.
+pub fn is_lease(bucket: u64) -> bool {
+    bucket & LEASE_BIT != 0
+}
+
 struct Lease {
+    /// Changes whenever `ends` is set afresh: tokens given back to an older
+    /// lease are not added to a newer one (they were counted in another
+    /// bucket).
+    id: u64,
+    window_us: u64,
     tokens: u64,
     ends: Instant,
     /// What Redis had left after the grant (for `X-RateLimit-Remaining`).
@@ -97,6 +117,7 @@ pub struct Leases {
     /// One refill at a time; a waiter looks at the lease again first.
     turn: Semaphore,
     down_until: Cell<Option<Instant>>,
+    next_id: Cell<u64>,
     /// Round trips to Redis (for the measurement in tests/cluster.rs).
     pub refills: Cell<u64>,
 }
@@ -108,6 +129,7 @@ impl Leases {
             leases: RefCell::new(HashMap::new()),
             turn: Semaphore::new(1),
             down_until: Cell::new(None),
+            next_id: Cell::new(0),
             refills: Cell::new(0),
         }
     }
@@ -142,6 +164,8 @@ impl Leases {
                 }
                 let ends = sent + us(r[2]);
                 let lease = leases.entry(key).or_insert(Lease {
+                    id: 0,
+                    window_us,
                     tokens: 0,
                     ends,
                     remaining: 0,
@@ -154,11 +178,14 @@ impl Leases {
                 }
                 // Older tokens end with their own bucket: the lease ends
                 // with the earliest.
-                lease.ends = if lease.tokens > 0 {
-                    lease.ends.min(ends)
+                if lease.tokens > 0 {
+                    lease.ends = lease.ends.min(ends);
                 } else {
-                    ends
-                };
+                    lease.ends = ends;
+                    lease.id = self.next_id.get() + 1;
+                    self.next_id.set(lease.id);
+                }
+                lease.window_us = window_us;
                 lease.tokens += r[0];
                 lease.remaining = r[1];
                 lease.reset = sent + us(r[3]);
@@ -202,9 +229,42 @@ impl Leases {
             } else {
                 since(lease.retry).max(since(lease.ends))
             },
-            bucket: 0,
+            bucket: LEASE_BIT | lease.id,
             unavailable: false,
         })
+    }
+
+    /// Settles a grant of lease `lease` (a token budget's reservation): a
+    /// negative `delta` (fewer tokens used than reserved) goes back to the
+    /// lease while it is the same and lasts (else it is lost: only
+    /// under-admission); a positive one is taken from the lease, and what
+    /// the lease cannot cover is charged to Redis's window unconditionally.
+    pub async fn settle(&self, key: u64, lease: u64, delta: i64) {
+        let (owed, window_us) = {
+            let mut leases = self.leases.borrow_mut();
+            let Some(l) = leases.get_mut(&key) else {
+                return;
+            };
+            let same = LEASE_BIT | l.id == lease && l.ends > Instant::now();
+            if delta < 0 {
+                if same {
+                    l.tokens += delta.unsigned_abs();
+                }
+                return;
+            }
+            let from_lease = if same { l.tokens.min(delta as u64) } else { 0 };
+            l.tokens -= from_lease;
+            (delta as u64 - from_lease, l.window_us)
+        };
+        if owed > 0 && !self.down_until.get().is_some_and(|t| Instant::now() < t) {
+            // No limit: the tokens were used already.
+            if let Err(e) = self.refill(key, u64::MAX >> 12, window_us, owed).await {
+                log::warn!(
+                    "{}: cannot charge {owed} tokens: {e}",
+                    self.client.target.shown
+                );
+            }
+        }
     }
 
     async fn refill(

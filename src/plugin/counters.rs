@@ -328,6 +328,9 @@ impl Counters {
                     }
                 }
             }
+            Msg::Adjust { key, bucket, delta } if crate::cluster::limits::is_lease(bucket) => {
+                self.adjust_lease(key, bucket, delta).await;
+            }
             Msg::Adjust { key, bucket, delta } => {
                 if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
                     o.window.adjust(bucket, delta);
@@ -470,12 +473,22 @@ impl Counters {
         }
         let owner = self.owner(key);
         if owner == self.me.get() {
-            if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
+            if crate::cluster::limits::is_lease(bucket) {
+                self.adjust_lease(key, bucket, delta).await;
+            } else if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
                 o.window.adjust(bucket, delta);
             }
             return;
         }
         self.send(owner, Msg::Adjust { key, bucket, delta }).await;
+    }
+
+    /// Settles what a lease granted (on the owner): see
+    /// `cluster::limits::Leases::settle`.
+    async fn adjust_lease(&self, key: u64, lease: u64, delta: i64) {
+        if let Some(leases) = &self.leases {
+            leases.settle(key, lease, delta).await;
+        }
     }
 }
 
