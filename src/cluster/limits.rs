@@ -138,14 +138,14 @@ impl Leases {
     /// when needed; `None` when Redis cannot be reached (the caller decides
     /// locally).
     pub async fn take(&self, key: u64, cost: u64, limit: u64, window_us: u64) -> Option<Decision> {
-        if let Some(d) = self.from_lease(key, cost) {
+        if let Some(d) = self.spend_lease(key, cost) {
             return Some(d);
         }
         let _turn = self.turn.acquire_permit(1).await.ok()?;
-        if let Some(d) = self.from_lease(key, cost) {
+        if let Some(d) = self.spend_lease(key, cost) {
             return Some(d);
         }
-        if self.down_until.get().is_some_and(|t| Instant::now() < t) {
+        if self.down() {
             return None;
         }
         let want = cost.max(limit / 20).max(1);
@@ -192,7 +192,7 @@ impl Leases {
                 lease.exhausted = r[0] < want;
                 lease.retry = sent + us(r[4]);
                 drop(leases);
-                self.from_lease(key, cost)
+                self.spend_lease(key, cost)
             }
             Err(e) => {
                 log::warn!(
@@ -205,7 +205,12 @@ impl Leases {
         }
     }
 
-    fn from_lease(&self, key: u64, cost: u64) -> Option<Decision> {
+    /// Redis failed less than `RETRY` ago.
+    fn down(&self) -> bool {
+        self.down_until.get().is_some_and(|t| Instant::now() < t)
+    }
+
+    fn spend_lease(&self, key: u64, cost: u64) -> Option<Decision> {
         let mut leases = self.leases.borrow_mut();
         let lease = leases.get_mut(&key)?;
         let now = Instant::now();
@@ -231,6 +236,7 @@ impl Leases {
             },
             bucket: LEASE_BIT | lease.id,
             unavailable: false,
+            leased: 0,
         })
     }
 
@@ -256,7 +262,7 @@ impl Leases {
             l.tokens -= from_lease;
             (delta as u64 - from_lease, l.window_us)
         };
-        if owed > 0 && !self.down_until.get().is_some_and(|t| Instant::now() < t) {
+        if owed > 0 && !self.down() {
             // No limit: the tokens were used already.
             if let Err(e) = self.refill(key, u64::MAX >> 12, window_us, owed).await {
                 log::warn!(

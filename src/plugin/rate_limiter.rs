@@ -146,7 +146,7 @@ impl RateLimiter {
             let key = fnv1a64(value)
                 ^ scope.rotate_left(7)
                 ^ (dim as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let d = counters.take_shared(key, 1, l.limit, l.window.0).await;
+            let d = counters.take_one(key, l.limit, l.window.0).await;
             if d.unavailable {
                 return Some(Stop::Reject(503, "rate limiter unavailable".into()));
             }

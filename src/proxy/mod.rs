@@ -6,6 +6,7 @@
 mod ai;
 mod exchange;
 mod plan;
+mod rewrite;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// per-request metrics: on or off (the benchmark's baseline) (default on) [RINGGATE_METRICS]
     #[argh(option)]
     pub metrics: Option<String>,
+    /// transparent huge pages for the heap: on or off (default off: a smaller, steadier RSS) [RINGGATE_HUGE_PAGES]
+    #[argh(option)]
+    pub huge_pages: Option<String>,
     /// access log: off, stdout, or a file path (appended; SIGHUP reopens it) (default off) [RINGGATE_ACCESS_LOG]
     #[argh(option)]
     pub access_log: Option<String>,
@@ -155,9 +158,21 @@ pub struct Settings {
     pub limits: Limits,
     /// Count requests for `/metrics` (on unless `--metrics off`).
     pub metrics: bool,
+    /// Leave transparent huge pages on for this process (`--huge-pages on`).
+    pub huge_pages: bool,
     pub access_log: crate::access_log::Destination,
     /// Share of requests logged, 0..=1.
     pub access_log_sample: f64,
+}
+
+/// An `on`/`off` flag (or its variable); `default` when neither is set.
+fn on_off(flag: &Option<String>, name: &str, default: bool) -> Result<bool, String> {
+    match pick(flag, name).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(format!("--{name}: '{v}' is not on or off")),
+    }
 }
 
 /// The flag if given, else `RINGGATE_<NAME>`, else `None`.
@@ -257,13 +272,9 @@ impl Settings {
                 "--access-log-sample: {access_log_sample} is out of range (0 to 1)"
             ));
         }
-        let metrics = match pick(&a.metrics, "metrics").as_deref().map(str::trim) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(v) => return Err(format!("--metrics: '{v}' is not on or off")),
-        };
         Ok(Settings {
-            metrics,
+            metrics: on_off(&a.metrics, "metrics", true)?,
+            huge_pages: on_off(&a.huge_pages, "huge-pages", false)?,
             access_log: crate::access_log::Destination::parse(
                 &pick(&a.access_log, "access-log").unwrap_or_default(),
             ),
