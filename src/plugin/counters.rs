@@ -29,6 +29,10 @@
 //! window in the worst case, and nothing for limits under ~320 per shard
 //! (no lease is granted). Token budgets (costs settled later) never lease.
 //!
+//! **Cluster mode** (`--store redis://`): `take_shared` (and `take_one`) let
+//! the owner decide from the node's lease of a window Redis keeps for all
+//! nodes (`cluster::limits`); the permit leases above are not used then.
+//!
 //! **Cost.** A request whose key another shard owns waits one cross-core
 //! round trip (a few microseconds on busy shards; the owner's executor may
 //! have to be woken) unless a lease covers it. A denied check on one dimension does not give back
@@ -188,6 +192,8 @@ pub enum Msg {
         cost: u64,
         limit: u64,
         window_us: u64,
+        /// Counted across the cluster (`take_shared`).
+        shared: bool,
         /// A unit cost that may come with a lease.
         lease: bool,
     },
@@ -244,6 +250,8 @@ pub struct Counters {
     leases: RefCell<HashMap<u64, Lease>>,
     next_id: Cell<u64>,
     inserts: Cell<u64>,
+    /// Cluster mode: leases of the windows Redis keeps for all nodes.
+    cluster: Option<crate::cluster::limits::Leases>,
 }
 
 impl Counters {
@@ -259,7 +267,19 @@ impl Counters {
             leases: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             inserts: Cell::new(0),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: `take_shared` counts across every node through Redis.
+    pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
+        self.cluster = redis.map(crate::cluster::limits::Leases::new);
+        self
+    }
+
+    /// Round trips this shard made to Redis for leases.
+    pub fn lease_refills(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |l| l.refills.get())
     }
 
     fn now_us(&self) -> u64 {
@@ -294,7 +314,27 @@ impl Counters {
                 // future is dropped, so racing `recv` against a timer leaks a
                 // clone per tick until the task's refcount overflows.
                 while let Some(msg) = rx.recv().await {
-                    me.receive(msg).await;
+                    match msg {
+                        // May wait for Redis: not on the link's own task.
+                        Msg::Ask {
+                            from,
+                            id,
+                            key,
+                            cost,
+                            limit,
+                            window_us,
+                            shared: true,
+                            ..
+                        } => {
+                            let me = me.clone();
+                            glommio::spawn_local(async move {
+                                let decision = me.decide_shared(key, cost, limit, window_us).await;
+                                me.send(from, Msg::Answer { id, decision }).await;
+                            })
+                            .detach();
+                        }
+                        msg => me.receive(msg).await,
+                    }
                 }
                 log::debug!("shard {}: counter link from {peer} closed", me.index);
             }));
@@ -321,6 +361,7 @@ impl Counters {
                 limit,
                 window_us,
                 lease,
+                ..
             } => {
                 let decision = self.decide(key, cost, limit, window_us, lease);
                 self.send(from, Msg::Answer { id, decision }).await;
@@ -332,6 +373,9 @@ impl Counters {
                         w.wake();
                     }
                 }
+            }
+            Msg::Adjust { key, bucket, delta } if crate::cluster::limits::is_lease(bucket) => {
+                self.adjust_lease(key, bucket, delta).await;
             }
             Msg::Adjust { key, bucket, delta } => {
                 if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
@@ -399,7 +443,12 @@ impl Counters {
 
     /// [`Counters::take`] for a unit cost, served from a lease when this
     /// shard holds one for `key` in the current bucket.
+    /// In cluster mode, [`Counters::take_shared`] (the node's Redis lease is
+    /// the owner's).
     pub async fn take_one(&self, key: u64, limit: u64, window: Duration) -> Decision {
+        if self.cluster.is_some() {
+            return self.take_shared(key, 1, limit, window).await;
+        }
         let window_us = (window.as_micros() as u64).max(1);
         if self.owner(key) == self.me.get() {
             return self.decide(key, 1, limit, window_us, false);
@@ -425,7 +474,7 @@ impl Counters {
                 leases.remove(&key);
             }
         }
-        let d = self.ask(key, 1, limit, window_us, true).await;
+        let d = self.ask(key, 1, limit, window_us, true, false).await;
         if d.leased > 0 {
             let mut leases = self.leases.borrow_mut();
             if leases.len() >= 4096 {
@@ -458,18 +507,59 @@ impl Counters {
         }
     }
 
+    /// The owner's decision in cluster mode: from the node's lease of the
+    /// window Redis keeps, or from its own window while Redis is unreachable.
+    async fn decide_shared(&self, key: u64, cost: u64, limit: u64, window_us: u64) -> Decision {
+        if let Some(leases) = &self.cluster {
+            if let Some(d) = leases.take(key, cost, limit, window_us).await {
+                return d;
+            }
+        }
+        self.decide(key, cost, limit, window_us, false)
+    }
+
     /// Takes `cost` from `key`'s window of `limit` per `window`, asking the
     /// key's owner shard when that is another one.
     pub async fn take(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
+        self.take_in(key, cost, limit, window, false).await
+    }
+
+    /// `take`, counted across every node of a cluster (`--store redis://`,
+    /// see `cluster::limits`); the same as `take` on a single node.
+    pub async fn take_shared(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
+        self.take_in(key, cost, limit, window, self.cluster.is_some())
+            .await
+    }
+
+    async fn take_in(
+        &self,
+        key: u64,
+        cost: u64,
+        limit: u64,
+        window: Duration,
+        shared: bool,
+    ) -> Decision {
         let window_us = (window.as_micros() as u64).max(1);
         if self.owner(key) == self.me.get() {
-            return self.decide(key, cost, limit, window_us, false);
+            return if shared {
+                self.decide_shared(key, cost, limit, window_us).await
+            } else {
+                self.decide(key, cost, limit, window_us, false)
+            };
         }
-        self.ask(key, cost, limit, window_us, false).await
+        self.ask(key, cost, limit, window_us, false, shared).await
     }
 
     /// Asks `key`'s owner (another shard) and waits for the answer.
-    async fn ask(&self, key: u64, cost: u64, limit: u64, window_us: u64, lease: bool) -> Decision {
+    async fn ask(
+        &self,
+        key: u64,
+        cost: u64,
+        limit: u64,
+        window_us: u64,
+        lease: bool,
+        shared: bool,
+    ) -> Decision {
         let owner = self.owner(key);
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
@@ -483,6 +573,7 @@ impl Counters {
             limit,
             window_us,
             lease,
+            shared,
         };
         let unavailable = Decision {
             allowed: false,
@@ -521,12 +612,22 @@ impl Counters {
         }
         let owner = self.owner(key);
         if owner == self.me.get() {
-            if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
+            if crate::cluster::limits::is_lease(bucket) {
+                self.adjust_lease(key, bucket, delta).await;
+            } else if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
                 o.window.adjust(bucket, delta);
             }
             return;
         }
         self.send(owner, Msg::Adjust { key, bucket, delta }).await;
+    }
+
+    /// Settles what a lease granted (on the owner): see
+    /// `cluster::limits::Leases::settle`.
+    async fn adjust_lease(&self, key: u64, lease: u64, delta: i64) {
+        if let Some(leases) = &self.cluster {
+            leases.settle(key, lease, delta).await;
+        }
     }
 }
 

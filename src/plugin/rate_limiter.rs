@@ -1,6 +1,7 @@
 //! `rate_limiter`: request limits `global`, `per_ip`, `per_key` and
 //! `per_user` (the value of `user_header`), each `{limit, window}`, exact
-//! across shards (see [`super::counters`]). Answers carry
+//! across shards (see [`super::counters`]) and, in cluster mode, across
+//! nodes (see `cluster::limits`). Answers carry
 //! `X-RateLimit-Limit/Remaining/Reset` (of the tightest dimension); a refusal
 //! is 429 with `Retry-After`.
 //!

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// data directory of the embedded store (default ./ringgate-data) [RINGGATE_DATA_DIR]
     #[argh(option)]
     pub data_dir: Option<String>,
+    /// where the configuration lives: "local" (the embedded store in --data-dir) or redis://[:PASSWORD@]HOST:PORT[/DB] (cluster mode: nodes share configuration and rate limits) (default local) [RINGGATE_STORE]
+    #[argh(option)]
+    pub store: Option<String>,
     /// declarative JSON configuration (the GET /api/v1/config shape): validated, then it replaces the state stored in --data-dir at start and is persisted [RINGGATE_CONFIG]
     #[argh(option)]
     pub config: Option<String>,
@@ -145,6 +148,8 @@ pub struct Settings {
     pub shards: usize,
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
+    /// Cluster mode: the Redis that holds configuration and limits.
+    pub redis: Option<crate::cluster::Target>,
     pub admin_token: Option<String>,
     pub log_level: Option<String>,
     pub backlog: i32,
@@ -281,6 +286,12 @@ impl Settings {
                 pick(&a.data_dir, "data-dir").unwrap_or_else(|| "./ringgate-data".into()),
             ),
             config: pick(&a.config, "config").map(PathBuf::from),
+            redis: match pick(&a.store, "store").as_deref().map(str::trim) {
+                None | Some("local") => None,
+                Some(url) => {
+                    Some(crate::cluster::Target::parse(url).map_err(|e| format!("--store: {e}"))?)
+                }
+            },
             admin_token: pick(&a.admin_token, "admin-token"),
             log_level: pick(&a.log_level, "log-level"),
             spin: Duration::from_micros(number(&a.spin_us, "spin-us", 50u64)?.min(10_000)),

@@ -66,7 +66,7 @@ impl Shard {
             shutdown: Semaphore::new(0),
             draining: Cell::new(false),
             request_ids: RequestIds::new(index),
-            counters: Rc::new(crate::plugin::Counters::new(index)),
+            counters: Rc::new(crate::plugin::Counters::new(index).shared(settings.redis.clone())),
             settings,
         }
     }
