@@ -10,7 +10,8 @@
 //! `sse_ping_secs` pass untouched (the upstream's own head and status).
 //!
 //! Once the early head is out ([`Client::early_sse`] is set), everything
-//! else the exchange has to say continues that event stream:
+//! else the exchange has to say continues that event stream
+//! ([`rewrite`](super::rewrite) forwards the upstream's answer):
 //! - a `2xx text/event-stream` answer: its events, re-framed (the
 //!   upstream's own headers are gone);
 //! - any other answer (an error status, or JSON where a stream was asked
@@ -33,17 +34,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::snapshot::Target;
-use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::eq_ignore_case;
-use crate::http::{BodyKind, ResponseHead};
-use crate::proxy::ai::{self, Ai};
+use crate::proxy::ai::Ai;
 use crate::proxy::plan::Plan;
 use crate::proxy::{send, Client, Next};
 use crate::runtime::shard::Shard;
-use crate::upstream::pool::UpstreamConn;
-
-/// An upstream error body is kept up to this size for the error event.
-const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// The early head the client got: how the rest of its stream is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +132,11 @@ async fn ping(shard: &Shard, conn: &mut Client, plan: &Plan<'_>) -> bool {
 /// `last`.
 fn frame(out: &mut Vec<u8>, early: EarlyHead, data: &[u8], last: bool) {
     if early.chunked {
-        ai::push_chunk(out, data);
+        if !data.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
         if last {
             out.extend_from_slice(b"0\r\n\r\n");
         }
@@ -190,73 +189,4 @@ pub(crate) fn upstream_error(status: u16, body: &[u8]) -> Value {
     };
     v["status"] = json!(status);
     v
-}
-
-/// Forwards the upstream's answer into the early stream (see the module
-/// doc). Returns what the client connection does next and whether the
-/// upstream connection can be pooled.
-pub(crate) async fn forward(
-    shard: &Shard,
-    conn: &mut Client,
-    plan: &mut Plan<'_>,
-    up: &mut UpstreamConn,
-    resp: &ResponseHead,
-) -> (Next, bool) {
-    let Some(early) = conn.early_sse else {
-        return (Next::Close, false);
-    };
-    let is_sse = (200..300).contains(&resp.status)
-        && resp
-            .header(up.buf.filled(), "content-type")
-            .is_some_and(|v| crate::provider::memfind(v, b"event-stream").is_some());
-    up.buf.consume(resp.head_len);
-    let kind = resp.body;
-    let reusable = resp.keep_alive && kind != BodyKind::UntilClose;
-    let mut decoder = ChunkedDecoder::new();
-    let mut left = match kind {
-        BodyKind::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut piece = Vec::new();
-    if !is_sse {
-        loop {
-            match ai::next_piece(shard, up, kind, &mut decoder, &mut left, &mut piece).await {
-                Ok(true) => break,
-                Ok(false) if piece.len() <= MAX_ERROR_BODY => {}
-                _ => {
-                    let data = upstream_error(resp.status, &piece);
-                    let next = error_event(shard, conn, early, resp.status, &data, false).await;
-                    return (next, false);
-                }
-            }
-        }
-        let data = upstream_error(resp.status, &piece);
-        let next = error_event(shard, conn, early, resp.status, &data, true).await;
-        return (next, reusable);
-    }
-    loop {
-        piece.clear();
-        let done = match ai::next_piece(shard, up, kind, &mut decoder, &mut left, &mut piece).await
-        {
-            Ok(done) => done,
-            // Cut mid-stream: the client sees no end of the stream.
-            Err(()) => return (Next::Close, false),
-        };
-        conn.obs.stream(&piece);
-        crate::plugin::observe_response(&mut plan.plugins, &piece);
-        conn.out.clear();
-        frame(&mut conn.out, early, &piece, done);
-        conn.obs.sent(conn.out.len());
-        if !conn.out.is_empty() && !send(shard, &mut conn.stream, &conn.out).await {
-            return (Next::Close, false);
-        }
-        if done {
-            let next = if early.chunked && early.keep && !shard.draining() {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            };
-            return (next, reusable);
-        }
-    }
 }

@@ -71,6 +71,16 @@ impl Balancer {
         }
     }
 
+    /// Drops the state of targets and upstreams not in `live`.
+    pub fn retain(&self, live: &crate::config::snapshot::LiveKeys) {
+        self.targets
+            .borrow_mut()
+            .retain(|k, _| live.targets.contains(k));
+        self.cursors
+            .borrow_mut()
+            .retain(|k, _| live.upstreams.contains(k));
+    }
+
     fn random(&self) -> u64 {
         // xorshift64*
         let mut x = self.rng.get();
