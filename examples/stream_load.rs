@@ -93,6 +93,10 @@ struct Concurrent {
     /// give up after this many seconds (default 60)
     #[argh(option, default = "60")]
     deadline_secs: u64,
+    /// spread the streams' starts evenly over this many milliseconds
+    /// (default 0: all at once)
+    #[argh(option, default = "0")]
+    ramp_ms: u64,
 }
 
 /// The longest wait for any single read.
@@ -105,6 +109,8 @@ struct Stream {
     ttft: Option<Duration>,
     /// Between successive events (the first event excluded).
     gaps: Vec<Duration>,
+    /// When each gap ended, from the request's start.
+    gap_ends: Vec<Duration>,
     events: usize,
     done: bool,
     error: Option<String>,
@@ -205,7 +211,10 @@ async fn run_stream(
                 st.events += 1;
                 match last_event {
                     None => st.ttft = Some(now - start),
-                    Some(t) => st.gaps.push(now - t),
+                    Some(t) => {
+                        st.gaps.push(now - t);
+                        st.gap_ends.push(now - start);
+                    }
                 }
                 last_event = Some(now);
             }
@@ -443,7 +452,8 @@ async fn concurrent(a: Concurrent) -> i32 {
     let peak = Rc::new(Cell::new(0usize));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(a.streams);
-    for _ in 0..a.streams {
+    for i in 0..a.streams {
+        let delay = Duration::from_millis(a.ramp_ms * i as u64 / a.streams.max(1) as u64);
         let (req, results, connected, go, open, peak) = (
             req.clone(),
             results.clone(),
@@ -467,6 +477,9 @@ async fn concurrent(a: Concurrent) -> i32 {
                         connected.set(connected.get() + 1);
                         while !go.get() {
                             glommio::timer::sleep(Duration::from_millis(5)).await;
+                        }
+                        if !delay.is_zero() {
+                            glommio::timer::sleep(delay).await;
                         }
                         open.set(open.get() + 1);
                         peak.set(peak.get().max(open.get()));
@@ -503,6 +516,10 @@ async fn concurrent(a: Concurrent) -> i32 {
     let mut first_error = None;
     let mut gaps = Vec::new();
     let mut ttft = Vec::new();
+    // When the stalls happened: the first second (everything starting at
+    // once) or later.
+    let mut stall_gaps_first_second = 0;
+    let mut stall_gaps_later = 0;
     for st in results.iter() {
         if let Some(e) = &st.error {
             failed += 1;
@@ -515,17 +532,27 @@ async fn concurrent(a: Concurrent) -> i32 {
         if st.gaps.iter().any(|g| *g > stall_at) {
             stalled += 1;
         }
+        for (g, end) in st.gaps.iter().zip(&st.gap_ends) {
+            if *g > stall_at {
+                if *end <= Duration::from_secs(1) {
+                    stall_gaps_first_second += 1;
+                } else {
+                    stall_gaps_later += 1;
+                }
+            }
+        }
         gaps.extend_from_slice(&st.gaps);
         ttft.extend(st.ttft);
     }
     gaps.sort();
     ttft.sort();
     println!(
-        "concurrent: {} streams to {}, {} events of {} ms pace each; all connected in {:.2} s, peak {} open at once, {:.2} s to finish",
+        "concurrent: {} streams to {}, {} events of {} ms pace each, started over {} ms; all connected in {:.2} s, peak {} open at once, {:.2} s to finish",
         a.streams,
         a.target,
         a.chunks + 3,
         a.interval_ms,
+        a.ramp_ms,
         connect_time.as_secs_f64(),
         peak.get(),
         run_time.as_secs_f64()
@@ -544,6 +571,11 @@ async fn concurrent(a: Concurrent) -> i32 {
         ms(pct(&gaps, 99.9)),
         ms(gaps.last().copied().unwrap_or_default())
     );
+    if stalled > 0 {
+        println!(
+            "  stalled gaps ending in a stream's first second: {stall_gaps_first_second}, later: {stall_gaps_later}"
+        );
+    }
     if let Some(e) = first_error {
         println!("  first failure: {e}");
     }

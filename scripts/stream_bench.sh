@@ -16,9 +16,10 @@
 #
 # Environment (defaults in brackets):
 #   RINGGATE_BIN, STREAM_LOAD_BIN  binaries [built: cargo build --release --bin ringgate --example stream_load]
-#   SHARDS [2] (ringgate), MOCK_SHARDS [2]
-#   LAT_STREAMS [200] per side, LAT_CHUNKS [20] content events per stream, INTERVAL_MS [20]
+#   SHARDS [2] (ringgate), MOCK_SHARDS [2], GATEWAY_ARGS [] more `ringgate serve` flags
+#   LAT_STREAMS [100] per side, LAT_CHUNKS [10] content events per stream, INTERVAL_MS [20]
 #   STREAMS [2000], CHUNKS [50] content events per stream, STALL_FACTOR [10], DEADLINE [90] s
+#   RAMP_MS [0]: spread the concurrent streams' starts over this long (0: all at once)
 #   BASELINE [1]: 0 skips part (b) straight to the mock
 set -euo pipefail
 
@@ -34,14 +35,16 @@ fi
 
 SHARDS="${SHARDS:-2}"
 MOCK_SHARDS="${MOCK_SHARDS:-2}"
-LAT_STREAMS="${LAT_STREAMS:-200}"
-LAT_CHUNKS="${LAT_CHUNKS:-20}"
+LAT_STREAMS="${LAT_STREAMS:-100}"
+LAT_CHUNKS="${LAT_CHUNKS:-10}"
+GATEWAY_ARGS="${GATEWAY_ARGS:-}"
 INTERVAL_MS="${INTERVAL_MS:-20}"
 STREAMS="${STREAMS:-2000}"
 CHUNKS="${CHUNKS:-50}"
 STALL_FACTOR="${STALL_FACTOR:-10}"
 DEADLINE="${DEADLINE:-90}"
 BASELINE="${BASELINE:-1}"
+RAMP_MS="${RAMP_MS:-0}"
 KEY="rg-stream-bench-key"
 export MOCK_SHARDS
 
@@ -79,9 +82,10 @@ JSON
 PPORT="$(rg_free_port)"
 APORT="$(rg_free_port)"
 while [[ "$APORT" == "$PPORT" ]]; do APORT="$(rg_free_port)"; done
+# shellcheck disable=SC2086  # GATEWAY_ARGS is a list of flags
 rg_spawn "ringgate serve" "$WORK/ringgate.log" "$RINGGATE_BIN" serve \
   --proxy "127.0.0.1:$PPORT" --admin "127.0.0.1:$APORT" --data-dir "$WORK/data" \
-  --config "$WORK/config.json" --shards "$SHARDS" --log-level warn
+  --config "$WORK/config.json" --shards "$SHARDS" --log-level warn $GATEWAY_ARGS # word-split on purpose
 rg_wait_line "$RG_LAST_PID" "$WORK/ringgate.log" '^ringgate ready' "${READY_TIMEOUT:-20}" "ringgate serve"
 GATEWAY="127.0.0.1:$PPORT"
 DIRECT="$RG_MOCK_HOST:$RG_MOCK_PORT"
@@ -104,15 +108,15 @@ run_part latency "$WORK/latency.txt" latency --direct "$DIRECT" --gateway "$GATE
 if ((BASELINE)); then
   run_part "concurrent, direct" "$WORK/direct.txt" concurrent --target "$DIRECT" \
     --streams "$STREAMS" --chunks "$CHUNKS" --interval-ms "$INTERVAL_MS" \
-    --stall-factor "$STALL_FACTOR" --deadline-secs "$DEADLINE"
+    --stall-factor "$STALL_FACTOR" --deadline-secs "$DEADLINE" --ramp-ms "$RAMP_MS"
 fi
 run_part "concurrent, ringgate" "$WORK/gateway.txt" concurrent --target "$GATEWAY" --key "$KEY" \
   --streams "$STREAMS" --chunks "$CHUNKS" --interval-ms "$INTERVAL_MS" \
-  --stall-factor "$STALL_FACTOR" --deadline-secs "$DEADLINE"
+  --stall-factor "$STALL_FACTOR" --deadline-secs "$DEADLINE" --ramp-ms "$RAMP_MS"
 
 echo
 echo "== stream benchmark: $(rg_machine_info)"
-echo "   ringgate $RINGGATE_BIN, $SHARDS shards; mock $MOCK_SHARDS shards; nofile $NOFILE; $(date -u +%FT%TZ)"
+echo "   ringgate $RINGGATE_BIN, $SHARDS shards ${GATEWAY_ARGS:+($GATEWAY_ARGS)}; mock $MOCK_SHARDS shards; nofile $NOFILE; $(date -u +%FT%TZ)"
 echo
 echo "-- (a) one stream at a time, $LAT_STREAMS per side"
 grep -v '^RESULT' "$WORK/latency.txt"
