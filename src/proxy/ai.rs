@@ -248,3 +248,58 @@ pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure_target(deployment: Option<&str>) -> Target {
+        let mut t = serde_json::json!({"host": "127.0.0.1", "port": 9, "provider": "azure",
+                                       "path": "/az", "credentials": {"api_key": "k"}});
+        if let Some(d) = deployment {
+            t["azure_deployment"] = d.into();
+        }
+        let cfg = serde_json::json!({"gateways": [{"name": "g",
+            "upstreams": [{"name": "u", "targets": [t]}]}]});
+        let cfg =
+            crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
+        let mut snap = crate::config::compile(&cfg, 1);
+        snap.gateways
+            .remove(0)
+            .upstreams
+            .remove(0)
+            .targets
+            .remove(0)
+    }
+
+    #[test]
+    fn azure_paths_follow_translation() {
+        let body = br#"{"model":"claude-x","max_tokens":8,"messages":[]}"#;
+        let mut ai = Ai {
+            client: Some(Format::Anthropic),
+            inspected: true,
+            model: Some("claude-x".into()),
+            ..Ai::default()
+        };
+        ai.prepare(&azure_target(Some("dep")), b"/v1/messages", body)
+            .unwrap();
+        assert!(matches!(ai.translate, Some(Direction::OpenAiToAnthropic)));
+        assert_eq!(ai.path, b"/az/openai/deployments/dep/chat/completions");
+        // Without a fixed deployment the model names it.
+        ai.prepare(&azure_target(None), b"/v1/messages", body)
+            .unwrap();
+        assert_eq!(ai.path, b"/az/openai/deployments/claude-x/chat/completions");
+        // Not inspected (a large body): no model to name the deployment.
+        let mut big = Ai {
+            client: Some(Format::OpenAi),
+            ..Ai::default()
+        };
+        let err = big
+            .prepare(&azure_target(None), b"/v1/chat/completions", b"")
+            .unwrap_err();
+        assert_eq!(err.0, 413);
+        big.prepare(&azure_target(Some("dep")), b"/v1/chat/completions", b"")
+            .unwrap();
+        assert_eq!(big.path, b"/az/openai/deployments/dep/chat/completions");
+    }
+}
