@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Config, Credentials, Gateway, Plugin, ServiceType, Target};
+use super::model::{Config, Credentials, Gateway, HealthChecks, Plugin, ServiceType, Target};
 use crate::route::{parse_rule_path, Segment};
 
 /// What kind of refusal a [`ConfigError`] is.
@@ -565,6 +565,57 @@ fn check_host(host: &str, field: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `health_checks`: passive, active (`path`) and the circuit breaker.
+fn check_health_checks(hc: &HealthChecks, hp: &str) -> Result<(), ConfigError> {
+    let at_least_one = |v: u64, name: &str| {
+        if v == 0 {
+            Err(ConfigError::invalid(
+                "must be at least 1",
+                format!("{hp}.{name}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let active = hc.path.is_some();
+    if hc.passive || active {
+        at_least_one(u64::from(hc.threshold), "threshold")?;
+        at_least_one(hc.interval, "interval")?;
+    }
+    if let Some(t) = hc.timeout {
+        at_least_one(t, "timeout")?;
+    }
+    check_path_prefix(&hc.path, &format!("{hp}.path"))?;
+    if let Some(cb) = &hc.circuit_breaker {
+        let bp = format!("{hp}.circuit_breaker");
+        if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) {
+            return Err(ConfigError::invalid(
+                "must be above 0 and at most 1",
+                format!("{bp}.failure_ratio"),
+            ));
+        }
+        if !(1..=64).contains(&cb.window) {
+            return Err(ConfigError::invalid(
+                "must be 1 to 64 (requests)",
+                format!("{bp}.window"),
+            ));
+        }
+        if cb.min_requests == 0 || cb.min_requests > cb.window {
+            return Err(ConfigError::invalid(
+                "must be 1 to `window`",
+                format!("{bp}.min_requests"),
+            ));
+        }
+        if cb.cooldown == 0 {
+            return Err(ConfigError::invalid(
+                "must be at least 1 (seconds)",
+                format!("{bp}.cooldown"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_path_prefix(path: &Option<String>, field: &str) -> Result<(), ConfigError> {
     if let Some(p) = path {
         if !p.starts_with('/')
@@ -727,20 +778,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
                 check_target(t, &tp)?;
             }
             if let Some(hc) = &up.health_checks {
-                let hp = format!("{up_p}.health_checks");
-                if hc.passive && hc.threshold == 0 {
-                    return Err(ConfigError::invalid(
-                        "must be at least 1",
-                        format!("{hp}.threshold"),
-                    ));
-                }
-                if hc.passive && hc.interval == 0 {
-                    return Err(ConfigError::invalid(
-                        "must be at least 1",
-                        format!("{hp}.interval"),
-                    ));
-                }
-                check_path_prefix(&hc.path, &format!("{hp}.path"))?;
+                check_health_checks(hc, &format!("{up_p}.health_checks"))?;
             }
         }
 

@@ -237,6 +237,7 @@ async fn next_piece(
 
 fn push_head(
     out: &mut Vec<u8>,
+    target: &Target,
     status: u16,
     content_type: &str,
     rid: &[u8],
@@ -253,6 +254,7 @@ fn push_head(
     out.extend_from_slice(b"X-Request-Id: ");
     out.extend_from_slice(rid);
     out.extend_from_slice(b"\r\n");
+    super::failover::push_selected_target(out, target);
     match len {
         Some(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
         None => out.extend_from_slice(b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"),
@@ -279,6 +281,7 @@ pub(crate) async fn forward_translated(
     shard: &Shard,
     conn: &mut Client,
     plan: &Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
     ai: &mut Ai,
@@ -308,6 +311,7 @@ pub(crate) async fn forward_translated(
         conn.out.clear();
         push_head(
             &mut conn.out,
+            target,
             resp.status,
             ctype,
             rid.as_bytes(),
@@ -317,7 +321,9 @@ pub(crate) async fn forward_translated(
         if !chunked {
             // No Transfer-Encoding for HTTP/1.0: rewrite the head.
             conn.out.clear();
-            conn.out.extend_from_slice(format!("HTTP/1.1 {} OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n", resp.status).as_bytes());
+            conn.out.extend_from_slice(format!("HTTP/1.1 {} OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nConnection: close\r\n", resp.status).as_bytes());
+            super::failover::push_selected_target(&mut conn.out, target);
+            conn.out.extend_from_slice(b"\r\n");
         }
         conn.obs.sent(conn.out.len());
         if !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
@@ -419,6 +425,7 @@ pub(crate) async fn forward_translated(
     conn.out.clear();
     push_head(
         &mut conn.out,
+        target,
         resp.status,
         "application/json",
         rid.as_bytes(),

@@ -17,6 +17,7 @@ use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::ai::{self, Ai};
+use crate::proxy::failover;
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
 use crate::runtime::shard::Shard;
@@ -99,7 +100,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         }
     };
     let health = match plan.targets {
-        Targets::Balanced(up) => up.passive_health,
+        Targets::Balanced(up) => Some(up),
         Targets::Fixed(_) => None,
     };
     let attempts = 1 + plan.rule.retry_attempts;
@@ -165,9 +166,16 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
                 shard.balancer.record(target, health, false);
                 avoid.push(target.key);
                 attempt += 1;
+                // Nothing reached the client: another target may answer (failover).
                 let may_retry = replayable
-                    && matches!(failure, UpstreamError::Connect(_))
-                    && attempt < attempts;
+                    && matches!(
+                        failure,
+                        UpstreamError::Connect(_)
+                            | UpstreamError::Tls
+                            | UpstreamError::Closed { .. }
+                    )
+                    && attempt < attempts
+                    && failover::any_healthy(shard, &plan.targets, |t| ai.serves(t));
                 if may_retry {
                     shard
                         .metrics
@@ -212,17 +220,28 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
+        if failover::falls_back(resp.status) && replayable && attempt + 1 < attempts {
+            avoid.push(target.key);
+            if failover::untried(shard, &plan.targets, &avoid, |t| ai.serves(t)) {
+                failover::discard(shard, up, &resp, addr).await;
+                attempt += 1;
+                shard
+                    .metrics
+                    .upstream_event(target.key, UpstreamEvent::Retry);
+                continue;
+            }
+        }
         conn.obs.answered(resp.status);
         if ai.translate.is_some() {
             let (client, reusable) =
-                ai::forward_translated(shard, conn, &plan, &mut up, &resp, &mut ai).await;
+                ai::forward_translated(shard, conn, &plan, target, &mut up, &resp, &mut ai).await;
             crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
             if reusable {
                 shard.pool.put(addr, up);
             }
             return client;
         }
-        let next = forward_response(shard, conn, &mut plan, &mut up, &resp).await;
+        let next = forward_response(shard, conn, &mut plan, target, &mut up, &resp).await;
         crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
@@ -579,6 +598,7 @@ async fn forward_response(
     shard: &Shard,
     conn: &mut Client,
     plan: &mut Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
 ) -> Outcome {
@@ -633,6 +653,7 @@ async fn forward_response(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&conn.plugin_headers);
+    failover::push_selected_target(out, target);
     if relay == Relay::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }

@@ -51,11 +51,13 @@ impl Shard {
     ) -> Shard {
         let limits = &settings.limits;
         let pool = Pool::new(limits.pool_max_idle, limits.pool_idle_timeout);
+        let balancer = Balancer::new(index as u64);
+        balancer.adopt(&snapshot);
         Shard {
             index,
             view: RefCell::new(Rc::new(snapshot)),
             pool,
-            balancer: Balancer::new(index as u64),
+            balancer,
             metrics: ShardMetrics::default(),
             access_log: Rc::new(ShardLog::new(
                 access_log,
@@ -77,6 +79,7 @@ impl Shard {
     }
 
     fn swap(&self, snapshot: Arc<Snapshot>) {
+        self.balancer.adopt(&snapshot);
         *self.view.borrow_mut() = Rc::new(snapshot);
     }
 
@@ -150,7 +153,8 @@ pub fn start_all(
     let mut ends = Vec::new();
     let mut threads = Vec::new();
     let mesh = crate::plugin::counters::mesh(sockets.len());
-    for (index, fd) in sockets.into_iter().enumerate() {
+    let health = crate::upstream::health::links(sockets.len());
+    for ((index, fd), health) in sockets.into_iter().enumerate().zip(health) {
         let mesh = mesh.clone();
         let (control_ends, shard_ends) = control::channels();
         ends.push(control_ends);
@@ -181,6 +185,7 @@ pub fn start_all(
                         let _ = ready.send(Ok(()));
                         ex.run(run(
                             index, cpu, fd, shard_ends, settings, snapshot, access_log, mesh,
+                            health,
                         ));
                     }
                 }
@@ -208,6 +213,7 @@ async fn run(
     snapshot: Arc<Snapshot>,
     access_log: Option<SyncSender<Vec<u8>>>,
     mesh: Option<crate::plugin::counters::Mesh>,
+    health: crate::upstream::health::Link,
 ) {
     // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
@@ -252,6 +258,7 @@ async fn run(
         })
     };
     let reaper = shard.pool.start_reaper();
+    let health = crate::upstream::health::start(&shard, health);
     let log_flusher = shard.access_log.start_flusher();
 
     let gate = Gate::new();
@@ -299,6 +306,7 @@ async fn run(
     })
     .await;
     reaper.cancel();
+    health.cancel();
     if let Some(flusher) = log_flusher {
         flusher.cancel();
     }

@@ -2,6 +2,7 @@
 //! connections and the per-shard keep-alive pool (`pool`).
 
 pub mod balance;
+pub mod health;
 pub mod pool;
 pub mod tls;
 
