@@ -199,7 +199,7 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
             .map(|b| BreakerSettings {
                 failure_ratio: b.failure_ratio,
                 window: b.window.clamp(1, 64),
-                min_requests: b.min_requests.clamp(1, b.window.clamp(1, 64)),
+                min_requests: b.min_requests.unwrap_or(10).clamp(1, b.window.clamp(1, 64)),
                 cooldown: Duration::from_secs(b.cooldown.max(1)),
             }),
     }

@@ -129,10 +129,6 @@ fn default_breaker_window() -> u32 {
     20
 }
 
-fn default_min_requests() -> u32 {
-    10
-}
-
 fn default_cooldown() -> u64 {
     30
 }
@@ -147,8 +143,9 @@ pub struct CircuitBreaker {
     pub failure_ratio: f64,
     #[serde(default = "default_breaker_window")]
     pub window: u32,
-    #[serde(default = "default_min_requests")]
-    pub min_requests: u32,
+    /// Outcomes counted before the ratio is trusted (default: 10, at most `window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
     /// Seconds.
     #[serde(default = "default_cooldown")]
     pub cooldown: u64,

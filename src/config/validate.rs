@@ -600,7 +600,7 @@ fn check_health_checks(hc: &HealthChecks, hp: &str) -> Result<(), ConfigError> {
                 format!("{bp}.window"),
             ));
         }
-        if cb.min_requests == 0 || cb.min_requests > cb.window {
+        if cb.min_requests.is_some_and(|m| m == 0 || m > cb.window) {
             return Err(ConfigError::invalid(
                 "must be 1 to `window`",
                 format!("{bp}.min_requests"),
@@ -1053,6 +1053,68 @@ mod tests {
     }
 
     /// Applies `edit` to the base document and expects an error.
+    #[test]
+    fn health_check_fields_name_the_field() {
+        let cases = [
+            (json!({"path": "/h", "interval": 0}), "interval"),
+            (json!({"path": "/h", "threshold": 0}), "threshold"),
+            (json!({"path": "h"}), "path"),
+            (json!({"timeout": 0}), "timeout"),
+            (
+                json!({"circuit_breaker": {"failure_ratio": 0.0}}),
+                "circuit_breaker.failure_ratio",
+            ),
+            (
+                json!({"circuit_breaker": {"failure_ratio": 1.5}}),
+                "circuit_breaker.failure_ratio",
+            ),
+            (
+                json!({"circuit_breaker": {"window": 0}}),
+                "circuit_breaker.window",
+            ),
+            (
+                json!({"circuit_breaker": {"window": 65}}),
+                "circuit_breaker.window",
+            ),
+            (
+                json!({"circuit_breaker": {"window": 4, "min_requests": 5}}),
+                "circuit_breaker.min_requests",
+            ),
+            (
+                json!({"circuit_breaker": {"cooldown": 0}}),
+                "circuit_breaker.cooldown",
+            ),
+        ];
+        for (hc, field) in cases {
+            let (kind, f) =
+                refused(|v| v["gateways"][0]["upstreams"][0]["health_checks"] = hc.clone());
+            assert_eq!(kind, ErrorKind::Invalid, "{hc}");
+            assert_eq!(
+                f,
+                format!("gateways[0].upstreams[0].health_checks.{field}"),
+                "{hc}"
+            );
+        }
+        let mut v = base();
+        v["gateways"][0]["upstreams"][0]["health_checks"] = json!({
+            "path": "/v1/models", "interval": 5, "timeout": 2,
+            "circuit_breaker": {"window": 4}
+        });
+        let cfg = load_value(&v).expect("valid health checks");
+        let snap = crate::config::compile::compile(&cfg, 1);
+        let up = &snap.gateways[0].upstreams[0];
+        let check = up.active_check.as_ref().expect("active check");
+        assert_eq!(check.path, "/v1/models");
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!(check.timeout, Duration::from_secs(2));
+        let b = up.breaker.expect("breaker");
+        assert_eq!((b.window, b.min_requests, b.failure_ratio), (4, 4, 0.5));
+        assert_eq!(b.cooldown, Duration::from_secs(30));
+        // Slots are dense over upstream targets, then endpoint services.
+        let slots: Vec<u32> = snap.targets().map(|t| t.slot).collect();
+        assert_eq!(slots, vec![0, 1, 2]);
+    }
+
     fn refused(edit: impl FnOnce(&mut serde_json::Value)) -> (ErrorKind, String) {
         let mut v = base();
         edit(&mut v);
