@@ -559,3 +559,66 @@ fn streamed_and_translated_answers_name_their_target() {
         }
     }
 }
+
+#[test]
+fn config_changes_adjust_the_checker_without_duplicating_it() {
+    use common::admin::call;
+    let h = Switch::start(200);
+    h.health_status.store(503, Ordering::SeqCst);
+    let (_b, addr_b) = spawn_mock(&["--name", "b"]);
+    let gw = gateway_with(
+        json!([target(h.addr), target(addr_b)]),
+        Some(json!({"path": "/echo/healthz", "interval": 1, "timeout": 1, "threshold": 1})),
+        0,
+        &["--shards", "2"],
+    );
+    assert!(eventually(Duration::from_secs(5), || h
+        .probes
+        .load(Ordering::SeqCst)
+        >= 2));
+    let (status, config) = call(gw.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(status, 200);
+    // Five changes in a row (the timeout flips): still one probe per second.
+    for i in 0..5 {
+        let mut c = config.clone();
+        c["gateways"][0]["upstreams"][0]["health_checks"]["timeout"] = json!(1 + i % 2);
+        let (status, body) = call(gw.admin, "PUT", "/api/v1/config", Some(&c), None);
+        assert_eq!(status, 200, "{body}");
+    }
+    let before = h.probes.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(3000));
+    let probes = h.probes.load(Ordering::SeqCst) - before;
+    assert!(
+        (2..=4).contains(&probes),
+        "{probes} probes in 3 s at 1 per second"
+    );
+    // Still down on every shard.
+    let seen = h.requests();
+    for i in 0..10 {
+        assert_eq!(
+            name(&roundtrip(gw.proxy, &get(&format!("/echo/{i}")))),
+            Some("b")
+        );
+    }
+    assert_eq!(h.requests(), seen);
+    // The check removed (same target ids): its verdict goes with it.
+    let mut c = config.clone();
+    c["gateways"][0]["upstreams"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("health_checks");
+    let (status, body) = call(gw.admin, "PUT", "/api/v1/config", Some(&c), None);
+    assert_eq!(status, 200, "{body}");
+    let mut from_h = 0;
+    assert!(eventually(Duration::from_secs(3), || {
+        let resp = roundtrip(gw.proxy, &get("/echo"));
+        if selected(&resp) == addr_text(h.addr) {
+            from_h += 1;
+        }
+        from_h >= 3
+    }));
+    // And no probe goes out any more.
+    let before = h.probes.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(h.probes.load(Ordering::SeqCst), before);
+}

@@ -402,7 +402,7 @@ impl Balancer {
             let s = &mut states[si];
             s.current_weight += i64::from(t.weight);
             total += i64::from(t.weight);
-            if best.map_or(true, |(_, _, w)| s.current_weight > w) {
+            if best.is_none_or(|(_, _, w)| s.current_weight > w) {
                 best = Some((i, si, s.current_weight));
             }
         }
@@ -573,10 +573,12 @@ mod tests {
 
     #[test]
     fn breaker_without_settings_is_closed() {
-        let mut b = Breaker::default();
-        b.state = BreakerState::Open {
-            until: Instant::now() + Duration::from_secs(60),
-            cooldown: Duration::from_secs(60),
+        let mut b = Breaker {
+            state: BreakerState::Open {
+                until: Instant::now() + Duration::from_secs(60),
+                cooldown: Duration::from_secs(60),
+            },
+            ..Breaker::default()
         };
         b.record(None, false);
         assert_eq!(b.state, BreakerState::Closed);

@@ -1,4 +1,5 @@
-//! The upstream side of a shard: target choice and health (`balance`),
+//! The upstream side of a shard: target choice, passive health and the
+//! circuit breaker (`balance`), active health checks (`health`),
 //! connections and the per-shard keep-alive pool (`pool`).
 
 pub mod balance;
