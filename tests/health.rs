@@ -4,6 +4,8 @@
 //! circuit breaker, 503 when nothing is healthy, `X-Selected-Target`.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -621,4 +623,31 @@ fn config_changes_adjust_the_checker_without_duplicating_it() {
     let before = h.probes.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(h.probes.load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn https_targets_are_probed_over_verified_tls() {
+    let pki = tls::make_pki(&["localhost"]);
+    let (addr, stats) = tls::spawn_tls_server(&pki, false);
+    let checks = json!({"path": "/v1/models", "interval": 1, "timeout": 1, "threshold": 1});
+    let trusted = json!({"host": "localhost", "port": addr.port(), "protocol": "https",
+                         "ca_pem": pki.ca_pem});
+    let gw = gateway_with(json!([trusted]), Some(checks.clone()), 0, &[]);
+    // Probes arrive while no client sends anything, and the target stays up.
+    assert!(eventually(Duration::from_secs(5), || stats
+        .requests
+        .load(Ordering::Relaxed)
+        >= 2));
+    let resp = roundtrip(gw.proxy, &get("/v1/x"));
+    assert_eq!(resp.0, 200, "{}", String::from_utf8_lossy(&resp.2));
+    assert_eq!(selected(&resp), format!("localhost:{}", addr.port()));
+    // The same server without its CA: the probe's handshake fails, the only
+    // target goes down, and the answer becomes 503 instead of 502.
+    let untrusted = json!({"host": "localhost", "port": addr.port(), "protocol": "https"});
+    let gw = gateway_with(json!([untrusted]), Some(checks), 0, &[]);
+    assert!(eventually(Duration::from_secs(5), || {
+        let (status, _, body) = roundtrip(gw.proxy, &get("/v1/x"));
+        assert!(status == 502 || status == 503, "{status}");
+        status == 503 && json_body(&body) == json!({"error": "no healthy upstream target"})
+    }));
 }
