@@ -25,6 +25,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod buf;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -2,9 +2,13 @@
 //! chain order, and settings validation (config file and admin API).
 
 mod common;
+mod raw;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{
     connect_buffered, header, json_body, read_response, spawn_gateway, spawn_mock, ChildGuard,
@@ -766,4 +770,164 @@ fn refusals_are_counted_by_plugin() {
         Some("2"),
         "{text}"
     );
+}
+
+/// An upstream that answers by path with bodies full of personal data:
+/// `/json` (Content-Length), `/chunked` (an email split across chunks),
+/// `/sse` (events, one of them split mid-email across writes; the rest is
+/// sent only once the test has read the first event, or after 5 s, which
+/// `waited_out` records), `/gzip` (a compressed body). Every answer says in
+/// `x-saw-accept-encoding` whether the request asked for compression.
+fn pii_upstream(first_read: Arc<AtomicBool>, waited_out: Arc<AtomicBool>) -> raw::Scripted {
+    raw::Scripted::start(move |mut s, _| {
+        while let Some(head) = raw::read_request_head(&mut s) {
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let path = head.split(' ').nth(1).unwrap_or("").to_string();
+            let ae = if head.contains("\r\naccept-encoding:") {
+                "yes"
+            } else {
+                "no"
+            };
+            let json = r#"{"text":"write to bob@example.com or pay with 4111 1111 1111 1111"}"#;
+            let r = match path.as_str() {
+                "/json" => s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-saw-accept-encoding: {ae}\r\nx-upstream: kept\r\nContent-Length: {}\r\n\r\n{json}",
+                        json.len()
+                    )
+                    .as_bytes(),
+                ),
+                "/chunked" => s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-saw-accept-encoding: {ae}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                        20, &json[..20], json.len() - 20, &json[20..]
+                    )
+                    .as_bytes(),
+                ),
+                "/sse" => {
+                    let events = [
+                        "data: {\"delta\":\"hello carol@example.org\"}\n\n",
+                        ": ping\n\n",
+                        "data: {\"delta\":\"reach dave@exa",
+                        "mple.net now\"}\n\ndata: [DONE]\n\n",
+                    ];
+                    let mut w = s
+                        .write_all(
+                            format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nx-saw-accept-encoding: {ae}\r\nTransfer-Encoding: chunked\r\n\r\n")
+                                .as_bytes(),
+                        );
+                    for (i, e) in events.iter().enumerate() {
+                        if i == 1 {
+                            let t0 = Instant::now();
+                            while !first_read.load(Ordering::SeqCst) {
+                                if t0.elapsed() > Duration::from_secs(5) {
+                                    waited_out.store(true, Ordering::SeqCst);
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                        w = w.and_then(|_| {
+                            s.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                        });
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    w.and_then(|_| s.write_all(b"0\r\n\r\n"))
+                }
+                "/gzip" => s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00",
+                ),
+                _ => s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn data_masking_masks_responses_whole_and_streamed() {
+    let first_read = Arc::new(AtomicBool::new(false));
+    let waited_out = Arc::new(AtomicBool::new(false));
+    let up = pii_upstream(first_read.clone(), waited_out.clone());
+    let masking = |mask_response: bool| {
+        json!([plugin(
+            "data_masking",
+            0,
+            json!({"entities": ["email", "credit_card"], "mask_response": mask_response})
+        )])
+    };
+    let rule = |name: &str, chain: Value| {
+        json!({"name": name, "path": format!("/{name}"), "service": "svc", "strip_path": true,
+               "plugin_chain": chain})
+    };
+    let config = json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "up", "targets": [{"host": "127.0.0.1", "port": up.addr.port()}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "up"}],
+        "rules": [rule("m", masking(true)), rule("plain", masking(false))],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    let gw = spawn_gateway(&config, &[]);
+    let p = gw.proxy;
+    let masked = r#"{"text":"write to [MASKED] or pay with [MASKED]"}"#;
+
+    // A whole body: masked, re-framed, the upstream's other headers kept,
+    // and the request went out without Accept-Encoding.
+    let r = send(p, "GET", "/m/json", &["Accept-Encoding: gzip"], b"");
+    assert_eq!((r.0, String::from_utf8_lossy(&r.2).as_ref()), (200, masked));
+    assert_eq!(
+        header(&r.1, "content-length"),
+        Some(&*masked.len().to_string())
+    );
+    assert_eq!(header(&r.1, "x-upstream"), Some("kept"));
+    assert_eq!(header(&r.1, "x-saw-accept-encoding"), Some("no"));
+    // Chunked upstream: decoded whole, then masked (the email spans chunks).
+    let r = send(p, "GET", "/m/chunked", &[], b"");
+    assert_eq!((r.0, String::from_utf8_lossy(&r.2).as_ref()), (200, masked));
+    // Without mask_response the answer passes untouched (and compressible).
+    let r = send(p, "GET", "/plain/json", &["Accept-Encoding: gzip"], b"");
+    assert!(String::from_utf8_lossy(&r.2).contains("bob@example.com"));
+    assert_eq!(header(&r.1, "x-saw-accept-encoding"), Some("yes"));
+    // A compressed body cannot be masked: 502, never passed on.
+    let r = send(p, "GET", "/m/gzip", &[], b"");
+    assert_eq!(r.0, 502, "{:?}", String::from_utf8_lossy(&r.2));
+
+    // SSE: event by event, as they arrive.
+    let (mut s, mut rd) = connect_buffered(p);
+    write!(
+        s,
+        "GET /m/sse HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\n\r\n"
+    )
+    .unwrap();
+    let (status, headers) = common::read_head(&mut rd).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "transfer-encoding"), Some("chunked"));
+    let first = common::read_chunk(&mut rd).unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&first),
+        "data: {\"delta\":\"hello [MASKED]\"}\n\n"
+    );
+    first_read.store(true, Ordering::SeqCst);
+    let mut rest = Vec::new();
+    while let Some(c) = common::read_chunk(&mut rd).unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        ": ping\n\ndata: {\"delta\":\"reach [MASKED] now\"}\n\ndata: [DONE]\n\n"
+    );
+    assert!(
+        !waited_out.load(Ordering::SeqCst),
+        "the first event was held back until the upstream sent more"
+    );
+    // The connection is still good.
+    write!(
+        s,
+        "GET /m/json HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut rd).unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.2), masked);
 }

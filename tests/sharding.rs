@@ -79,3 +79,26 @@ fn sixty_four_concurrent_connections_are_served_by_both_shards() {
         assert_eq!(json_body(&body)["path"], format!("/echo/again/{i}"));
     }
 }
+
+/// `THP_enabled` of a running process, from `/proc/<pid>/status`.
+fn thp_enabled(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()))
+}
+
+#[test]
+fn the_gateway_opts_out_of_transparent_huge_pages_unless_asked() {
+    let config = one_gateway(
+        "round-robin",
+        json!([{"host": "127.0.0.1", "port": 9, "protocol": "http", "weight": 1}]),
+        json!([{"name": "echo", "path": "/echo"}]),
+        json!([{"name": "k", "key": KEY}]),
+    );
+    // The gateway is ready (spawn_gateway waited for it), so the switch is made.
+    let off = spawn_gateway(&config, &["--shards", "1"]);
+    assert_eq!(thp_enabled(off.pid()).as_deref(), Some("0"));
+    let on = spawn_gateway(&config, &["--shards", "1", "--huge-pages", "on"]);
+    assert_eq!(thp_enabled(on.pid()).as_deref(), Some("1"));
+}

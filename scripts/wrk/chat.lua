@@ -3,7 +3,7 @@
 --   API_KEY=<key> wrk -t2 -c50 -d10s -s scripts/wrk/chat.lua http://127.0.0.1:8081/v1/chat/completions
 --
 -- Env: API_KEY (sent as "Authorization: Bearer <key>"; omitted when empty),
---      STREAM=1 (adds "stream": true to the body).
+--      STREAM=1 (adds "stream": true to the body), ORIGIN (sent as "Origin" when set).
 -- done() prints one machine-readable line, parsed by scripts/lib.sh (rg_parse_wrk):
 --   RGWRK requests=N duration_us=N rps=X p50_us=N p95_us=N p99_us=N errors=N non2xx=N ...
 -- errors = connect + read + write + timeout + HTTP status > 399 (wrk's own counters).
@@ -19,6 +19,11 @@ wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("API_KEY")
 if key ~= nil and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
+end
+
+local origin = os.getenv("ORIGIN")
+if origin ~= nil and origin ~= "" then
+  wrk.headers["Origin"] = origin
 end
 
 function done(summary, latency, requests)

@@ -236,29 +236,14 @@ async fn mutate<T>(
         .acquire_permit(1)
         .await
         .map_err(|_| Reply::error(503, "the admin API is shutting down"))?;
+    admin.before_change().await?;
     let (mut cfg, generation) = {
         let store = admin.store.borrow();
         (store.config().clone(), store.generation() + 1)
     };
     let out = change(&mut cfg, SystemTime::now())?;
     let snapshot = Arc::new(compile(&cfg, generation));
-    {
-        let store = admin.store.borrow();
-        if let Err(e) = store.persist(&cfg, generation) {
-            let path = store.state_path();
-            log::error!(
-                "cannot store generation {generation} in {}: {e}",
-                path.display()
-            );
-            return Err(Reply::error(
-                500,
-                &format!(
-                    "the change could not be stored in {}: {e}; nothing was changed",
-                    path.display()
-                ),
-            ));
-        }
-    }
+    admin.commit(&cfg, generation).await?;
     let applied = admin.plane.apply(snapshot.clone()).await;
     admin.store.borrow_mut().install(cfg, generation, snapshot);
     match applied {

@@ -28,11 +28,14 @@ const LOCK_FILE: &str = "ringgate.lock";
 const MAGIC: &str = "ringgate-state v1";
 
 /// The configuration, its generation and its compiled snapshot, backed by
-/// the data dir.
+/// the data dir — or, in cluster mode, by Redis (`crate::cluster::config`;
+/// then the data dir is not used).
 pub struct Store {
     dir: PathBuf,
-    /// Held (and `flock`ed) for the process lifetime.
-    _lock: File,
+    /// Held (and `flock`ed) for the process lifetime (not in cluster mode).
+    _lock: Option<File>,
+    /// Cluster mode: where the configuration lives instead.
+    pub redis: Option<crate::cluster::Target>,
     config: Config,
     generation: u64,
     snapshot: Arc<Snapshot>,
@@ -43,6 +46,9 @@ impl Store {
     /// `--config` when given: the file replaces the stored state and is
     /// persisted before anything is served.
     pub fn open(settings: &Settings) -> Result<Store, String> {
+        if let Some(target) = &settings.redis {
+            return Store::open_redis(settings, target);
+        }
         let dir = settings.data_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("data dir {}: cannot create it: {e}", dir.display()))?;
@@ -78,7 +84,8 @@ impl Store {
         let store = Store {
             snapshot: Arc::new(compile::compile(&config, generation)),
             dir,
-            _lock: lock,
+            _lock: Some(lock),
+            redis: None,
             config,
             generation,
         };
@@ -89,6 +96,35 @@ impl Store {
                 .map_err(|e| format!("data dir {}: {e}", store.dir.display()))?;
         }
         Ok(store)
+    }
+
+    /// Cluster mode: the configuration (and generation) Redis holds, or
+    /// `--config` written there as the next generation.
+    fn open_redis(settings: &Settings, target: &crate::cluster::Target) -> Result<Store, String> {
+        let file = match &settings.config {
+            None => None,
+            Some(path) => {
+                let bytes =
+                    std::fs::read(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+                Some(
+                    compile::load(&bytes, SystemTime::now())
+                        .map_err(|e| format!("config {}: {e}", path.display()))?,
+                )
+            }
+        };
+        let (config, generation) = crate::cluster::config::load_at_start(target, file)?;
+        log::info!(
+            "configuration generation {generation} from {}",
+            target.shown
+        );
+        Ok(Store {
+            dir: settings.data_dir.clone(),
+            _lock: None,
+            redis: Some(target.clone()),
+            snapshot: Arc::new(compile::compile(&config, generation)),
+            config,
+            generation,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -216,9 +252,15 @@ fn decode(bytes: &[u8]) -> Result<(Config, u64), String> {
     if hex(&Sha256::digest(body)) != digest {
         return Err("checksum mismatch: the body was altered or damaged".into());
     }
+    Ok((parse_state(body)?, generation))
+}
+
+/// A stored configuration document (the state file's body, or the document
+/// in Redis), parsed and validated like `PUT /api/v1/config`.
+pub fn parse_state(body: &[u8]) -> Result<Config, String> {
     let config = validate::parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
     validate::validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
-    Ok((config, generation))
+    Ok(config)
 }
 
 #[cfg(test)]

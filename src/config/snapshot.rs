@@ -74,6 +74,38 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The stable keys of every live gateway, rule (as `(gateway, rule)`),
+    /// upstream and target: per-shard state keyed by anything else belongs
+    /// to a configuration that is gone.
+    pub fn live_keys(&self) -> LiveKeys {
+        let mut live = LiveKeys::default();
+        for g in &self.gateways {
+            live.gateways.insert(g.key);
+            live.rules.extend(g.rules.iter().map(|r| (g.key, r.key)));
+            for u in &g.upstreams {
+                live.upstreams.insert(u.key);
+                live.targets.extend(u.targets.iter().map(|t| t.key));
+            }
+            for s in &g.services {
+                if let ServiceKind::Endpoint(t) = &s.kind {
+                    live.targets.insert(t.key);
+                }
+            }
+        }
+        live
+    }
+}
+
+/// See [`Snapshot::live_keys`].
+#[derive(Debug, Default)]
+pub struct LiveKeys {
+    pub gateways: std::collections::HashSet<u64>,
+    pub rules: std::collections::HashSet<(u64, u64)>,
+    pub upstreams: std::collections::HashSet<u64>,
+    pub targets: std::collections::HashSet<u64>,
+}
+
 #[derive(Debug)]
 pub struct Gateway {
     pub id: String,

@@ -54,6 +54,22 @@ impl ShardMetrics {
         }
     }
 
+    /// Drops the series of targets, routes and gateways not in `live`
+    /// (key 0, "no gateway" or "no rule", always stays).
+    pub fn retain(&self, live: &crate::config::snapshot::LiveKeys) {
+        self.targets
+            .borrow_mut()
+            .retain(|k, _| live.targets.contains(k));
+        self.routes.borrow_mut().retain(|_, r| {
+            r.gateway == 0
+                || (r.rule == 0 && live.gateways.contains(&r.gateway))
+                || live.rules.contains(&(r.gateway, r.rule))
+        });
+        self.tokens
+            .borrow_mut()
+            .retain(|_, t| t.gateway == 0 || live.gateways.contains(&t.gateway));
+    }
+
     /// Counts a request refused by a plugin (`plugin` is its name).
     pub fn plugin_rejection(&self, plugin: &'static str) {
         let mut plugins = self.plugins.borrow_mut();
@@ -513,6 +529,37 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retain_forgets_what_the_configuration_no_longer_has() {
+        let m = ShardMetrics::default();
+        for target in [1, 2] {
+            m.count_upstream(target, None);
+        }
+        for (gateway, rule) in [(10, 100), (10, 101), (10, 0), (11, 0), (0, 0)] {
+            m.count(gateway, rule, 200, Duration::from_millis(1));
+        }
+        m.count_tokens(10, b"gpt", 1, 1);
+        m.count_tokens(11, b"gpt", 1, 1);
+        let mut live = crate::config::snapshot::LiveKeys::default();
+        live.targets.insert(2);
+        live.gateways.insert(10);
+        live.rules.insert((10, 101));
+        m.retain(&live);
+        let mut targets: Vec<u64> = m.targets.borrow().keys().copied().collect();
+        targets.sort();
+        assert_eq!(targets, [2]);
+        let mut routes: Vec<(u64, u64)> = m
+            .routes
+            .borrow()
+            .values()
+            .map(|r| (r.gateway, r.rule))
+            .collect();
+        routes.sort();
+        assert_eq!(routes, [(0, 0), (10, 0), (10, 101)]);
+        let tokens: Vec<u64> = m.tokens.borrow().values().map(|t| t.gateway).collect();
+        assert_eq!(tokens, [10]);
+    }
 
     #[test]
     fn histogram_buckets_are_inclusive_upper_bounds() {

@@ -5,8 +5,7 @@
 //! owner keeps the key's window and decides; another shard asks it over
 //! glommio's cross-core channel mesh (one `Ask`, one `Answer`) and waits.
 //! Keys owned by the asking shard are decided at once, without a message.
-//! There are no leases and no budget split, so there is nothing to drift:
-//! every admission is decided by the one place that counts it.
+//! Every admission is counted by the one place that decides.
 //!
 //! **The window** ([`Window`]) is a sliding window kept as `N + 1` buckets
 //! of `window / N` each. A request at time `t` is admitted only if the sum of
@@ -17,9 +16,26 @@
 //! a little under-admission: a request may be refused for a count up to one
 //! bucket (`window / N`) older than the window.
 //!
+//! **Leases** ([`Counters::take_one`], unit costs only): when the window has
+//! plenty left, the owner admits a remote request together with up to
+//! [`LEASE_MAX`] more permits, counted at once in the current bucket, and
+//! the asking shard spends them locally — but only while that same bucket is
+//! current (every shard computes buckets from one shared epoch). Within one
+//! bucket the window's sums do not depend on when a count was added, so a
+//! permit spent later in the bucket is exactly an admission the owner made
+//! then: **the bound stays zero**. Permits left when the bucket ends are
+//! lost, which can only under-admit; a lease is at most `remaining /
+//! (shards × BUCKETS × 8)`, so that loss is at most ~6% of the limit per
+//! window in the worst case, and nothing for limits under ~320 per shard
+//! (no lease is granted). Token budgets (costs settled later) never lease.
+//!
+//! **Cluster mode** (`--store redis://`): `take_shared` (and `take_one`) let
+//! the owner decide from the node's lease of a window Redis keeps for all
+//! nodes (`cluster::limits`); the permit leases above are not used then.
+//!
 //! **Cost.** A request whose key another shard owns waits one cross-core
 //! round trip (a few microseconds on busy shards; the owner's executor may
-//! have to be woken). A denied check on one dimension does not give back
+//! have to be woken) unless a lease covers it. A denied check on one dimension does not give back
 //! what earlier dimensions of the same request took (conservative: it can
 //! only under-admit). If the owner cannot be reached (shutting down), the
 //! check fails closed with 503.
@@ -27,6 +43,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -39,6 +56,15 @@ const CHANNEL: usize = 4096;
 /// The longest a receiving task waits before looking at its channel again.
 /// How long a shard waits for an owner's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most permits one lease carries.
+pub const LEASE_MAX: u64 = 64;
+
+/// The instant every shard counts buckets from, so a bucket number means the
+/// same time span on every shard.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// The outcome of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +80,8 @@ pub struct Decision {
     pub bucket: u64,
     /// The owner could not be asked.
     pub unavailable: bool,
+    /// Extra permits leased to the asking shard along with this admission.
+    pub leased: u64,
 }
 
 /// A bucketed sliding window (see the module docs).
@@ -113,6 +141,7 @@ impl Window {
                 retry_us: 0,
                 bucket: b,
                 unavailable: false,
+                leased: 0,
             };
         }
         // Denied: when will enough have left the window?
@@ -134,6 +163,7 @@ impl Window {
             retry_us,
             bucket: b,
             unavailable: false,
+            leased: 0,
         }
     }
 
@@ -162,6 +192,10 @@ pub enum Msg {
         cost: u64,
         limit: u64,
         window_us: u64,
+        /// Counted across the cluster (`take_shared`).
+        shared: bool,
+        /// A unit cost that may come with a lease.
+        lease: bool,
     },
     Answer {
         id: u64,
@@ -192,6 +226,16 @@ struct Owned {
     window_us: u64,
 }
 
+/// Permits an owner leased to this shard for one key and one bucket.
+struct Lease {
+    bucket: u64,
+    permits: u64,
+    limit: u64,
+    window_us: u64,
+    /// What the owner reported left in the window when it granted them.
+    remaining: u64,
+}
+
 /// One shard's counters: the windows of the keys it owns, and its links to
 /// the other owners.
 pub struct Counters {
@@ -203,8 +247,11 @@ pub struct Counters {
     owned: RefCell<HashMap<u64, Owned>>,
     senders: RefCell<Option<Senders<Msg>>>,
     waiting: RefCell<HashMap<u64, Rc<Slot>>>,
+    leases: RefCell<HashMap<u64, Lease>>,
     next_id: Cell<u64>,
     inserts: Cell<u64>,
+    /// Cluster mode: leases of the windows Redis keeps for all nodes.
+    cluster: Option<crate::cluster::limits::Leases>,
 }
 
 impl Counters {
@@ -213,13 +260,26 @@ impl Counters {
             index,
             me: Cell::new(0),
             shards: Cell::new(1),
-            epoch: Instant::now(),
+            epoch: epoch(),
             owned: RefCell::new(HashMap::new()),
             senders: RefCell::new(None),
             waiting: RefCell::new(HashMap::new()),
+            leases: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             inserts: Cell::new(0),
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: `take_shared` counts across every node through Redis.
+    pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
+        self.cluster = redis.map(crate::cluster::limits::Leases::new);
+        self
+    }
+
+    /// Round trips this shard made to Redis for leases.
+    pub fn lease_refills(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |l| l.refills.get())
     }
 
     fn now_us(&self) -> u64 {
@@ -254,7 +314,27 @@ impl Counters {
                 // future is dropped, so racing `recv` against a timer leaks a
                 // clone per tick until the task's refcount overflows.
                 while let Some(msg) = rx.recv().await {
-                    me.receive(msg).await;
+                    match msg {
+                        // May wait for Redis: not on the link's own task.
+                        Msg::Ask {
+                            from,
+                            id,
+                            key,
+                            cost,
+                            limit,
+                            window_us,
+                            shared: true,
+                            ..
+                        } => {
+                            let me = me.clone();
+                            glommio::spawn_local(async move {
+                                let decision = me.decide_shared(key, cost, limit, window_us).await;
+                                me.send(from, Msg::Answer { id, decision }).await;
+                            })
+                            .detach();
+                        }
+                        msg => me.receive(msg).await,
+                    }
                 }
                 log::debug!("shard {}: counter link from {peer} closed", me.index);
             }));
@@ -280,8 +360,10 @@ impl Counters {
                 cost,
                 limit,
                 window_us,
+                lease,
+                ..
             } => {
-                let decision = self.decide(key, cost, limit, window_us);
+                let decision = self.decide(key, cost, limit, window_us, lease);
                 self.send(from, Msg::Answer { id, decision }).await;
             }
             Msg::Answer { id, decision } => {
@@ -291,6 +373,9 @@ impl Counters {
                         w.wake();
                     }
                 }
+            }
+            Msg::Adjust { key, bucket, delta } if crate::cluster::limits::is_lease(bucket) => {
+                self.adjust_lease(key, bucket, delta).await;
             }
             Msg::Adjust { key, bucket, delta } => {
                 if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
@@ -324,7 +409,9 @@ impl Counters {
         (key % self.shards.get() as u64) as usize
     }
 
-    fn decide(&self, key: u64, cost: u64, limit: u64, window_us: u64) -> Decision {
+    /// Decides for the owned `key`; `lease`: a remote unit cost, which may
+    /// get permits to spend locally in the same bucket.
+    fn decide(&self, key: u64, cost: u64, limit: u64, window_us: u64, lease: bool) -> Decision {
         let now = self.now_us();
         let mut owned = self.owned.borrow_mut();
         let n = self.inserts.get() + 1;
@@ -341,17 +428,139 @@ impl Counters {
             o.window = Window::default();
             o.window_us = window_us;
         }
-        o.window.take(now, cost, limit, window_us)
+        let mut d = o.window.take(now, cost, limit, window_us);
+        if lease && d.allowed {
+            let extra = (d.remaining / (self.shards.get() as u64 * BUCKETS * 8)).min(LEASE_MAX);
+            if extra > 0 {
+                let more = o.window.take(now, extra, limit, window_us);
+                debug_assert!(more.allowed && more.bucket == d.bucket);
+                d.remaining = more.remaining;
+                d.leased = extra;
+            }
+        }
+        d
+    }
+
+    /// [`Counters::take`] for a unit cost, served from a lease when this
+    /// shard holds one for `key` in the current bucket.
+    /// In cluster mode, [`Counters::take_shared`] (the node's Redis lease is
+    /// the owner's).
+    pub async fn take_one(&self, key: u64, limit: u64, window: Duration) -> Decision {
+        if self.cluster.is_some() {
+            return self.take_shared(key, 1, limit, window).await;
+        }
+        let window_us = (window.as_micros() as u64).max(1);
+        if self.owner(key) == self.me.get() {
+            return self.decide(key, 1, limit, window_us, false);
+        }
+        let now = self.now_us();
+        let bw = bucket_width(window_us);
+        let b = now / bw;
+        {
+            let mut leases = self.leases.borrow_mut();
+            if let Some(l) = leases.get_mut(&key) {
+                if l.bucket == b && l.limit == limit && l.window_us == window_us && l.permits > 0 {
+                    l.permits -= 1;
+                    return Decision {
+                        allowed: true,
+                        remaining: l.remaining + l.permits,
+                        reset_us: (b + BUCKETS + 1) * bw - now,
+                        retry_us: 0,
+                        bucket: b,
+                        unavailable: false,
+                        leased: 0,
+                    };
+                }
+                leases.remove(&key);
+            }
+        }
+        let d = self.ask(key, 1, limit, window_us, true, false).await;
+        if d.leased > 0 {
+            let mut leases = self.leases.borrow_mut();
+            if leases.len() >= 4096 {
+                leases.retain(|_, l| l.bucket == b);
+            }
+            // Concurrent asks each bring a lease: keep the permits of all
+            // those for the same bucket (dropping them would under-admit).
+            let l = leases.entry(key).or_insert(Lease {
+                bucket: d.bucket,
+                permits: 0,
+                limit,
+                window_us,
+                remaining: d.remaining,
+            });
+            if (l.bucket, l.limit, l.window_us) != (d.bucket, limit, window_us) {
+                *l = Lease {
+                    bucket: d.bucket,
+                    permits: 0,
+                    limit,
+                    window_us,
+                    remaining: d.remaining,
+                };
+            }
+            l.permits += d.leased;
+            l.remaining = l.remaining.min(d.remaining);
+        }
+        Decision {
+            remaining: d.remaining + d.leased,
+            ..d
+        }
+    }
+
+    /// The owner's decision in cluster mode: from the node's lease of the
+    /// window Redis keeps, or from its own window while Redis is unreachable.
+    async fn decide_shared(&self, key: u64, cost: u64, limit: u64, window_us: u64) -> Decision {
+        if let Some(leases) = &self.cluster {
+            if let Some(d) = leases.take(key, cost, limit, window_us).await {
+                return d;
+            }
+        }
+        self.decide(key, cost, limit, window_us, false)
     }
 
     /// Takes `cost` from `key`'s window of `limit` per `window`, asking the
     /// key's owner shard when that is another one.
     pub async fn take(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
+        self.take_in(key, cost, limit, window, false).await
+    }
+
+    /// `take`, counted across every node of a cluster (`--store redis://`,
+    /// see `cluster::limits`); the same as `take` on a single node.
+    pub async fn take_shared(&self, key: u64, cost: u64, limit: u64, window: Duration) -> Decision {
+        self.take_in(key, cost, limit, window, self.cluster.is_some())
+            .await
+    }
+
+    async fn take_in(
+        &self,
+        key: u64,
+        cost: u64,
+        limit: u64,
+        window: Duration,
+        shared: bool,
+    ) -> Decision {
         let window_us = (window.as_micros() as u64).max(1);
-        let owner = self.owner(key);
-        if owner == self.me.get() {
-            return self.decide(key, cost, limit, window_us);
+        if self.owner(key) == self.me.get() {
+            return if shared {
+                self.decide_shared(key, cost, limit, window_us).await
+            } else {
+                self.decide(key, cost, limit, window_us, false)
+            };
         }
+        self.ask(key, cost, limit, window_us, false, shared).await
+    }
+
+    /// Asks `key`'s owner (another shard) and waits for the answer.
+    async fn ask(
+        &self,
+        key: u64,
+        cost: u64,
+        limit: u64,
+        window_us: u64,
+        lease: bool,
+        shared: bool,
+    ) -> Decision {
+        let owner = self.owner(key);
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         let slot = Rc::new(Slot::default());
@@ -363,6 +572,8 @@ impl Counters {
             cost,
             limit,
             window_us,
+            lease,
+            shared,
         };
         let unavailable = Decision {
             allowed: false,
@@ -371,6 +582,7 @@ impl Counters {
             retry_us: 1_000_000,
             bucket: 0,
             unavailable: true,
+            leased: 0,
         };
         if !self.send(owner, ask).await {
             self.waiting.borrow_mut().remove(&id);
@@ -400,12 +612,22 @@ impl Counters {
         }
         let owner = self.owner(key);
         if owner == self.me.get() {
-            if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
+            if crate::cluster::limits::is_lease(bucket) {
+                self.adjust_lease(key, bucket, delta).await;
+            } else if let Some(o) = self.owned.borrow_mut().get_mut(&key) {
                 o.window.adjust(bucket, delta);
             }
             return;
         }
         self.send(owner, Msg::Adjust { key, bucket, delta }).await;
+    }
+
+    /// Settles what a lease granted (on the owner): see
+    /// `cluster::limits::Leases::settle`.
+    async fn adjust_lease(&self, key: u64, lease: u64, delta: i64) {
+        if let Some(leases) = &self.cluster {
+            leases.settle(key, lease, delta).await;
+        }
     }
 }
 

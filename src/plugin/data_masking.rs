@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use regex::bytes::{Captures, Regex};
+use regex::bytes::{Captures, Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 
 use super::bad;
@@ -87,6 +87,9 @@ struct Rule {
 #[derive(Debug)]
 pub struct DataMasking {
     rules: Vec<Rule>,
+    /// Every rule's pattern in one automaton: one pass over a body tells
+    /// which rules can match (a clean body costs one scan, not one per rule).
+    any: RegexSet,
     mask_with: String,
     preserve_len: bool,
     pub mask_response: bool,
@@ -185,7 +188,12 @@ impl DataMasking {
                 "nothing to mask: no entities, keywords or patterns",
             ));
         }
+        let any = RegexSetBuilder::new(rules.iter().map(|r| r.re.as_str()))
+            .size_limit(16 << 20)
+            .build()
+            .map_err(|e| bad(field, "patterns", format!("too complex together: {e}")))?;
         Ok(DataMasking {
+            any,
             rules,
             mask_with,
             preserve_len: s.preserve_len,
@@ -207,10 +215,11 @@ impl DataMasking {
     pub fn mask(&self, input: &[u8], out: &mut Vec<u8>) -> bool {
         let mut current: Cow<'_, [u8]> = Cow::Borrowed(input);
         let mut changed = false;
-        for rule in &self.rules {
-            if !rule.re.is_match(&current) {
-                continue;
-            }
+        let hits = self.any.matches(input);
+        if !hits.matched_any() {
+            return false;
+        }
+        for rule in hits.iter().map(|i| &self.rules[i]) {
             let next = rule.re.replace_all(&current, |c: &Captures<'_>| {
                 let m = &c[0];
                 if rule.luhn && !luhn(m) {

@@ -1,6 +1,7 @@
 //! `rate_limiter`: request limits `global`, `per_ip`, `per_key` and
 //! `per_user` (the value of `user_header`), each `{limit, window}`, exact
-//! across shards (see [`super::counters`]). Answers carry
+//! across shards (see [`super::counters`]) and, in cluster mode, across
+//! nodes (see `cluster::limits`). Answers carry
 //! `X-RateLimit-Limit/Remaining/Reset` (of the tightest dimension); a refusal
 //! is 429 with `Retry-After`.
 //!
@@ -145,7 +146,7 @@ impl RateLimiter {
             let key = fnv1a64(value)
                 ^ scope.rotate_left(7)
                 ^ (dim as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let d = counters.take(key, 1, l.limit, l.window.0).await;
+            let d = counters.take_one(key, l.limit, l.window.0).await;
             if d.unavailable {
                 return Some(Stop::Reject(503, "rate limiter unavailable".into()));
             }

@@ -5,7 +5,7 @@
 //! chars_per_token)` for the prompt plus `max_tokens` (or
 //! `max_completion_tokens`, else `default_max_tokens`) — and reserved in
 //! the same exact cross-shard window as `rate_limiter` (see
-//! [`super::counters`]); 429 with `Retry-After` when the budget cannot cover
+//! [`super::counters`]; across nodes in cluster mode, `cluster::limits`); 429 with `Retry-After` when the budget cannot cover
 //! it. When the response ends, the reservation is settled with the
 //! `usage.total_tokens` the response carried (plain JSON, or the final
 //! usage event of a stream), or kept as estimated when it carried none
@@ -159,7 +159,9 @@ impl TokenRateLimiter {
         };
         let key = fnv1a64(who) ^ scope.rotate_left(13) ^ 0x7f4a_7c15_9e37_79b9;
         let estimate = self.estimate(body);
-        let d = counters.take(key, estimate, self.limit, self.window).await;
+        let d = counters
+            .take_shared(key, estimate, self.limit, self.window)
+            .await;
         if d.unavailable {
             return Some(Stop::Reject(503, "token rate limiter unavailable".into()));
         }

@@ -14,17 +14,10 @@
 use serde_json::Value;
 
 use crate::config::snapshot::{Target, Upstream};
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::{BodyKind, ResponseHead};
-use crate::provider::translate::{self, Direction, StreamTranslator};
+use crate::http::BodyKind;
+use crate::provider::translate::{self, Direction};
 use crate::provider::{self, Format, Usage};
 use crate::proxy::plan::{Plan, Targets};
-use crate::proxy::{timed, Client, Next};
-use crate::runtime::shard::Shard;
-use crate::upstream::pool::UpstreamConn;
-
-/// A translated non-streaming response is read whole up to this size.
-const MAX_TRANSLATED_BODY: usize = 16 << 20;
 
 /// Per-request AI state; `Ai::default()` does nothing.
 #[derive(Default)]
@@ -35,7 +28,7 @@ pub(crate) struct Ai {
     client: Option<Format>,
     /// The body was buffered and could be inspected.
     inspected: bool,
-    include_usage: bool,
+    pub include_usage: bool,
     stream: bool,
     /// The body, parsed once when a rewrite needs it.
     parsed: Option<Value>,
@@ -47,6 +40,9 @@ pub(crate) struct Ai {
     pub translate: Option<Direction>,
     /// Tokens reported by the provider (translated responses).
     pub usage: Usage,
+    /// The response body will be rewritten (masked): ask for it
+    /// uncompressed.
+    pub identity: bool,
 }
 
 /// True when some target of the upstream cares about the body.
@@ -158,10 +154,13 @@ impl Ai {
         Ok(())
     }
 
-    /// Request headers not forwarded under translation: the upstream must
-    /// answer uncompressed, and dialect-specific headers mean nothing to the
-    /// other side.
+    /// Request headers not forwarded under translation or response
+    /// masking: the upstream must answer uncompressed, and (translated)
+    /// dialect-specific headers mean nothing to the other side.
     pub fn drops_header(&self, name: &[u8]) -> bool {
+        if self.identity && name.eq_ignore_ascii_case(b"accept-encoding") {
+            return true;
+        }
         self.translate.is_some()
             && [
                 &b"accept-encoding"[..],
@@ -172,275 +171,4 @@ impl Ai {
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h))
     }
-}
-
-/// Moves the next decoded body bytes of `up` into `out`, reading once when
-/// nothing is buffered. `Ok(true)`: the body is complete.
-async fn next_piece(
-    shard: &Shard,
-    up: &mut UpstreamConn,
-    kind: BodyKind,
-    decoder: &mut ChunkedDecoder,
-    left: &mut u64,
-    out: &mut Vec<u8>,
-) -> Result<bool, ()> {
-    loop {
-        let done = match kind {
-            BodyKind::None => return Ok(true),
-            BodyKind::Length(_) => {
-                let n = (up.buf.len() as u64).min(*left) as usize;
-                out.extend_from_slice(&up.buf.filled()[..n]);
-                up.buf.consume(n);
-                *left -= n as u64;
-                if n > 0 || *left == 0 {
-                    return Ok(*left == 0);
-                }
-                false
-            }
-            BodyKind::Chunked => {
-                let before = out.len();
-                let p = decoder
-                    .feed(up.buf.filled(), &mut |d| out.extend_from_slice(d))
-                    .map_err(|_| ())?;
-                up.buf.consume(p.consumed);
-                if p.done {
-                    return Ok(true);
-                }
-                if out.len() > before {
-                    return Ok(false);
-                }
-                false
-            }
-            BodyKind::UntilClose => {
-                let n = up.buf.len();
-                out.extend_from_slice(up.buf.filled());
-                up.buf.consume(n);
-                if n > 0 {
-                    return Ok(false);
-                }
-                false
-            }
-        };
-        debug_assert!(!done);
-        match timed(
-            shard.settings.limits.upstream_timeout,
-            up.buf.fill_from(&mut up.stream),
-        )
-        .await
-        {
-            Some(Ok(n)) if n > 0 => {}
-            Some(Ok(_)) if kind == BodyKind::UntilClose => return Ok(true),
-            _ => return Err(()),
-        }
-    }
-}
-
-fn push_head(
-    out: &mut Vec<u8>,
-    target: &Target,
-    status: u16,
-    content_type: &str,
-    rid: &[u8],
-    len: Option<usize>,
-    keep: bool,
-) {
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n",
-            crate::http::errors::reason(status)
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(b"X-Request-Id: ");
-    out.extend_from_slice(rid);
-    out.extend_from_slice(b"\r\n");
-    super::failover::push_selected_target(out, target);
-    match len {
-        Some(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
-        None => out.extend_from_slice(b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"),
-    }
-    if !keep {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    if !data.is_empty() {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Forwards a response from a target of the other dialect, translated:
-/// SSE event by event (re-chunked to the client), JSON bodies whole.
-/// Returns what the client connection does next and whether the upstream
-/// connection can be pooled.
-pub(crate) async fn forward_translated(
-    shard: &Shard,
-    conn: &mut Client,
-    plan: &Plan<'_>,
-    target: &Target,
-    up: &mut UpstreamConn,
-    resp: &ResponseHead,
-    ai: &mut Ai,
-) -> (Next, bool) {
-    let Some(dir) = ai.translate else {
-        return (Next::Close, false);
-    };
-    let is_sse = resp
-        .header(up.buf.filled(), "content-type")
-        .is_some_and(|v| provider::memfind(v, b"event-stream").is_some());
-    let kind = resp.body;
-    let rid = plan.request_id;
-    up.buf.consume(resp.head_len);
-    let mut decoder = ChunkedDecoder::new();
-    let mut left = match kind {
-        BodyKind::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut piece = Vec::new();
-    // HTTP/1.0 clients get a close-delimited stream.
-    let chunked = plan.client_version == 1;
-    let keep = plan.client_keep_alive && !shard.draining();
-
-    if is_sse && resp.status < 300 {
-        let mut tr = StreamTranslator::new(dir, ai.include_usage);
-        let ctype = "text/event-stream";
-        conn.out.clear();
-        push_head(
-            &mut conn.out,
-            target,
-            resp.status,
-            ctype,
-            rid.as_bytes(),
-            None,
-            keep && chunked,
-        );
-        if !chunked {
-            // No Transfer-Encoding for HTTP/1.0: rewrite the head.
-            conn.out.clear();
-            conn.out.extend_from_slice(format!("HTTP/1.1 {} OK\r\nContent-Type: {ctype}\r\nCache-Control: no-cache\r\nConnection: close\r\n", resp.status).as_bytes());
-            super::failover::push_selected_target(&mut conn.out, target);
-            conn.out.extend_from_slice(b"\r\n");
-        }
-        conn.obs.sent(conn.out.len());
-        if !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
-            return (Next::Close, false);
-        }
-        let mut translated = Vec::new();
-        loop {
-            piece.clear();
-            let r = next_piece(shard, up, kind, &mut decoder, &mut left, &mut piece).await;
-            translated.clear();
-            if tr.feed(&piece, &mut translated).is_err() {
-                return (Next::Close, false);
-            }
-            let done = match r {
-                Ok(d) => d,
-                Err(()) => return (Next::Close, false), // truncated: the client sees no end chunk
-            };
-            if done {
-                tr.finish(&mut translated);
-            }
-            conn.out.clear();
-            if chunked {
-                push_chunk(&mut conn.out, &translated);
-                if done {
-                    conn.out.extend_from_slice(b"0\r\n\r\n");
-                }
-            } else {
-                conn.out.extend_from_slice(&translated);
-            }
-            conn.obs.sent(conn.out.len());
-            if !conn.out.is_empty() && !crate::proxy::send(shard, &mut conn.stream, &conn.out).await
-            {
-                return (Next::Close, false);
-            }
-            if done {
-                ai.usage = tr.usage;
-                conn.obs
-                    .reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
-                let next = if keep && chunked {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                };
-                return (next, resp.keep_alive && kind != BodyKind::UntilClose);
-            }
-        }
-    }
-
-    // A JSON answer (or an error): read whole, translate, send with a length.
-    loop {
-        match next_piece(shard, up, kind, &mut decoder, &mut left, &mut piece).await {
-            Ok(true) => break,
-            Ok(false) if piece.len() <= MAX_TRANSLATED_BODY => {}
-            _ => {
-                let next = crate::proxy::respond_error(
-                    shard,
-                    conn,
-                    502,
-                    "upstream response could not be read for translation",
-                    rid.as_bytes(),
-                    false,
-                )
-                .await;
-                return (next, false);
-            }
-        }
-    }
-    let out_json = if resp.status < 300 {
-        match serde_json::from_slice::<Value>(&piece) {
-            Ok(v) => {
-                provider::scan_usage(&piece, &mut ai.usage);
-                conn.obs
-                    .reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
-                match dir {
-                    Direction::AnthropicToOpenAi => translate::anthropic_to_openai_response(&v),
-                    Direction::OpenAiToAnthropic => translate::openai_to_anthropic_response(&v),
-                }
-            }
-            Err(_) => {
-                let next = crate::proxy::respond_error(
-                    shard,
-                    conn,
-                    502,
-                    "upstream sent invalid JSON",
-                    rid.as_bytes(),
-                    keep,
-                )
-                .await;
-                return (next, resp.keep_alive);
-            }
-        }
-    } else {
-        match dir {
-            Direction::AnthropicToOpenAi => translate::error_to_openai(&piece, resp.status),
-            Direction::OpenAiToAnthropic => translate::error_to_anthropic(&piece, resp.status),
-        }
-    };
-    let body = serde_json::to_vec(&out_json).unwrap_or_default();
-    conn.out.clear();
-    push_head(
-        &mut conn.out,
-        target,
-        resp.status,
-        "application/json",
-        rid.as_bytes(),
-        Some(body.len()),
-        keep,
-    );
-    if plan.is_head {
-        // no body
-    } else {
-        conn.out.extend_from_slice(&body);
-    }
-    conn.obs.sent(conn.out.len());
-    if !crate::proxy::send(shard, &mut conn.stream, &conn.out).await {
-        return (Next::Close, false);
-    }
-    let next = if keep { Next::KeepAlive } else { Next::Close };
-    (next, resp.keep_alive && kind != BodyKind::UntilClose)
 }

@@ -16,9 +16,10 @@ use crate::http::errors::push_decimal;
 use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::{bump, UpstreamEvent};
-use crate::proxy::ai::{self, Ai};
+use crate::proxy::ai::Ai;
 use crate::proxy::failover;
 use crate::proxy::plan::{Piece, Plan, Targets};
+use crate::proxy::rewrite;
 use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
 use crate::runtime::shard::Shard;
 use crate::upstream::pool::{UpstreamConn, UPSTREAM_HEAD_MAX};
@@ -99,6 +100,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             return respond_error(shard, conn, 400, &msg, rid.as_bytes(), keep_alive).await;
         }
     };
+    ai.identity = plan.plugins.mask_response.is_some();
     let health = match plan.targets {
         Targets::Balanced(up) => Some(up),
         Targets::Fixed(_) => None,
@@ -232,9 +234,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             }
         }
         conn.obs.answered(resp.status);
-        if ai.translate.is_some() {
+        if ai.translate.is_some() || plan.plugins.mask_response.is_some() {
             let (client, reusable) =
-                ai::forward_translated(shard, conn, &plan, target, &mut up, &resp, &mut ai).await;
+                rewrite::forward(shard, conn, &mut plan, target, &mut up, &resp, &mut ai).await;
             crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
             if reusable {
                 shard.pool.put(addr, up);
@@ -594,29 +596,20 @@ enum Relay {
     UntilClose,
 }
 
-async fn forward_response(
-    shard: &Shard,
-    conn: &mut Client,
-    plan: &mut Plan<'_>,
-    target: &Target,
-    up: &mut UpstreamConn,
+/// The status line and the upstream's end-to-end headers for the client,
+/// with X-Request-Id when the upstream sent none, the plugins' headers and
+/// X-Selected-Target;
+/// `skip` drops more (the framing of a body the gateway rewrites). The
+/// framing, `Connection` and the final CRLF are the caller's.
+pub(crate) fn push_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
     resp: &ResponseHead,
-) -> Outcome {
-    let relay = match resp.body {
-        BodyKind::None => Relay::None,
-        BodyKind::Length(n) => Relay::Length(n),
-        BodyKind::Chunked if plan.client_version == 1 => Relay::Chunked,
-        BodyKind::Chunked => Relay::Dechunk,
-        BodyKind::UntilClose => Relay::UntilClose,
-    };
-    let client_keep_alive = plan.client_keep_alive
-        && !shard.draining()
-        && !matches!(relay, Relay::Dechunk | Relay::UntilClose);
-
-    // The head, rewritten.
-    let buf = up.buf.filled();
-    let out = &mut conn.out;
-    out.clear();
+    rid: &[u8],
+    plugin_headers: &[u8],
+    target: &Target,
+    skip: impl Fn(&[u8]) -> bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(resp.status));
     out.push(b' ');
@@ -638,7 +631,10 @@ async fn forward_response(
     }
     for h in resp.headers() {
         let name = h.name.get(buf);
-        if is_hop_by_hop(name) || (n_conn > 0 && connection_lists(&connection[..n_conn], name)) {
+        if is_hop_by_hop(name)
+            || (n_conn > 0 && connection_lists(&connection[..n_conn], name))
+            || skip(name)
+        {
             continue;
         }
         has_request_id |= eq_ignore_case(name, b"x-request-id");
@@ -649,11 +645,44 @@ async fn forward_response(
     }
     if !has_request_id {
         out.extend_from_slice(b"X-Request-Id: ");
-        out.extend_from_slice(plan.request_id.as_bytes());
+        out.extend_from_slice(rid);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(&conn.plugin_headers);
+    out.extend_from_slice(plugin_headers);
     failover::push_selected_target(out, target);
+}
+
+async fn forward_response(
+    shard: &Shard,
+    conn: &mut Client,
+    plan: &mut Plan<'_>,
+    target: &Target,
+    up: &mut UpstreamConn,
+    resp: &ResponseHead,
+) -> Outcome {
+    let relay = match resp.body {
+        BodyKind::None => Relay::None,
+        BodyKind::Length(n) => Relay::Length(n),
+        BodyKind::Chunked if plan.client_version == 1 => Relay::Chunked,
+        BodyKind::Chunked => Relay::Dechunk,
+        BodyKind::UntilClose => Relay::UntilClose,
+    };
+    let client_keep_alive = plan.client_keep_alive
+        && !shard.draining()
+        && !matches!(relay, Relay::Dechunk | Relay::UntilClose);
+
+    // The head, rewritten.
+    let out = &mut conn.out;
+    out.clear();
+    push_response_head(
+        out,
+        up.buf.filled(),
+        resp,
+        plan.request_id.as_bytes(),
+        &conn.plugin_headers,
+        target,
+        |_| false,
+    );
     if relay == Relay::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }

@@ -7,6 +7,7 @@ mod ai;
 mod exchange;
 mod failover;
 mod plan;
+mod rewrite;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -257,6 +257,10 @@ pub fn run(
         let listener =
             unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(admin_fd) };
         let admin = crate::admin::Admin::new(settings.clone(), store, plane.clone());
+        let follower = admin
+            .cluster
+            .clone()
+            .map(|c| glommio::spawn_local(crate::cluster::config::follow(admin.clone(), c)));
         let server = glommio::spawn_local(admin.serve(listener));
         while !crate::runtime::stopping(&stop) {
             glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -266,6 +270,9 @@ pub fn run(
             settings.limits.drain_timeout
         );
         server.cancel().await;
+        if let Some(f) = follower {
+            f.cancel().await;
+        }
         plane
             .shutdown(settings.limits.drain_timeout + Duration::from_secs(2))
             .await;

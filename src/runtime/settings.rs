@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// data directory of the embedded store (default ./ringgate-data) [RINGGATE_DATA_DIR]
     #[argh(option)]
     pub data_dir: Option<String>,
+    /// where the configuration lives: "local" (the embedded store in --data-dir) or redis://[:PASSWORD@]HOST:PORT[/DB] (cluster mode: nodes share configuration and rate limits) (default local) [RINGGATE_STORE]
+    #[argh(option)]
+    pub store: Option<String>,
     /// declarative JSON configuration (the GET /api/v1/config shape): validated, then it replaces the state stored in --data-dir at start and is persisted [RINGGATE_CONFIG]
     #[argh(option)]
     pub config: Option<String>,
@@ -83,6 +86,9 @@ pub struct ServeArgs {
     /// per-request metrics: on or off (the benchmark's baseline) (default on) [RINGGATE_METRICS]
     #[argh(option)]
     pub metrics: Option<String>,
+    /// transparent huge pages for the heap: on or off (default off: a smaller, steadier RSS) [RINGGATE_HUGE_PAGES]
+    #[argh(option)]
+    pub huge_pages: Option<String>,
     /// access log: off, stdout, or a file path (appended; SIGHUP reopens it) (default off) [RINGGATE_ACCESS_LOG]
     #[argh(option)]
     pub access_log: Option<String>,
@@ -142,6 +148,8 @@ pub struct Settings {
     pub shards: usize,
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
+    /// Cluster mode: the Redis that holds configuration and limits.
+    pub redis: Option<crate::cluster::Target>,
     pub admin_token: Option<String>,
     pub log_level: Option<String>,
     pub backlog: i32,
@@ -150,9 +158,21 @@ pub struct Settings {
     pub limits: Limits,
     /// Count requests for `/metrics` (on unless `--metrics off`).
     pub metrics: bool,
+    /// Leave transparent huge pages on for this process (`--huge-pages on`).
+    pub huge_pages: bool,
     pub access_log: crate::access_log::Destination,
     /// Share of requests logged, 0..=1.
     pub access_log_sample: f64,
+}
+
+/// An `on`/`off` flag (or its variable); `default` when neither is set.
+fn on_off(flag: &Option<String>, name: &str, default: bool) -> Result<bool, String> {
+    match pick(flag, name).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(format!("--{name}: '{v}' is not on or off")),
+    }
 }
 
 /// The flag if given, else `RINGGATE_<NAME>`, else `None`.
@@ -252,13 +272,9 @@ impl Settings {
                 "--access-log-sample: {access_log_sample} is out of range (0 to 1)"
             ));
         }
-        let metrics = match pick(&a.metrics, "metrics").as_deref().map(str::trim) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(v) => return Err(format!("--metrics: '{v}' is not on or off")),
-        };
         Ok(Settings {
-            metrics,
+            metrics: on_off(&a.metrics, "metrics", true)?,
+            huge_pages: on_off(&a.huge_pages, "huge-pages", false)?,
             access_log: crate::access_log::Destination::parse(
                 &pick(&a.access_log, "access-log").unwrap_or_default(),
             ),
@@ -270,6 +286,12 @@ impl Settings {
                 pick(&a.data_dir, "data-dir").unwrap_or_else(|| "./ringgate-data".into()),
             ),
             config: pick(&a.config, "config").map(PathBuf::from),
+            redis: match pick(&a.store, "store").as_deref().map(str::trim) {
+                None | Some("local") => None,
+                Some(url) => {
+                    Some(crate::cluster::Target::parse(url).map_err(|e| format!("--store: {e}"))?)
+                }
+            },
             admin_token: pick(&a.admin_token, "admin-token"),
             log_level: pick(&a.log_level, "log-level"),
             spin: Duration::from_micros(number(&a.spin_us, "spin-us", 50u64)?.min(10_000)),

@@ -68,7 +68,7 @@ impl Shard {
             shutdown: Semaphore::new(0),
             draining: Cell::new(false),
             request_ids: RequestIds::new(index),
-            counters: Rc::new(crate::plugin::Counters::new(index)),
+            counters: Rc::new(crate::plugin::Counters::new(index).shared(settings.redis.clone())),
             settings,
         }
     }
@@ -78,8 +78,15 @@ impl Shard {
         self.view.borrow().clone()
     }
 
+    /// Serves `snapshot` from the next request on, and forgets the
+    /// balancer and metrics state of targets and routes it no longer has
+    /// (a configuration written again without ids gets new ones: kept, that
+    /// state would grow with every write).
     fn swap(&self, snapshot: Arc<Snapshot>) {
+        let live = snapshot.live_keys();
         self.balancer.adopt(&snapshot);
+        self.balancer.retain(&live);
+        self.metrics.retain(&live);
         *self.view.borrow_mut() = Rc::new(snapshot);
     }
 

@@ -277,6 +277,17 @@ impl Balancer {
         i
     }
 
+    /// Drops the state of upstreams and active verdicts of targets not in
+    /// `live` (target state was already laid out by [`adopt`](Self::adopt)).
+    pub fn retain(&self, live: &crate::config::snapshot::LiveKeys) {
+        self.active_down
+            .borrow_mut()
+            .retain(|k, _| live.targets.contains(k));
+        self.cursors
+            .borrow_mut()
+            .retain(|k, _| live.upstreams.contains(k));
+    }
+
     fn random(&self) -> u64 {
         // xorshift64*
         let mut x = self.rng.get();

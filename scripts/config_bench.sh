@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The cost of observability: proxied throughput (wrk, POST /v1/chat/completions to the mock)
-# with metrics and the access log in four configurations, each as a ratio to both off:
+# What a gateway configuration costs: proxied throughput (wrk, POST /v1/chat/completions to the
+# mock) in several configurations, each as a ratio to `off` (metrics, access log and plugins off):
 #
 #   off        --metrics off --access-log off                     (the baseline)
 #   metrics    --metrics on  --access-log off
 #   log1       --metrics on  --access-log FILE --access-log-sample 0.01
 #   log100     --metrics on  --access-log FILE --access-log-sample 1
+#   plugins    as off, through a rule with rate_limiter (per_key, exact across shards) +
+#              request_size_limiter + cors (issue #6's chain)
+#   masking    as off, through a rule with data_masking (all entities, request and response)
 #
+# Every request carries an allowed `Origin`, so cors does its work on every answer.
 # Every configuration runs ROUNDS times, alternating (off, metrics, log1, log100, off, ...),
 # each on a freshly started gateway, so drift on a shared machine hits all of them alike.
 # Prints one line per run and a table of the mean req/s and the ratio to `off`, per round
 # and overall.
+#
+# Examples:
+#   scripts/config_bench.sh                                   # observability
+#   CONFIGS="off plugins masking" ROUNDS=3 scripts/config_bench.sh
 #
 # Environment (defaults in brackets):
 #   RINGGATE_BIN     binary [target/release/ringgate, built when missing or stale]
@@ -18,7 +26,7 @@
 #   CONFIGS          which configurations, in order ["off metrics log1 log100"]
 set -euo pipefail
 
-RG_TAG=obs-bench
+RG_TAG=config-bench
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -34,20 +42,33 @@ DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-2}"
 CONFIGS="${CONFIGS:-off metrics log1 log100}"
-KEY="rg-obs-bench-key"
+KEY="rg-config-bench-key"
+ORIGIN="https://app.example.com"
 
 rg_install_traps
 rg_need_cmds wrk python3
 rg_ensure_binary
-rg_mktemp_dir WORK ringgate-obs-bench
+rg_mktemp_dir WORK ringgate-config-bench
 rg_start_mock "$WORK"
 
 cat >"$WORK/config.json" <<JSON
 {"gateways": [{"name": "bench",
   "upstreams": [{"name": "llm", "algorithm": "round-robin",
-                 "targets": [{"host": "$RG_MOCK_HOST", "port": $RG_MOCK_PORT, "protocol": "http", "weight": 1}]}],
-  "services": [{"name": "chat", "type": "upstream", "upstream": "llm"}],
-  "rules": [{"name": "openai", "path": "/v1", "methods": ["POST"], "service": "chat"}],
+                 "targets": [{"host": "$RG_MOCK_HOST", "port": $RG_MOCK_PORT, "protocol": "http", "weight": 1}]},
+                {"name": "llm-v1", "algorithm": "round-robin",
+                 "targets": [{"host": "$RG_MOCK_HOST", "port": $RG_MOCK_PORT, "protocol": "http", "weight": 1, "path": "/v1"}]}],
+  "services": [{"name": "chat", "type": "upstream", "upstream": "llm"},
+               {"name": "chat-v1", "type": "upstream", "upstream": "llm-v1"}],
+  "rules": [{"name": "openai", "path": "/v1", "methods": ["POST"], "service": "chat"},
+            {"name": "plugins", "path": "/plugins/v1", "methods": ["POST"], "service": "chat-v1",
+             "strip_path": true, "plugin_chain": [
+               {"name": "rate_limiter", "priority": 0, "settings":
+                 {"limits": {"per_key": {"limit": 1000000000, "window": "1m"}}}},
+               {"name": "request_size_limiter", "priority": 1, "settings": {"max_bytes": 1048576}},
+               {"name": "cors", "priority": 2, "settings":
+                 {"allowed_origins": ["$ORIGIN"], "allowed_methods": ["POST"]}}]},
+            {"name": "masking", "path": "/masking/v1", "methods": ["POST"], "service": "chat-v1",
+             "strip_path": true, "plugin_chain": [{"name": "data_masking", "priority": 0, "settings": {"mask_response": true}}]}],
   "keys": [{"name": "bench", "key": "$KEY"}]}]}
 JSON
 
@@ -57,7 +78,16 @@ flags_for() {
     metrics) echo "--metrics on --access-log off" ;;
     log1) echo "--metrics on --access-log $WORK/access.log --access-log-sample 0.01" ;;
     log100) echo "--metrics on --access-log $WORK/access.log --access-log-sample 1" ;;
+    plugins | masking) echo "--metrics off --access-log off" ;;
     *) rg_die "unknown configuration '$1'" ;;
+  esac
+}
+
+# The request path: the plugin configurations go through their own rules.
+path_for() {
+  case "$1" in
+    plugins | masking) echo "/$1/v1/chat/completions" ;;
+    *) echo "/v1/chat/completions" ;;
   esac
 }
 
@@ -74,11 +104,11 @@ run_one() {
     --data-dir "$WORK/data" --config "$WORK/config.json" --log-level warn $(flags_for "$cfg")
   pid="$RG_LAST_PID"
   rg_wait_line "$pid" "$WORK/gateway-$cfg-$round.log" '^ringgate ready' "${READY_TIMEOUT:-20}" "ringgate serve"
-  API_KEY="$KEY" rg_run_fg "$WORK/warmup.txt" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
-    -s "$RG_LIB_DIR/wrk/chat.lua" "http://127.0.0.1:$pport/v1/chat/completions" || true
+  API_KEY="$KEY" ORIGIN="$ORIGIN" rg_run_fg "$WORK/warmup.txt" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
+    -s "$RG_LIB_DIR/wrk/chat.lua" "http://127.0.0.1:$pport$(path_for "$cfg")" || true
   out="$WORK/wrk-$cfg-$round.txt"
-  API_KEY="$KEY" rg_run_fg "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-    -s "$RG_LIB_DIR/wrk/chat.lua" "http://127.0.0.1:$pport/v1/chat/completions" \
+  API_KEY="$KEY" ORIGIN="$ORIGIN" rg_run_fg "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+    -s "$RG_LIB_DIR/wrk/chat.lua" "http://127.0.0.1:$pport$(path_for "$cfg")" \
     || rg_die "wrk failed: $(tail -n 5 "$out")"
   read -r rps _ _ p99 errors _ < <(rg_parse_wrk "$out")
   metrics="$(curl -fsS "http://127.0.0.1:$aport/metrics" || true)"

@@ -1,0 +1,432 @@
+//! Cluster mode: two nodes share one `redis-server` (started here, on a
+//! free port, killed at the end). A write on one node is served by the
+//! other; a global rate limit holds across both; Redis restarted mid-run
+//! leaves both serving, admin writes 503 meanwhile, and they converge again.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::admin::{call, create_route, expect, proxied, start, start_failing, temp_dir, Gateway};
+use common::{spawn_mock, ChildGuard};
+use serde_json::json;
+
+/// How long a change made on one node may take to be served by another
+/// (pub/sub delivers in milliseconds; the 1 s generation poll is the bound
+/// when a message is missed).
+const CONVERGE: Duration = Duration::from_secs(5);
+
+/// A `redis-server` of this test only: no persistence, its own dir and port.
+struct Redis {
+    guard: Option<ChildGuard>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> Redis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut r = Redis {
+            guard: None,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        r.restart();
+        r
+    }
+
+    /// (Re)starts on the same port and waits until it answers PING.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        self.guard = Some(ChildGuard(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command("PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        drop(self.guard.take());
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// How many scripts Redis ran (`INFO commandstats`, `cmdstat_eval`).
+    fn evals(&self) -> u64 {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (&s).write_all(b"INFO commandstats\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+        let mut body = vec![0; len];
+        std::io::Read::read_exact(&mut r, &mut body).unwrap();
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    /// One inline command; the first reply line.
+    fn command(&self, cmd: &str) -> Option<String> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_string())
+    }
+}
+
+fn node(redis: &Redis, name: &str) -> Gateway {
+    start(&temp_dir(name), &["--store", &redis.url(), "--shards", "2"])
+}
+
+/// Polls `f` until it is true; how long that took, or a panic after `within`.
+fn within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_write_on_one_node_is_served_by_the_other() {
+    let (_mock, mock) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-a"));
+    let a = node(&redis, "cluster-a1");
+    let b = node(&redis, "cluster-b1");
+
+    let r = create_route(a.admin, "g", mock, Some("/v1"));
+    let took = within("B serves the route made on A", CONVERGE, || {
+        proxied(b.proxy, &r.key) == 200
+    });
+    eprintln!("write on A served by B after {took:?}");
+    assert_eq!(proxied(a.proxy, &r.key), 200);
+    let (_, on_a) = call(a.admin, "GET", "/api/v1/config", None, None);
+    let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(on_a, on_b);
+    assert_eq!(
+        redis.command("GET ringgate:generation").as_deref(),
+        Some("$1")
+    );
+
+    // And the other way: a delete on B stops A.
+    expect(
+        b.admin,
+        "DELETE",
+        &format!("/api/v1/gateways/{}/rules/{}", r.gateway, r.rule),
+        None,
+        204,
+    );
+    assert_eq!(proxied(b.proxy, &r.key), 404);
+    within("A stops serving the rule B deleted", CONVERGE, || {
+        proxied(a.proxy, &r.key) == 404
+    });
+
+    // A third node starting now loads everything.
+    let c = node(&redis, "cluster-c1");
+    let (_, on_c) = call(c.admin, "GET", "/api/v1/config", None, None);
+    let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(on_c, on_b);
+    for n in [a, b, c] {
+        n.stop();
+    }
+}
+
+#[test]
+fn redis_restarted_mid_run_both_keep_serving_and_converge() {
+    let (_mock, mock) = spawn_mock(&[]);
+    let mut redis = Redis::start(&temp_dir("cluster-redis-r"));
+    let a = node(&redis, "cluster-a2");
+    let b = node(&redis, "cluster-b2");
+    let r = create_route(a.admin, "g", mock, Some("/v1"));
+    within("B serves A's route", CONVERGE, || {
+        proxied(b.proxy, &r.key) == 200
+    });
+    let keys = format!("/api/v1/gateways/{}/keys", r.gateway);
+
+    redis.kill();
+    for round in 0..3 {
+        assert_eq!(proxied(a.proxy, &r.key), 200, "A, round {round}");
+        assert_eq!(proxied(b.proxy, &r.key), 200, "B, round {round}");
+        for n in [&a, &b] {
+            let (status, body) = call(n.admin, "POST", &keys, Some(&json!({"name": "down"})), None);
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("unreachable"),
+                "{body}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Redis comes back empty (no persistence): the nodes write their state
+    // back, and a write on B reaches A.
+    redis.restart();
+    let mut key = None;
+    let took = within("a write on B succeeds again", CONVERGE, || {
+        let (status, body) = call(b.admin, "POST", &keys, Some(&json!({"name": "up"})), None);
+        assert!(
+            status == 201 || status == 503 || status == 409,
+            "{status} {body}"
+        );
+        key = body["key"].as_str().map(str::to_string);
+        key.is_some()
+    });
+    eprintln!("admin writes work again {took:?} after the restart");
+    let key = key.unwrap();
+    assert_eq!(proxied(b.proxy, &key), 200);
+    within("A serves the key made on B", CONVERGE, || {
+        proxied(a.proxy, &key) == 200
+    });
+    assert_eq!(proxied(a.proxy, &r.key), 200);
+    let (_, on_a) = call(a.admin, "GET", "/api/v1/config", None, None);
+    let (_, on_b) = call(b.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(on_a, on_b);
+    a.stop();
+    b.stop();
+}
+
+const KEY: &str = "rg-cluster-key";
+const KEY2: &str = "rg-cluster-key-2";
+
+/// `conns` keep-alive connections to `addr`, `per_conn` requests each, all
+/// at once: (200s, 429s, anything else).
+fn hammer(addr: SocketAddr, conns: usize, per_conn: usize) -> (usize, usize, usize) {
+    hammer_with(addr, conns, per_conn, b"{}")
+}
+
+fn hammer_with(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    body: &'static [u8],
+) -> (usize, usize, usize) {
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut s, mut r) = common::connect_buffered(addr);
+                let mut counts = (0, 0, 0);
+                for _ in 0..per_conn {
+                    let head = format!(
+                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(head.as_bytes()).unwrap();
+                    s.write_all(body).unwrap();
+                    match common::read_response(&mut r).expect("response").0 {
+                        200 => counts.0 += 1,
+                        429 => counts.1 += 1,
+                        _ => counts.2 += 1,
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+    threads.into_iter().fold((0, 0, 0), |acc, t| {
+        let c = t.join().unwrap();
+        (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
+    })
+}
+
+/// Both nodes hammered at once: together they admit no more than the limit,
+/// and no fewer than the limit minus what unused leases can lose.
+fn limited_config(mock: SocketAddr, limit: usize) -> serde_json::Value {
+    config_with(
+        mock,
+        json!({"name": "rate_limiter", "settings": {"limits": {"global": {"limit": limit, "window": "10m"}}}}),
+    )
+}
+
+fn config_with(mock: SocketAddr, plugin: serde_json::Value) -> serde_json::Value {
+    json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port(), "path": "/echo"}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [{"name": "r", "path": "/", "service": "svc", "plugin_chain": [plugin]}],
+        "keys": [{"name": "k", "key": KEY}, {"name": "k2", "key": KEY2}],
+    }]})
+}
+
+fn generation(n: &Gateway) -> serde_json::Value {
+    call(n.admin, "GET", "/api/v1/status", None, None).1["config_generation"].clone()
+}
+
+#[test]
+fn a_global_limit_holds_across_both_nodes() {
+    const LIMIT: usize = 200;
+    // A lease is limit / 20 tokens: a node loses at most 9 of them at a
+    // bucket boundary (a ten-minute window has 30 s buckets: the burst
+    // crosses at most one).
+    const LEASE: usize = LIMIT / 20;
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-l"));
+    let a = node(&redis, "cluster-a3");
+    let b = node(&redis, "cluster-b3");
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&limited_config(m, LIMIT)),
+        200,
+    );
+    let generation = |n: &Gateway| {
+        call(n.admin, "GET", "/api/v1/status", None, None).1["config_generation"].clone()
+    };
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+
+    let evals = redis.evals();
+    let started = Instant::now();
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer(pa, 16, 25));
+    let on_b = std::thread::spawn(move || hammer(pb, 16, 25));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    let took = started.elapsed();
+    let trips = redis.evals() - evals;
+    let ok = a_ok + b_ok;
+    eprintln!(
+        "global limit {LIMIT}: admitted {ok} (A {a_ok}, B {b_ok}) of 800 in {took:?}; {trips} Redis round trips"
+    );
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(ok + a_limited + b_limited, 800);
+    assert!(ok <= LIMIT, "{ok} admitted, the limit is {LIMIT}");
+    assert!(took < Duration::from_secs(30));
+    assert!(ok >= LIMIT - 2 * (LEASE - 1), "{ok} admitted");
+    assert!(
+        a_ok > 0 && b_ok > 0,
+        "both nodes admitted some: {a_ok} {b_ok}"
+    );
+    // Leases keep Redis off most requests: about LIMIT / LEASE grants plus
+    // one refusal per node (and shard owner) per bucket, far fewer than 800.
+    assert!(
+        trips <= (LIMIT / LEASE + 2 * 2 * 2) as u64,
+        "{trips} round trips"
+    );
+
+    // Another burst in the same window admits nothing more, on either node.
+    assert_eq!(hammer(a.proxy, 2, 10).0 + hammer(b.proxy, 2, 10).0, 0);
+    a.stop();
+    b.stop();
+}
+
+/// Redis unreachable: each node falls back to its own exact window, so
+/// each admits the limit (the cluster up to nodes × limit), and none fails.
+#[test]
+fn without_redis_each_node_limits_on_its_own() {
+    const LIMIT: usize = 30;
+    let (_mock, m) = spawn_mock(&[]);
+    let mut redis = Redis::start(&temp_dir("cluster-redis-f"));
+    let a = node(&redis, "cluster-a4");
+    let b = node(&redis, "cluster-b4");
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&limited_config(m, LIMIT)),
+        200,
+    );
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+    redis.kill();
+    for n in [&a, &b] {
+        assert_eq!(hammer(n.proxy, 4, 20), (LIMIT, 80 - LIMIT, 0));
+    }
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_bad_store_or_an_unreachable_redis_stops_start_up() {
+    let (code, err) = start_failing(&temp_dir("cluster-bad"), &["--store", "http://x:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--store") && err.contains("redis://"), "{err}");
+    let port = common::dead_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let (code, err) = start_failing(&temp_dir("cluster-down"), &["--store", &url]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("redis://127.0.0.1:{port}/0")) && err.contains("unreachable"),
+        "{err}"
+    );
+}
+
+/// Token budgets count across nodes too: 1000 tokens per minute, each
+/// request reserves 100 (20 body bytes + max_tokens 95; the echo reports no
+/// usage, so each stays charged at its estimate): exactly 10 pass over both.
+#[test]
+fn a_token_budget_holds_across_both_nodes() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-t"));
+    let a = node(&redis, "cluster-a5");
+    let b = node(&redis, "cluster-b5");
+    let plugin = json!({"name": "token_rate_limiter", "settings": {"tokens_per_minute": 1000}});
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&config_with(m, plugin)),
+        200,
+    );
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+    let body: &'static [u8] = br#"{"max_tokens":   95}"#;
+
+    // Upstream errors give their reservation back (to the node's lease):
+    // 15 × 100 tokens pass a 1000-token budget one at a time.
+    for i in 0..15 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let (mut s, mut r) = common::connect_buffered(n.proxy);
+        let req = format!(
+            "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY2}\r\nx-mock-status: 500\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        assert_eq!(common::read_response(&mut r).unwrap().0, 500, "request {i}");
+    }
+
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
+    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(
+        (a_ok + b_ok, a_limited + b_limited),
+        (10, 70),
+        "A {a_ok}, B {b_ok}"
+    );
+    a.stop();
+    b.stop();
+}
