@@ -5,6 +5,7 @@
 
 mod ai;
 mod exchange;
+mod failover;
 mod plan;
 mod rewrite;
 

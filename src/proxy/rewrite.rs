@@ -13,6 +13,7 @@
 
 use serde_json::Value;
 
+use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::eq_ignore_case;
 use crate::http::{BodyKind, ResponseHead};
@@ -36,6 +37,7 @@ pub(crate) async fn forward(
     shard: &Shard,
     conn: &mut Client,
     plan: &mut Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
     ai: &mut Ai,
@@ -75,6 +77,7 @@ pub(crate) async fn forward(
         resp,
         rid.as_bytes(),
         &conn.plugin_headers,
+        target,
         skip,
     );
     let kind = resp.body;
