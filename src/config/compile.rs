@@ -6,12 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::model::{self, Config, Credentials, GatewayStatus, Protocol, ServiceType};
 use super::snapshot::{
-    Algorithm, ApiKey, Gateway, PassiveHealth, Rule, Service, ServiceKind, Snapshot, Target,
-    Upstream,
+    ActiveCheck, Algorithm, ApiKey, BreakerSettings, Gateway, PassiveHealth, Rule, Service,
+    ServiceKind, Snapshot, Target, Upstream,
 };
 use super::validate::{normalize, parse, parse_key_hash, parse_rfc3339, validate, ConfigError};
 use crate::route::{fnv1a64, RouteSpec, Router};
@@ -73,6 +73,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
         }
         snap.gateways.push(gateway);
     }
+    snap.number_targets();
     snap
 }
 
@@ -193,7 +194,30 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
                 threshold: h.threshold.max(1),
                 interval_secs: h.interval.max(1),
             }),
+        active_check: u.health_checks.as_ref().and_then(active_check),
+        breaker: u
+            .health_checks
+            .as_ref()
+            .and_then(|h| h.circuit_breaker.as_ref())
+            .map(|b| BreakerSettings {
+                failure_ratio: b.failure_ratio,
+                window: b.window.clamp(1, 64),
+                min_requests: b.min_requests.unwrap_or(10).clamp(1, b.window.clamp(1, 64)),
+                cooldown: Duration::from_secs(b.cooldown.max(1)),
+            }),
     }
+}
+
+fn active_check(h: &model::HealthChecks) -> Option<ActiveCheck> {
+    let path = h.path.clone()?;
+    let interval = Duration::from_secs(h.interval.max(1));
+    Some(ActiveCheck {
+        path,
+        interval,
+        // A probe never outlives its interval.
+        timeout: Duration::from_secs(h.timeout.unwrap_or(5).max(1)).min(interval),
+        threshold: h.threshold.max(1),
+    })
 }
 
 fn compile_service(s: &model::Service, upstreams: &[model::Upstream]) -> Service {
@@ -336,6 +360,7 @@ fn build_target(p: TargetParts<'_>) -> Target {
     Target {
         id: p.id.to_string(),
         key: stable_key(p.id),
+        slot: 0,
         host: p.host.to_string(),
         port: p.port,
         tls: p.protocol == Protocol::Https,

@@ -17,6 +17,7 @@ use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::ai::Ai;
+use crate::proxy::failover;
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::rewrite;
 use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
@@ -101,7 +102,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
     };
     ai.identity = plan.plugins.mask_response.is_some();
     let health = match plan.targets {
-        Targets::Balanced(up) => up.passive_health,
+        Targets::Balanced(up) => Some(up),
         Targets::Fixed(_) => None,
     };
     let attempts = 1 + plan.rule.retry_attempts;
@@ -168,9 +169,16 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
                 shard.balancer.record(target, health, false);
                 avoid.push(target.key);
                 attempt += 1;
+                // Nothing reached the client: another target may answer (failover).
                 let may_retry = replayable
-                    && matches!(failure, UpstreamError::Connect(_))
-                    && attempt < attempts;
+                    && matches!(
+                        failure,
+                        UpstreamError::Connect(_)
+                            | UpstreamError::Tls
+                            | UpstreamError::Closed { .. }
+                    )
+                    && attempt < attempts
+                    && failover::any_healthy(shard, &plan.targets, |t| ai.serves(t));
                 if may_retry {
                     shard
                         .metrics
@@ -215,20 +223,31 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
+        if failover::falls_back(resp.status) && replayable && attempt + 1 < attempts {
+            avoid.push(target.key);
+            if failover::untried(shard, &plan.targets, &avoid, |t| ai.serves(t)) {
+                failover::discard(shard, up, &resp, addr).await;
+                attempt += 1;
+                shard
+                    .metrics
+                    .upstream_event(target.key, UpstreamEvent::Retry);
+                continue;
+            }
+        }
         conn.obs.answered(resp.status);
         // After an early SSE head (keep-alive pings) the answer is rewritten
         // into that stream.
         let rewritten = ai.translate.is_some() || plan.plugins.mask_response.is_some();
         if rewritten || conn.early_sse.is_some() {
             let (client, reusable) =
-                rewrite::forward(shard, conn, &mut plan, &mut up, &resp, &mut ai).await;
+                rewrite::forward(shard, conn, &mut plan, target, &mut up, &resp, &mut ai).await;
             crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
             if reusable {
                 shard.pool.put(addr, up);
             }
             return client;
         }
-        let next = forward_response(shard, conn, &mut plan, &mut up, &resp).await;
+        let next = forward_response(shard, conn, &mut plan, target, &mut up, &resp).await;
         crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
@@ -585,7 +604,8 @@ enum Relay {
 }
 
 /// The status line and the upstream's end-to-end headers for the client,
-/// with X-Request-Id when the upstream sent none and the plugins' headers;
+/// with X-Request-Id when the upstream sent none, the plugins' headers and
+/// X-Selected-Target;
 /// `skip` drops more (the framing of a body the gateway rewrites). The
 /// framing, `Connection` and the final CRLF are the caller's.
 pub(crate) fn push_response_head(
@@ -594,6 +614,7 @@ pub(crate) fn push_response_head(
     resp: &ResponseHead,
     rid: &[u8],
     plugin_headers: &[u8],
+    target: &Target,
     skip: impl Fn(&[u8]) -> bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -635,12 +656,14 @@ pub(crate) fn push_response_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(plugin_headers);
+    failover::push_selected_target(out, target);
 }
 
 async fn forward_response(
     shard: &Shard,
     conn: &mut Client,
     plan: &mut Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
 ) -> Outcome {
@@ -664,6 +687,7 @@ async fn forward_response(
         resp,
         plan.request_id.as_bytes(),
         &conn.plugin_headers,
+        target,
         |_| false,
     );
     if relay == Relay::Chunked {

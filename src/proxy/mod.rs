@@ -5,6 +5,7 @@
 
 mod ai;
 mod exchange;
+mod failover;
 mod keepalive;
 mod plan;
 mod rewrite;

@@ -17,6 +17,7 @@
 
 use serde_json::Value;
 
+use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::eq_ignore_case;
 use crate::http::{BodyKind, ResponseHead};
@@ -40,6 +41,7 @@ pub(crate) async fn forward(
     shard: &Shard,
     conn: &mut Client,
     plan: &mut Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
     ai: &mut Ai,
@@ -80,6 +82,7 @@ pub(crate) async fn forward(
         resp,
         rid.as_bytes(),
         &conn.plugin_headers,
+        target,
         skip,
     );
     let kind = resp.body;
