@@ -214,7 +214,23 @@ pub struct Target {
     /// configuration is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// SSE keep-alive: while a streaming request waits for this target's
+    /// answer, send the client a `: ping` comment every this many seconds
+    /// (after sending it a `200 text/event-stream` head). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_ping_secs: Option<u64>,
+    /// `provider: "azure"` only: the deployment requests go to
+    /// (`/openai/deployments/{deployment}/…`); absent: the request's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_deployment: Option<String>,
+    /// `provider: "azure"` only: the `api-version` query parameter
+    /// (default [`AZURE_API_VERSION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
+
+/// The Azure OpenAI `api-version` used when a target names none.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -259,9 +259,15 @@ pub struct Target {
     /// Pre-rendered `Name: value\r\n` lines: the target's `headers`, then its
     /// credentials as its provider wants them.
     pub inject: Vec<u8>,
-    /// Lower-case names of the headers in `inject`; a client header of the
+    /// Lower-case names of the headers in `inject` (and, on a target with
+    /// `credentials`, of every credential header); a client header of the
     /// same name is dropped.
     pub inject_names: Vec<String>,
+    /// SSE keep-alive: `: ping` every this long while a streaming request
+    /// waits for this target's response head.
+    pub sse_ping: Option<std::time::Duration>,
+    /// `provider: "azure"`: the deployment path and `api-version`.
+    pub azure: Option<crate::provider::azure::Azure>,
 }
 
 impl Target {

@@ -677,6 +677,15 @@ fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
     if let Some(f) = &t.ca_file {
         nonempty(f, &format!("{tp}.ca_file"))?;
     }
+    if let Some(n) = t.sse_ping_secs {
+        if !(1..=3600).contains(&n) {
+            return Err(ConfigError::invalid(
+                "must be 1 to 3600 (seconds)",
+                format!("{tp}.sse_ping_secs"),
+            ));
+        }
+    }
+    crate::provider::azure::check_target(t, tp)?;
     check_credentials(&t.credentials, &format!("{tp}.credentials"))
 }
 

@@ -149,7 +149,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         let replayable = matches!(pending, Pending::None);
         conn.obs.attempt(target);
 
-        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai).await;
+        let ping = super::keepalive::interval(conn, &ai, target);
+        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai, ping).await;
         let (mut up, resp) = match result {
             Ok(ok) => ok,
             Err(Err(client)) => return client_failed(shard, conn, client, rid.as_bytes()).await,
@@ -234,7 +235,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             }
         }
         conn.obs.answered(resp.status);
-        if ai.translate.is_some() || plan.plugins.mask_response.is_some() {
+        // After an early SSE head (keep-alive pings) the answer is rewritten
+        // into that stream.
+        let rewritten = ai.translate.is_some() || plan.plugins.mask_response.is_some();
+        if rewritten || conn.early_sse.is_some() {
             let (client, reusable) =
                 rewrite::forward(shard, conn, &mut plan, target, &mut up, &resp, &mut ai).await;
             crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
@@ -345,7 +349,9 @@ async fn read_client(shard: &Shard, conn: &mut Client) -> Result<(), ClientError
 
 type AttemptResult = Result<(UpstreamConn, ResponseHead), Result<UpstreamError, ClientError>>;
 
-/// One attempt: a connection, the request, the response head.
+/// One attempt: a connection, the request, the response head (awaited
+/// with SSE keep-alive pings when `ping` is set).
+#[allow(clippy::too_many_arguments)]
 async fn attempt_once(
     shard: &Shard,
     conn: &mut Client,
@@ -354,6 +360,7 @@ async fn attempt_once(
     addr: crate::upstream::PoolKey,
     pending: &mut Pending,
     ai: &Ai,
+    ping: Option<std::time::Duration>,
 ) -> AttemptResult {
     let limits = &shard.settings.limits;
     let mut up = match shard.pool.take(&addr) {
@@ -399,8 +406,10 @@ async fn attempt_once(
         return Err(Ok(UpstreamError::Closed { reused }));
     }
     stream_request_body(shard, conn, &mut up, pending).await?;
-    let resp = read_response_head(shard, &mut up, plan.is_head)
+    let head = read_response_head(shard, &mut up, plan.is_head);
+    let resp = super::keepalive::await_head(shard, conn, plan, ping, head)
         .await
+        .map_err(|()| Err(ClientError::Gone))?
         .map_err(|e| {
             Ok(match e {
                 UpstreamError::Closed { .. } => UpstreamError::Closed { reused },
@@ -485,10 +494,8 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
             out.push(b'/');
         }
     }
-    if let Some(q) = plan.query {
-        out.push(b'?');
-        push_piece(out, fwd, q);
-    }
+    let query = plan.query.map(|q| &fwd[q.0 as usize..q.1 as usize]);
+    crate::proxy::ai::push_query(out, target, query);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     match plan.host {
         Some(h) if plan.rule.preserve_host => push_piece(out, fwd, h),
