@@ -6,12 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::model::{self, Config, Credentials, GatewayStatus, Protocol, ServiceType};
 use super::snapshot::{
-    Algorithm, ApiKey, Gateway, PassiveHealth, Rule, Service, ServiceKind, Snapshot, Target,
-    Upstream,
+    ActiveCheck, Algorithm, ApiKey, BreakerSettings, Gateway, PassiveHealth, Rule, Service,
+    ServiceKind, Snapshot, Target, Upstream,
 };
 use super::validate::{normalize, parse, parse_key_hash, parse_rfc3339, validate, ConfigError};
 use crate::route::{fnv1a64, RouteSpec, Router};
@@ -73,6 +73,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
         }
         snap.gateways.push(gateway);
     }
+    snap.number_targets();
     snap
 }
 
@@ -164,7 +165,7 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
             .targets
             .iter()
             .map(|t| {
-                build_target(TargetParts {
+                let mut built = build_target(TargetParts {
                     id: t.id.as_deref().unwrap_or_default(),
                     host: &t.host,
                     port: t.port,
@@ -179,7 +180,10 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
                     insecure_ssl: t.insecure_ssl.unwrap_or(false),
                     ca_pem: t.ca_pem.as_deref(),
                     ca_file: t.ca_file.as_deref(),
-                })
+                });
+                built.sse_ping = t.sse_ping_secs.map(std::time::Duration::from_secs);
+                built.azure = crate::provider::azure::Azure::of(t);
+                built
             })
             .collect(),
         passive_health: u
@@ -190,7 +194,30 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
                 threshold: h.threshold.max(1),
                 interval_secs: h.interval.max(1),
             }),
+        active_check: u.health_checks.as_ref().and_then(active_check),
+        breaker: u
+            .health_checks
+            .as_ref()
+            .and_then(|h| h.circuit_breaker.as_ref())
+            .map(|b| BreakerSettings {
+                failure_ratio: b.failure_ratio,
+                window: b.window.clamp(1, 64),
+                min_requests: b.min_requests.unwrap_or(10).clamp(1, b.window.clamp(1, 64)),
+                cooldown: Duration::from_secs(b.cooldown.max(1)),
+            }),
     }
+}
+
+fn active_check(h: &model::HealthChecks) -> Option<ActiveCheck> {
+    let path = h.path.clone()?;
+    let interval = Duration::from_secs(h.interval.max(1));
+    Some(ActiveCheck {
+        path,
+        interval,
+        // A probe never outlives its interval.
+        timeout: Duration::from_secs(h.timeout.unwrap_or(5).max(1)).min(interval),
+        threshold: h.threshold.max(1),
+    })
 }
 
 fn compile_service(s: &model::Service, upstreams: &[model::Upstream]) -> Service {
@@ -308,7 +335,16 @@ fn tls_client(p: &TargetParts<'_>) -> Option<TlsClient> {
 }
 
 fn build_target(p: TargetParts<'_>) -> Target {
-    let (inject, inject_names) = render(p.provider, p.headers, p.credentials);
+    let (inject, mut inject_names) = render(p.provider, p.headers, p.credentials);
+    if p.credentials.is_some() {
+        // Whatever credential the client sent never reaches a provider the
+        // gateway authenticates to itself.
+        for name in CLIENT_CREDENTIAL_HEADERS {
+            if !inject_names.iter().any(|n| n == name) {
+                inject_names.push(name.to_string());
+            }
+        }
+    }
     // An IPv6 literal is bracketed in the Host header.
     let bare = p.host.trim_start_matches('[').trim_end_matches(']');
     let host_for_header = if bare.contains(':') {
@@ -324,6 +360,7 @@ fn build_target(p: TargetParts<'_>) -> Target {
     Target {
         id: p.id.to_string(),
         key: stable_key(p.id),
+        slot: 0,
         host: p.host.to_string(),
         port: p.port,
         tls: p.protocol == Protocol::Https,
@@ -342,8 +379,15 @@ fn build_target(p: TargetParts<'_>) -> Target {
         default_model: p.default_model.map(str::to_string),
         inject,
         inject_names,
+        sse_ping: None,
+        azure: None,
     }
 }
+
+/// Client headers that carry a provider credential: dropped on the way to a
+/// target that has `credentials` of its own.
+const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// Resolves `host:port`, preferring the first IPv4 address. IP literals
 /// (bracketed or not) never touch DNS.
@@ -377,7 +421,8 @@ pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
 /// present is left out (configured headers win).
 ///
 /// Credentials: with `api_key`, provider `anthropic` gives `x-api-key` and
-/// `anthropic-version: 2023-06-01`; a `header_name` gives
+/// `anthropic-version: 2023-06-01`; provider `azure` gives `api-key` (never
+/// `Authorization`); a `header_name` gives
 /// `header_name: header_value` (or the `api_key` as the value); otherwise
 /// (provider `openai`, no provider, any OpenAI-compatible provider)
 /// `Authorization: Bearer <api_key>`. Without `api_key`, `header_name:
@@ -398,6 +443,12 @@ pub fn render(
             (Some(key), _) if provider.as_deref() == Some("anthropic") => {
                 lines.push(("x-api-key".into(), key.clone()));
                 lines.push(("anthropic-version".into(), "2023-06-01".into()));
+                if let (Some(n), Some(v)) = (&c.header_name, &c.header_value) {
+                    lines.push((n.clone(), v.clone()));
+                }
+            }
+            (Some(key), _) if provider.as_deref() == Some("azure") => {
+                lines.push(("api-key".into(), key.clone()));
                 if let (Some(n), Some(v)) = (&c.header_name, &c.header_value) {
                     lines.push((n.clone(), v.clone()));
                 }
@@ -501,6 +552,14 @@ mod tests {
             "api-key: az\r\n"
         );
         assert_eq!(
+            creds(Some("Azure"), json!(null), k.clone()),
+            "api-key: sk-1\r\n"
+        );
+        assert_eq!(
+            creds(Some("mistral"), json!(null), k.clone()),
+            "Authorization: Bearer sk-1\r\n"
+        );
+        assert_eq!(
             creds(
                 Some("gemini"),
                 json!(null),
@@ -583,7 +642,16 @@ mod tests {
             t1.inject,
             b"x-api-key: sk-ant\r\nanthropic-version: 2023-06-01\r\n"
         );
-        assert_eq!(t1.inject_names, ["x-api-key", "anthropic-version"]);
+        assert_eq!(
+            t1.inject_names,
+            [
+                "x-api-key",
+                "anthropic-version",
+                "authorization",
+                "api-key",
+                "x-goog-api-key"
+            ]
+        );
         let t2 = &up.targets[2];
         assert_eq!(t2.authority, "localhost");
         assert_eq!(t2.path, "");

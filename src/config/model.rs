@@ -113,9 +113,42 @@ pub struct HealthChecks {
     pub interval: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Seconds.
+    /// Seconds a probe may take (default 5, at most `interval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Per-target circuit breaker; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+fn default_failure_ratio() -> f64 {
+    0.5
+}
+
+fn default_breaker_window() -> u32 {
+    20
+}
+
+fn default_cooldown() -> u64 {
+    30
+}
+
+/// Opens when the failures among the last `window` outcomes reach
+/// `failure_ratio` (once `min_requests` are counted); after `cooldown`
+/// seconds one probe request decides whether it closes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    #[serde(default = "default_failure_ratio")]
+    pub failure_ratio: f64,
+    #[serde(default = "default_breaker_window")]
+    pub window: u32,
+    /// Outcomes counted before the ratio is trusted (default: 10, at most `window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// Seconds.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,7 +214,23 @@ pub struct Target {
     /// configuration is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// SSE keep-alive: while a streaming request waits for this target's
+    /// answer, send the client a `: ping` comment every this many seconds
+    /// (after sending it a `200 text/event-stream` head). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_ping_secs: Option<u64>,
+    /// `provider: "azure"` only: the deployment requests go to
+    /// (`/openai/deployments/{deployment}/…`); absent: the request's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_deployment: Option<String>,
+    /// `provider: "azure"` only: the `api-version` query parameter
+    /// (default [`AZURE_API_VERSION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
+
+/// The Azure OpenAI `api-version` used when a target names none.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

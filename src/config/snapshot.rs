@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::route::Router;
 use crate::upstream::pool::PoolKey;
@@ -28,6 +28,41 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Gives every target (upstream targets, then endpoint services) its
+    /// dense `slot`, in the order [`Snapshot::targets`] walks them.
+    pub fn number_targets(&mut self) {
+        let mut n = 0u32;
+        for gw in &mut self.gateways {
+            let endpoints = gw.services.iter_mut().filter_map(|s| match &mut s.kind {
+                ServiceKind::Endpoint(t) => Some(t),
+                ServiceKind::Upstream(_) => None,
+            });
+            for t in gw
+                .upstreams
+                .iter_mut()
+                .flat_map(|u| u.targets.iter_mut())
+                .chain(endpoints)
+            {
+                t.slot = n;
+                n += 1;
+            }
+        }
+    }
+
+    /// Every target, in `slot` order.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.gateways.iter().flat_map(|gw| {
+            let endpoints = gw.services.iter().filter_map(|s| match &s.kind {
+                ServiceKind::Endpoint(t) => Some(t),
+                ServiceKind::Upstream(_) => None,
+            });
+            gw.upstreams
+                .iter()
+                .flat_map(|u| u.targets.iter())
+                .chain(endpoints)
+        })
+    }
+
     /// The configuration with nothing in it.
     pub fn empty() -> Snapshot {
         Snapshot {
@@ -154,6 +189,33 @@ pub struct Upstream {
     /// state is keyed by it so a config change does not reset it.
     pub key: u64,
     pub passive_health: Option<PassiveHealth>,
+    /// `health_checks.path`: shard 0 polls every target (see
+    /// [`crate::upstream::health`]).
+    pub active_check: Option<ActiveCheck>,
+    /// `health_checks.circuit_breaker`: per target, per shard.
+    pub breaker: Option<BreakerSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveCheck {
+    /// Absolute request path of the probe (`GET`), query allowed.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failed probes that mark a target down.
+    pub threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    /// Opens when failures / outcomes in the window reach this (0 < r <= 1).
+    pub failure_ratio: f64,
+    /// Outcomes remembered (1..=64).
+    pub window: u32,
+    /// Outcomes needed before the ratio is trusted (1..=window).
+    pub min_requests: u32,
+    /// How long it stays open before one probe request is let through.
+    pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +232,9 @@ pub struct Target {
     /// Stable across snapshots (hash of the target id): per-shard state
     /// (health, in-flight counts, balancer weights) is keyed by it.
     pub key: u64,
+    /// Dense index of this target in its snapshot ([`Snapshot::number_targets`]):
+    /// per-shard balancer state is a `Vec` indexed by it.
+    pub slot: u32,
     pub host: String,
     pub port: u16,
     pub tls: bool,
@@ -194,9 +259,15 @@ pub struct Target {
     /// Pre-rendered `Name: value\r\n` lines: the target's `headers`, then its
     /// credentials as its provider wants them.
     pub inject: Vec<u8>,
-    /// Lower-case names of the headers in `inject`; a client header of the
+    /// Lower-case names of the headers in `inject` (and, on a target with
+    /// `credentials`, of every credential header); a client header of the
     /// same name is dropped.
     pub inject_names: Vec<String>,
+    /// SSE keep-alive: `: ping` every this long while a streaming request
+    /// waits for this target's response head.
+    pub sse_ping: Option<std::time::Duration>,
+    /// `provider: "azure"`: the deployment path and `api-version`.
+    pub azure: Option<crate::provider::azure::Azure>,
 }
 
 impl Target {

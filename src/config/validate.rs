@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Config, Credentials, Gateway, Plugin, ServiceType, Target};
+use super::model::{Config, Credentials, Gateway, HealthChecks, Plugin, ServiceType, Target};
 use crate::route::{parse_rule_path, Segment};
 
 /// What kind of refusal a [`ConfigError`] is.
@@ -565,6 +565,57 @@ fn check_host(host: &str, field: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `health_checks`: passive, active (`path`) and the circuit breaker.
+fn check_health_checks(hc: &HealthChecks, hp: &str) -> Result<(), ConfigError> {
+    let at_least_one = |v: u64, name: &str| {
+        if v == 0 {
+            Err(ConfigError::invalid(
+                "must be at least 1",
+                format!("{hp}.{name}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let active = hc.path.is_some();
+    if hc.passive || active {
+        at_least_one(u64::from(hc.threshold), "threshold")?;
+        at_least_one(hc.interval, "interval")?;
+    }
+    if let Some(t) = hc.timeout {
+        at_least_one(t, "timeout")?;
+    }
+    check_path_prefix(&hc.path, &format!("{hp}.path"))?;
+    if let Some(cb) = &hc.circuit_breaker {
+        let bp = format!("{hp}.circuit_breaker");
+        if !(cb.failure_ratio > 0.0 && cb.failure_ratio <= 1.0) {
+            return Err(ConfigError::invalid(
+                "must be above 0 and at most 1",
+                format!("{bp}.failure_ratio"),
+            ));
+        }
+        if !(1..=64).contains(&cb.window) {
+            return Err(ConfigError::invalid(
+                "must be 1 to 64 (requests)",
+                format!("{bp}.window"),
+            ));
+        }
+        if cb.min_requests.is_some_and(|m| m == 0 || m > cb.window) {
+            return Err(ConfigError::invalid(
+                "must be 1 to `window`",
+                format!("{bp}.min_requests"),
+            ));
+        }
+        if cb.cooldown == 0 {
+            return Err(ConfigError::invalid(
+                "must be at least 1 (seconds)",
+                format!("{bp}.cooldown"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_path_prefix(path: &Option<String>, field: &str) -> Result<(), ConfigError> {
     if let Some(p) = path {
         if !p.starts_with('/')
@@ -626,6 +677,15 @@ fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
     if let Some(f) = &t.ca_file {
         nonempty(f, &format!("{tp}.ca_file"))?;
     }
+    if let Some(n) = t.sse_ping_secs {
+        if !(1..=3600).contains(&n) {
+            return Err(ConfigError::invalid(
+                "must be 1 to 3600 (seconds)",
+                format!("{tp}.sse_ping_secs"),
+            ));
+        }
+    }
+    crate::provider::azure::check_target(t, tp)?;
     check_credentials(&t.credentials, &format!("{tp}.credentials"))
 }
 
@@ -727,20 +787,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
                 check_target(t, &tp)?;
             }
             if let Some(hc) = &up.health_checks {
-                let hp = format!("{up_p}.health_checks");
-                if hc.passive && hc.threshold == 0 {
-                    return Err(ConfigError::invalid(
-                        "must be at least 1",
-                        format!("{hp}.threshold"),
-                    ));
-                }
-                if hc.passive && hc.interval == 0 {
-                    return Err(ConfigError::invalid(
-                        "must be at least 1",
-                        format!("{hp}.interval"),
-                    ));
-                }
-                check_path_prefix(&hc.path, &format!("{hp}.path"))?;
+                check_health_checks(hc, &format!("{up_p}.health_checks"))?;
             }
         }
 
@@ -1015,6 +1062,68 @@ mod tests {
     }
 
     /// Applies `edit` to the base document and expects an error.
+    #[test]
+    fn health_check_fields_name_the_field() {
+        let cases = [
+            (json!({"path": "/h", "interval": 0}), "interval"),
+            (json!({"path": "/h", "threshold": 0}), "threshold"),
+            (json!({"path": "h"}), "path"),
+            (json!({"timeout": 0}), "timeout"),
+            (
+                json!({"circuit_breaker": {"failure_ratio": 0.0}}),
+                "circuit_breaker.failure_ratio",
+            ),
+            (
+                json!({"circuit_breaker": {"failure_ratio": 1.5}}),
+                "circuit_breaker.failure_ratio",
+            ),
+            (
+                json!({"circuit_breaker": {"window": 0}}),
+                "circuit_breaker.window",
+            ),
+            (
+                json!({"circuit_breaker": {"window": 65}}),
+                "circuit_breaker.window",
+            ),
+            (
+                json!({"circuit_breaker": {"window": 4, "min_requests": 5}}),
+                "circuit_breaker.min_requests",
+            ),
+            (
+                json!({"circuit_breaker": {"cooldown": 0}}),
+                "circuit_breaker.cooldown",
+            ),
+        ];
+        for (hc, field) in cases {
+            let (kind, f) =
+                refused(|v| v["gateways"][0]["upstreams"][0]["health_checks"] = hc.clone());
+            assert_eq!(kind, ErrorKind::Invalid, "{hc}");
+            assert_eq!(
+                f,
+                format!("gateways[0].upstreams[0].health_checks.{field}"),
+                "{hc}"
+            );
+        }
+        let mut v = base();
+        v["gateways"][0]["upstreams"][0]["health_checks"] = json!({
+            "path": "/v1/models", "interval": 5, "timeout": 2,
+            "circuit_breaker": {"window": 4}
+        });
+        let cfg = load_value(&v).expect("valid health checks");
+        let snap = crate::config::compile::compile(&cfg, 1);
+        let up = &snap.gateways[0].upstreams[0];
+        let check = up.active_check.as_ref().expect("active check");
+        assert_eq!(check.path, "/v1/models");
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!(check.timeout, Duration::from_secs(2));
+        let b = up.breaker.expect("breaker");
+        assert_eq!((b.window, b.min_requests, b.failure_ratio), (4, 4, 0.5));
+        assert_eq!(b.cooldown, Duration::from_secs(30));
+        // Slots are dense over upstream targets, then endpoint services.
+        let slots: Vec<u32> = snap.targets().map(|t| t.slot).collect();
+        assert_eq!(slots, vec![0, 1, 2]);
+    }
+
     fn refused(edit: impl FnOnce(&mut serde_json::Value)) -> (ErrorKind, String) {
         let mut v = base();
         edit(&mut v);

@@ -7,6 +7,7 @@
 //! it is unit-tested without an executor; `proxy::ai` wires it into an
 //! exchange.
 
+pub mod azure;
 pub mod sse;
 pub mod translate;
 

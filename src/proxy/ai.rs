@@ -45,10 +45,14 @@ pub(crate) struct Ai {
     pub identity: bool,
 }
 
-/// True when some target of the upstream cares about the body.
+/// True when some target of the upstream needs the body: it routes by
+/// model, needs translation, or takes its Azure deployment from the model.
 fn needs_body(up: &Upstream, client: Option<Format>) -> bool {
     up.targets.iter().any(|t| {
-        !t.models.is_empty() || t.default_model.is_some() || client.is_some_and(|c| c != t.format)
+        !t.models.is_empty()
+            || t.default_model.is_some()
+            || client.is_some_and(|c| c != t.format)
+            || t.azure.as_ref().is_some_and(|a| a.deployment.is_none())
     })
 }
 
@@ -67,14 +71,22 @@ impl Ai {
         } else {
             None
         };
-        if !needs_body(up, client) {
+        let needed = needs_body(up, client);
+        // SSE keep-alive only wants to know whether it is a stream: a body
+        // that is no JSON is forwarded as before.
+        let pings = up.targets.iter().any(|t| t.sse_ping.is_some());
+        if !needed && !pings {
             return Ok(ai);
         }
         ai.client = client;
         if !buffered || !matches!(plan.body, BodyKind::Length(_)) {
             return Ok(ai);
         }
-        let peek = provider::peek(body)?;
+        let peek = match provider::peek(body) {
+            Ok(p) => p,
+            Err(_) if !needed => return Ok(ai),
+            Err(e) => return Err(e),
+        };
         ai.inspected = true;
         ai.model = peek.model.map(|m| m.into_owned());
         ai.stream = peek.stream == Some(true);
@@ -96,9 +108,59 @@ impl Ai {
         }
     }
 
+    /// Whether the client asked for a stream (`"stream": true` in a body
+    /// that was inspected).
+    pub fn streaming(&self) -> bool {
+        self.stream
+    }
+
     /// Makes the body and path for `target`. `Err((status, message))`:
     /// refuse the request.
     pub fn prepare(
+        &mut self,
+        target: &Target,
+        fwd_path: &[u8],
+        body: &[u8],
+    ) -> Result<(), (u16, String)> {
+        self.prepare_body(target, fwd_path, body)?;
+        if let Some(az) = &target.azure {
+            self.azure_path(target, az, fwd_path)?;
+        }
+        Ok(())
+    }
+
+    /// The deployment path of an `azure` target, after any translation
+    /// (the `api-version` query is added by [`push_query`]).
+    fn azure_path(
+        &mut self,
+        target: &Target,
+        az: &crate::provider::azure::Azure,
+        fwd_path: &[u8],
+    ) -> Result<(), (u16, String)> {
+        if az.deployment.is_none() && !self.inspected {
+            return Err((
+                413,
+                "request body too large (or chunked) to find its Azure deployment from the model"
+                    .into(),
+            ));
+        }
+        let model = self
+            .model
+            .as_deref()
+            .or(target.default_model.as_deref().filter(|_| self.inspected));
+        let deployment = az.deployment(model).map_err(|e| (400, e))?;
+        if self.path.is_empty() {
+            az.push_path(&target.path, deployment, fwd_path, &mut self.path);
+        } else {
+            // Translated: `path` is the target's prefix + the new endpoint.
+            let translated = self.path.split_off(target.path.len());
+            self.path.clear();
+            az.push_path(&target.path, deployment, &translated, &mut self.path);
+        }
+        Ok(())
+    }
+
+    fn prepare_body(
         &mut self,
         target: &Target,
         fwd_path: &[u8],
@@ -170,5 +232,74 @@ impl Ai {
             ]
             .iter()
             .any(|h| name.eq_ignore_ascii_case(h))
+    }
+}
+
+/// Appends the upstream query: the client's, and for an `azure` target its
+/// `api-version`.
+pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8]>) {
+    match &target.azure {
+        Some(az) => az.push_query(client, out),
+        None => {
+            if let Some(q) = client {
+                out.push(b'?');
+                out.extend_from_slice(q);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure_target(deployment: Option<&str>) -> Target {
+        let mut t = serde_json::json!({"host": "127.0.0.1", "port": 9, "provider": "azure",
+                                       "path": "/az", "credentials": {"api_key": "k"}});
+        if let Some(d) = deployment {
+            t["azure_deployment"] = d.into();
+        }
+        let cfg = serde_json::json!({"gateways": [{"name": "g",
+            "upstreams": [{"name": "u", "targets": [t]}]}]});
+        let cfg =
+            crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
+        let mut snap = crate::config::compile(&cfg, 1);
+        snap.gateways
+            .remove(0)
+            .upstreams
+            .remove(0)
+            .targets
+            .remove(0)
+    }
+
+    #[test]
+    fn azure_paths_follow_translation() {
+        let body = br#"{"model":"claude-x","max_tokens":8,"messages":[]}"#;
+        let mut ai = Ai {
+            client: Some(Format::Anthropic),
+            inspected: true,
+            model: Some("claude-x".into()),
+            ..Ai::default()
+        };
+        ai.prepare(&azure_target(Some("dep")), b"/v1/messages", body)
+            .unwrap();
+        assert!(matches!(ai.translate, Some(Direction::OpenAiToAnthropic)));
+        assert_eq!(ai.path, b"/az/openai/deployments/dep/chat/completions");
+        // Without a fixed deployment the model names it.
+        ai.prepare(&azure_target(None), b"/v1/messages", body)
+            .unwrap();
+        assert_eq!(ai.path, b"/az/openai/deployments/claude-x/chat/completions");
+        // Not inspected (a large body): no model to name the deployment.
+        let mut big = Ai {
+            client: Some(Format::OpenAi),
+            ..Ai::default()
+        };
+        let err = big
+            .prepare(&azure_target(None), b"/v1/chat/completions", b"")
+            .unwrap_err();
+        assert_eq!(err.0, 413);
+        big.prepare(&azure_target(Some("dep")), b"/v1/chat/completions", b"")
+            .unwrap();
+        assert_eq!(big.path, b"/az/openai/deployments/dep/chat/completions");
     }
 }

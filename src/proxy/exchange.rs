@@ -17,6 +17,7 @@ use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::ai::Ai;
+use crate::proxy::failover;
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::rewrite;
 use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
@@ -101,7 +102,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
     };
     ai.identity = plan.plugins.mask_response.is_some();
     let health = match plan.targets {
-        Targets::Balanced(up) => up.passive_health,
+        Targets::Balanced(up) => Some(up),
         Targets::Fixed(_) => None,
     };
     let attempts = 1 + plan.rule.retry_attempts;
@@ -148,7 +149,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         let replayable = matches!(pending, Pending::None);
         conn.obs.attempt(target);
 
-        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai).await;
+        let ping = super::keepalive::interval(conn, &ai, target);
+        let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai, ping).await;
         let (mut up, resp) = match result {
             Ok(ok) => ok,
             Err(Err(client)) => return client_failed(shard, conn, client, rid.as_bytes()).await,
@@ -167,9 +169,16 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
                 shard.balancer.record(target, health, false);
                 avoid.push(target.key);
                 attempt += 1;
+                // Nothing reached the client: another target may answer (failover).
                 let may_retry = replayable
-                    && matches!(failure, UpstreamError::Connect(_))
-                    && attempt < attempts;
+                    && matches!(
+                        failure,
+                        UpstreamError::Connect(_)
+                            | UpstreamError::Tls
+                            | UpstreamError::Closed { .. }
+                    )
+                    && attempt < attempts
+                    && failover::any_healthy(shard, &plan.targets, |t| ai.serves(t));
                 if may_retry {
                     shard
                         .metrics
@@ -214,17 +223,31 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
+        if failover::falls_back(resp.status) && replayable && attempt + 1 < attempts {
+            avoid.push(target.key);
+            if failover::untried(shard, &plan.targets, &avoid, |t| ai.serves(t)) {
+                failover::discard(shard, up, &resp, addr).await;
+                attempt += 1;
+                shard
+                    .metrics
+                    .upstream_event(target.key, UpstreamEvent::Retry);
+                continue;
+            }
+        }
         conn.obs.answered(resp.status);
-        if ai.translate.is_some() || plan.plugins.mask_response.is_some() {
+        // After an early SSE head (keep-alive pings) the answer is rewritten
+        // into that stream.
+        let rewritten = ai.translate.is_some() || plan.plugins.mask_response.is_some();
+        if rewritten || conn.early_sse.is_some() {
             let (client, reusable) =
-                rewrite::forward(shard, conn, &mut plan, &mut up, &resp, &mut ai).await;
+                rewrite::forward(shard, conn, &mut plan, target, &mut up, &resp, &mut ai).await;
             crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
             if reusable {
                 shard.pool.put(addr, up);
             }
             return client;
         }
-        let next = forward_response(shard, conn, &mut plan, &mut up, &resp).await;
+        let next = forward_response(shard, conn, &mut plan, target, &mut up, &resp).await;
         crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
         if next.upstream_reusable {
             shard.pool.put(addr, up);
@@ -326,7 +349,9 @@ async fn read_client(shard: &Shard, conn: &mut Client) -> Result<(), ClientError
 
 type AttemptResult = Result<(UpstreamConn, ResponseHead), Result<UpstreamError, ClientError>>;
 
-/// One attempt: a connection, the request, the response head.
+/// One attempt: a connection, the request, the response head (awaited
+/// with SSE keep-alive pings when `ping` is set).
+#[allow(clippy::too_many_arguments)]
 async fn attempt_once(
     shard: &Shard,
     conn: &mut Client,
@@ -335,6 +360,7 @@ async fn attempt_once(
     addr: crate::upstream::PoolKey,
     pending: &mut Pending,
     ai: &Ai,
+    ping: Option<std::time::Duration>,
 ) -> AttemptResult {
     let limits = &shard.settings.limits;
     let mut up = match shard.pool.take(&addr) {
@@ -380,8 +406,10 @@ async fn attempt_once(
         return Err(Ok(UpstreamError::Closed { reused }));
     }
     stream_request_body(shard, conn, &mut up, pending).await?;
-    let resp = read_response_head(shard, &mut up, plan.is_head)
+    let head = read_response_head(shard, &mut up, plan.is_head);
+    let resp = super::keepalive::await_head(shard, conn, plan, ping, head)
         .await
+        .map_err(|()| Err(ClientError::Gone))?
         .map_err(|e| {
             Ok(match e {
                 UpstreamError::Closed { .. } => UpstreamError::Closed { reused },
@@ -466,10 +494,8 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
             out.push(b'/');
         }
     }
-    if let Some(q) = plan.query {
-        out.push(b'?');
-        push_piece(out, fwd, q);
-    }
+    let query = plan.query.map(|q| &fwd[q.0 as usize..q.1 as usize]);
+    crate::proxy::ai::push_query(out, target, query);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     match plan.host {
         Some(h) if plan.rule.preserve_host => push_piece(out, fwd, h),
@@ -578,7 +604,8 @@ enum Relay {
 }
 
 /// The status line and the upstream's end-to-end headers for the client,
-/// with X-Request-Id when the upstream sent none and the plugins' headers;
+/// with X-Request-Id when the upstream sent none, the plugins' headers and
+/// X-Selected-Target;
 /// `skip` drops more (the framing of a body the gateway rewrites). The
 /// framing, `Connection` and the final CRLF are the caller's.
 pub(crate) fn push_response_head(
@@ -587,6 +614,7 @@ pub(crate) fn push_response_head(
     resp: &ResponseHead,
     rid: &[u8],
     plugin_headers: &[u8],
+    target: &Target,
     skip: impl Fn(&[u8]) -> bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -628,12 +656,14 @@ pub(crate) fn push_response_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(plugin_headers);
+    failover::push_selected_target(out, target);
 }
 
 async fn forward_response(
     shard: &Shard,
     conn: &mut Client,
     plan: &mut Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
 ) -> Outcome {
@@ -657,6 +687,7 @@ async fn forward_response(
         resp,
         plan.request_id.as_bytes(),
         &conn.plugin_headers,
+        target,
         |_| false,
     );
     if relay == Relay::Chunked {

@@ -5,6 +5,8 @@
 
 mod ai;
 mod exchange;
+mod failover;
+mod keepalive;
 mod plan;
 mod rewrite;
 
@@ -61,6 +63,9 @@ pub(crate) struct Client {
     pub plugin_headers: Vec<u8>,
     /// Scratch space for plugins that rewrite the body.
     pub scratch: Vec<u8>,
+    /// The current request already got an early `text/event-stream` head
+    /// (SSE keep-alive): any later answer continues that stream.
+    pub early_sse: Option<keepalive::EarlyHead>,
 }
 
 /// Races `fut` against a timer; `None` when the time ran out first.
@@ -122,6 +127,7 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
         peer,
         plugin_headers: Vec::new(),
         scratch: Vec::new(),
+        early_sse: None,
     };
     let http_limits = http::Limits {
         max_head_bytes: limits.max_head_bytes,
@@ -224,6 +230,10 @@ pub(crate) async fn respond_error_with(
     extra_headers: &[u8],
     keep_alive: bool,
 ) -> Next {
+    if let Some(early) = conn.early_sse {
+        let data = keepalive::gateway_error(status, message);
+        return keepalive::error_event(shard, conn, early, status, &data, keep_alive).await;
+    }
     conn.out.clear();
     let rid = std::str::from_utf8(request_id).unwrap_or("-");
     http::errors::write_error(
@@ -266,6 +276,7 @@ pub(crate) async fn linger_close(conn: &mut Client) {
 /// One request, counted once it is answered.
 async fn handle(shard: &Rc<Shard>, conn: &mut Client, head: &RequestHead) -> Next {
     let view = shard.view();
+    conn.early_sse = None;
     let next = answer(shard, conn, head, &view).await;
     crate::metrics::finish(shard, &view, &mut conn.obs, conn.buf.consumed());
     next

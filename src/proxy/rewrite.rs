@@ -10,9 +10,14 @@
 //! larger body, a compressed one (the request went out without
 //! `Accept-Encoding`, so only an upstream that ignores that sends one), or a
 //! body cut short is answered with 502 rather than passed on unmasked.
+//!
+//! After an early SSE head ([`keepalive`](super::keepalive)) every answer
+//! comes here: a `2xx` event stream continues the client's stream without a
+//! head of its own; anything else becomes one `event: error`.
 
 use serde_json::Value;
 
+use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::eq_ignore_case;
 use crate::http::{BodyKind, ResponseHead};
@@ -36,6 +41,7 @@ pub(crate) async fn forward(
     shard: &Shard,
     conn: &mut Client,
     plan: &mut Plan<'_>,
+    target: &Target,
     up: &mut UpstreamConn,
     resp: &ResponseHead,
     ai: &mut Ai,
@@ -49,7 +55,8 @@ pub(crate) async fn forward(
         .header(buf, "content-encoding")
         .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"identity"));
     let rid = plan.request_id;
-    let keep = plan.client_keep_alive && !shard.draining();
+    let early = conn.early_sse;
+    let keep = plan.client_keep_alive && !shard.draining() && early.is_none_or(|e| e.keep);
     if encoded {
         let next = respond_error(
             shard,
@@ -75,6 +82,7 @@ pub(crate) async fn forward(
         resp,
         rid.as_bytes(),
         &conn.plugin_headers,
+        target,
         skip,
     );
     let kind = resp.body;
@@ -89,7 +97,7 @@ pub(crate) async fn forward(
     };
     let reusable = resp.keep_alive && kind != BodyKind::UntilClose;
 
-    if is_sse && (resp.status < 300 || translate.is_none()) {
+    if is_sse && (resp.status < 300 || (translate.is_none() && early.is_none())) {
         // HTTP/1.0 clients get a close-delimited stream.
         let chunked = plan.client_version == 1;
         if translate.is_some() {
@@ -104,8 +112,11 @@ pub(crate) async fn forward(
             conn.out.extend_from_slice(b"Connection: close\r\n");
         }
         conn.out.extend_from_slice(b"\r\n");
+        if early.is_some() {
+            conn.out.clear(); // the client has its head already
+        }
         conn.obs.sent(conn.out.len());
-        if !send(shard, &mut conn.stream, &conn.out).await {
+        if !conn.out.is_empty() && !send(shard, &mut conn.stream, &conn.out).await {
             return (Next::Close, false);
         }
         let mut stream = Stream {
@@ -212,6 +223,12 @@ pub(crate) async fn forward(
     crate::plugin::observe_response(&mut plan.plugins, &out_body);
     if translate.is_none() {
         conn.obs.body(&out_body);
+    }
+    if let Some(early) = early {
+        let data = super::keepalive::upstream_error(resp.status, &out_body);
+        let next =
+            super::keepalive::error_event(shard, conn, early, resp.status, &data, keep).await;
+        return (next, reusable);
     }
     conn.out.extend_from_slice(b"Content-Length: ");
     crate::http::errors::push_decimal(&mut conn.out, out_body.len() as u64);

@@ -51,11 +51,13 @@ impl Shard {
     ) -> Shard {
         let limits = &settings.limits;
         let pool = Pool::new(limits.pool_max_idle, limits.pool_idle_timeout);
+        let balancer = Balancer::new(index as u64);
+        balancer.adopt(&snapshot);
         Shard {
             index,
             view: RefCell::new(Rc::new(snapshot)),
             pool,
-            balancer: Balancer::new(index as u64),
+            balancer,
             metrics: ShardMetrics::default(),
             access_log: Rc::new(ShardLog::new(
                 access_log,
@@ -82,6 +84,7 @@ impl Shard {
     /// state would grow with every write).
     fn swap(&self, snapshot: Arc<Snapshot>) {
         let live = snapshot.live_keys();
+        self.balancer.adopt(&snapshot);
         self.balancer.retain(&live);
         self.metrics.retain(&live);
         *self.view.borrow_mut() = Rc::new(snapshot);
@@ -157,7 +160,8 @@ pub fn start_all(
     let mut ends = Vec::new();
     let mut threads = Vec::new();
     let mesh = crate::plugin::counters::mesh(sockets.len());
-    for (index, fd) in sockets.into_iter().enumerate() {
+    let health = crate::upstream::health::links(sockets.len());
+    for ((index, fd), health) in sockets.into_iter().enumerate().zip(health) {
         let mesh = mesh.clone();
         let (control_ends, shard_ends) = control::channels();
         ends.push(control_ends);
@@ -188,6 +192,7 @@ pub fn start_all(
                         let _ = ready.send(Ok(()));
                         ex.run(run(
                             index, cpu, fd, shard_ends, settings, snapshot, access_log, mesh,
+                            health,
                         ));
                     }
                 }
@@ -215,6 +220,7 @@ async fn run(
     snapshot: Arc<Snapshot>,
     access_log: Option<SyncSender<Vec<u8>>>,
     mesh: Option<crate::plugin::counters::Mesh>,
+    health: crate::upstream::health::Link,
 ) {
     // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
@@ -259,6 +265,7 @@ async fn run(
         })
     };
     let reaper = shard.pool.start_reaper();
+    let health = crate::upstream::health::start(&shard, health);
     let log_flusher = shard.access_log.start_flusher();
 
     let gate = Gate::new();
@@ -306,6 +313,7 @@ async fn run(
     })
     .await;
     reaper.cancel();
+    health.cancel();
     if let Some(flusher) = log_flusher {
         flusher.cancel();
     }

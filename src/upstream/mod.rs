@@ -1,7 +1,9 @@
-//! The upstream side of a shard: target choice and health (`balance`),
+//! The upstream side of a shard: target choice, passive health and the
+//! circuit breaker (`balance`), active health checks (`health`),
 //! connections and the per-shard keep-alive pool (`pool`).
 
 pub mod balance;
+pub mod health;
 pub mod pool;
 pub mod tls;
 
