@@ -88,6 +88,15 @@ impl Redis {
             .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
     }
 
+    /// What the rate-limit windows in Redis count, all keys and buckets.
+    fn counted(&self) -> Option<u64> {
+        let sum = "local s = 0 for _, k in ipairs(redis.call('KEYS', 'ringgate:rl:*')) do for _, v in ipairs(redis.call('HVALS', k)) do s = s + tonumber(v) end end return s";
+        self.command(&format!("EVAL \"{sum}\" 0"))?
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+    }
+
     /// One inline command; the first reply line.
     fn command(&self, cmd: &str) -> Option<String> {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
@@ -281,9 +290,9 @@ fn generation(n: &Gateway) -> serde_json::Value {
 #[test]
 fn a_global_limit_holds_across_both_nodes() {
     const LIMIT: usize = 200;
-    // A lease is limit / 20 tokens: a node loses at most 9 of them at a
-    // bucket boundary (a ten-minute window has 30 s buckets: the burst
-    // crosses at most one).
+    // A lease is at most limit / 20 tokens: a node holds at most 9 unused
+    // ones when the window fills (a ten-minute window has 30 s buckets: the
+    // burst crosses at most one).
     const LEASE: usize = LIMIT / 20;
     let (_mock, m) = spawn_mock(&[]);
     let redis = Redis::start(&temp_dir("cluster-redis-l"));
@@ -325,10 +334,11 @@ fn a_global_limit_holds_across_both_nodes() {
         a_ok > 0 && b_ok > 0,
         "both nodes admitted some: {a_ok} {b_ok}"
     );
-    // Leases keep Redis off most requests: about LIMIT / LEASE grants plus
-    // one refusal per node (and shard owner) per bucket, far fewer than 800.
+    // Leases keep Redis off most requests: about LIMIT / LEASE grants, the
+    // growing leases before them (1, 2, 4, 8 tokens per node), one refusal
+    // per node (and shard owner) per bucket, far fewer than 800.
     assert!(
-        trips <= (LIMIT / LEASE + 2 * 2 * 2) as u64,
+        trips <= (LIMIT / LEASE + 2 * 4 + 2 * 2 * 2) as u64,
         "{trips} round trips"
     );
 
@@ -427,6 +437,94 @@ fn a_token_budget_holds_across_both_nodes() {
         (10, 70),
         "A {a_ok}, B {b_ok}"
     );
+    a.stop();
+    b.stop();
+}
+
+/// Low traffic is not under-admitted: both nodes send one request at a time,
+/// 300 ms apart, to a limit of 60 per 6 s — together at most ~44 in any
+/// window, so every one must pass. (With fixed leases of limit / 20 that
+/// ended unused, each node charged 3 tokens per 300 ms bucket and used 1:
+/// the window filled at about 20 real admissions.) Leases start at one
+/// token and unused tokens go back to the bucket they were counted in.
+#[test]
+fn low_traffic_on_both_nodes_is_all_admitted() {
+    const LIMIT: usize = 60;
+    const PER_NODE: usize = 30;
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-low"));
+    let a = node(&redis, "cluster-a6");
+    let b = node(&redis, "cluster-b6");
+    let plugin = json!({"name": "rate_limiter", "settings": {"limits": {"global": {"limit": LIMIT, "window": "6s"}}}});
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&config_with(m, plugin)),
+        200,
+    );
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+    let paced = |addr: SocketAddr| {
+        std::thread::spawn(move || {
+            let (mut s, mut r) = common::connect_buffered(addr);
+            let mut statuses = Vec::new();
+            for _ in 0..PER_NODE {
+                let head = format!(
+                    "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: 2\r\n\r\n{{}}"
+                );
+                s.write_all(head.as_bytes()).unwrap();
+                statuses.push(common::read_response(&mut r).expect("response").0);
+                // After the answer, so the rate never exceeds one per 300 ms.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            statuses
+        })
+    };
+    let (on_a, on_b) = (paced(a.proxy), paced(b.proxy));
+    let (sa, sb) = (on_a.join().unwrap(), on_b.join().unwrap());
+    let admitted = |s: &[u16]| s.iter().filter(|&&c| c == 200).count();
+    eprintln!(
+        "low traffic: A {} of {PER_NODE}, B {} of {PER_NODE} admitted",
+        admitted(&sa),
+        admitted(&sb)
+    );
+    assert_eq!(sa, vec![200; PER_NODE], "A");
+    assert_eq!(sb, vec![200; PER_NODE], "B");
+    a.stop();
+    b.stop();
+}
+
+/// Unused lease tokens go back to Redis exactly: short bursts grow each
+/// node's lease (1, 2, 4, 8 tokens...), so the last one ends with tokens
+/// left; once it ended, Redis's window counts exactly what was admitted.
+#[test]
+fn unused_lease_tokens_go_back_to_redis() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-g"));
+    let a = node(&redis, "cluster-a7");
+    let b = node(&redis, "cluster-b7");
+    let plugin = json!({"name": "rate_limiter", "settings": {"limits": {"global": {"limit": 400, "window": "6s"}}}});
+    expect(
+        a.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&config_with(m, plugin)),
+        200,
+    );
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+    assert_eq!(hammer(a.proxy, 1, 10), (10, 0, 0));
+    assert_eq!(hammer(b.proxy, 1, 7), (7, 0, 0));
+    // Leases end with their 300 ms bucket; the window lasts 6 s.
+    let took = within(
+        "Redis counts what was admitted",
+        Duration::from_secs(4),
+        || redis.counted() == Some(17),
+    );
+    eprintln!("Redis counted exactly the 17 admitted {took:?} after the bursts");
     a.stop();
     b.stop();
 }

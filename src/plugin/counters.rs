@@ -251,7 +251,7 @@ pub struct Counters {
     next_id: Cell<u64>,
     inserts: Cell<u64>,
     /// Cluster mode: leases of the windows Redis keeps for all nodes.
-    cluster: Option<crate::cluster::limits::Leases>,
+    cluster: Option<Rc<crate::cluster::limits::Leases>>,
 }
 
 impl Counters {
@@ -273,13 +273,8 @@ impl Counters {
 
     /// Cluster mode: `take_shared` counts across every node through Redis.
     pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
-        self.cluster = redis.map(crate::cluster::limits::Leases::new);
+        self.cluster = redis.map(|t| Rc::new(crate::cluster::limits::Leases::new(t)));
         self
-    }
-
-    /// Round trips this shard made to Redis for leases.
-    pub fn lease_refills(&self) -> u64 {
-        self.cluster.as_ref().map_or(0, |l| l.refills.get())
     }
 
     fn now_us(&self) -> u64 {
