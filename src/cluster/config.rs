@@ -153,13 +153,15 @@ impl Cluster {
                 }
             };
             let snapshot = Arc::new(compile::compile(&config, generation));
-            if let Err(lagging) = admin.plane.apply(snapshot.clone()).await {
-                log::error!("generation {generation} from Redis: {lagging}");
-            }
+            // Installed before the shards get it, so once a shard serves a
+            // generation this node's admin API shows it too.
             admin
                 .store
                 .borrow_mut()
-                .install(config, generation, snapshot);
+                .install(config, generation, snapshot.clone());
+            if let Err(lagging) = admin.plane.apply(snapshot).await {
+                log::error!("generation {generation} from Redis: {lagging}");
+            }
             log::info!(
                 "now serving generation {generation} from {}",
                 self.target().shown
