@@ -236,32 +236,18 @@ fn hammer_with(
     per_conn: usize,
     body: &'static [u8],
 ) -> (usize, usize, usize) {
-    let threads: Vec<_> = (0..conns)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let (mut s, mut r) = common::connect_buffered(addr);
-                let mut counts = (0, 0, 0);
-                for _ in 0..per_conn {
-                    let head = format!(
-                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    s.write_all(head.as_bytes()).unwrap();
-                    s.write_all(body).unwrap();
-                    match common::read_response(&mut r).expect("response").0 {
-                        200 => counts.0 += 1,
-                        429 => counts.1 += 1,
-                        _ => counts.2 += 1,
-                    }
-                }
-                counts
-            })
-        })
-        .collect();
-    threads.into_iter().fold((0, 0, 0), |acc, t| {
-        let c = t.join().unwrap();
-        (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
-    })
+    common::hammer(addr, KEY, conns, per_conn, body)
+}
+
+/// Two nodes on `redis`; `config` written on the first and served by both.
+fn two_nodes(redis: &Redis, tags: [&str; 2], config: &serde_json::Value) -> (Gateway, Gateway) {
+    let a = node(redis, tags[0]);
+    let b = node(redis, tags[1]);
+    expect(a.admin, "PUT", "/api/v1/config", Some(config), 200);
+    within("B has A's configuration", CONVERGE, || {
+        generation(&b) == generation(&a)
+    });
+    (a, b)
 }
 
 /// Both nodes hammered at once: together they admit no more than the limit,
@@ -296,21 +282,11 @@ fn a_global_limit_holds_across_both_nodes() {
     const LEASE: usize = LIMIT / 20;
     let (_mock, m) = spawn_mock(&[]);
     let redis = Redis::start(&temp_dir("cluster-redis-l"));
-    let a = node(&redis, "cluster-a3");
-    let b = node(&redis, "cluster-b3");
-    expect(
-        a.admin,
-        "PUT",
-        "/api/v1/config",
-        Some(&limited_config(m, LIMIT)),
-        200,
+    let (a, b) = two_nodes(
+        &redis,
+        ["cluster-a3", "cluster-b3"],
+        &limited_config(m, LIMIT),
     );
-    let generation = |n: &Gateway| {
-        call(n.admin, "GET", "/api/v1/status", None, None).1["config_generation"].clone()
-    };
-    within("B has A's configuration", CONVERGE, || {
-        generation(&b) == generation(&a)
-    });
 
     let evals = redis.evals();
     let started = Instant::now();
@@ -355,18 +331,11 @@ fn without_redis_each_node_limits_on_its_own() {
     const LIMIT: usize = 30;
     let (_mock, m) = spawn_mock(&[]);
     let mut redis = Redis::start(&temp_dir("cluster-redis-f"));
-    let a = node(&redis, "cluster-a4");
-    let b = node(&redis, "cluster-b4");
-    expect(
-        a.admin,
-        "PUT",
-        "/api/v1/config",
-        Some(&limited_config(m, LIMIT)),
-        200,
+    let (a, b) = two_nodes(
+        &redis,
+        ["cluster-a4", "cluster-b4"],
+        &limited_config(m, LIMIT),
     );
-    within("B has A's configuration", CONVERGE, || {
-        generation(&b) == generation(&a)
-    });
     redis.kill();
     for n in [&a, &b] {
         assert_eq!(hammer(n.proxy, 4, 20), (LIMIT, 80 - LIMIT, 0));
@@ -397,19 +366,12 @@ fn a_bad_store_or_an_unreachable_redis_stops_start_up() {
 fn a_token_budget_holds_across_both_nodes() {
     let (_mock, m) = spawn_mock(&[]);
     let redis = Redis::start(&temp_dir("cluster-redis-t"));
-    let a = node(&redis, "cluster-a5");
-    let b = node(&redis, "cluster-b5");
     let plugin = json!({"name": "token_rate_limiter", "settings": {"tokens_per_minute": 1000}});
-    expect(
-        a.admin,
-        "PUT",
-        "/api/v1/config",
-        Some(&config_with(m, plugin)),
-        200,
+    let (a, b) = two_nodes(
+        &redis,
+        ["cluster-a5", "cluster-b5"],
+        &config_with(m, plugin),
     );
-    within("B has A's configuration", CONVERGE, || {
-        generation(&b) == generation(&a)
-    });
     let body: &'static [u8] = br#"{"max_tokens":   95}"#;
 
     // Upstream errors give their reservation back (to the node's lease):
@@ -453,19 +415,12 @@ fn low_traffic_on_both_nodes_is_all_admitted() {
     const PER_NODE: usize = 30;
     let (_mock, m) = spawn_mock(&[]);
     let redis = Redis::start(&temp_dir("cluster-redis-low"));
-    let a = node(&redis, "cluster-a6");
-    let b = node(&redis, "cluster-b6");
     let plugin = json!({"name": "rate_limiter", "settings": {"limits": {"global": {"limit": LIMIT, "window": "6s"}}}});
-    expect(
-        a.admin,
-        "PUT",
-        "/api/v1/config",
-        Some(&config_with(m, plugin)),
-        200,
+    let (a, b) = two_nodes(
+        &redis,
+        ["cluster-a6", "cluster-b6"],
+        &config_with(m, plugin),
     );
-    within("B has A's configuration", CONVERGE, || {
-        generation(&b) == generation(&a)
-    });
     let paced = |addr: SocketAddr| {
         std::thread::spawn(move || {
             let (mut s, mut r) = common::connect_buffered(addr);
@@ -503,19 +458,12 @@ fn low_traffic_on_both_nodes_is_all_admitted() {
 fn unused_lease_tokens_go_back_to_redis() {
     let (_mock, m) = spawn_mock(&[]);
     let redis = Redis::start(&temp_dir("cluster-redis-g"));
-    let a = node(&redis, "cluster-a7");
-    let b = node(&redis, "cluster-b7");
     let plugin = json!({"name": "rate_limiter", "settings": {"limits": {"global": {"limit": 400, "window": "6s"}}}});
-    expect(
-        a.admin,
-        "PUT",
-        "/api/v1/config",
-        Some(&config_with(m, plugin)),
-        200,
+    let (a, b) = two_nodes(
+        &redis,
+        ["cluster-a7", "cluster-b7"],
+        &config_with(m, plugin),
     );
-    within("B has A's configuration", CONVERGE, || {
-        generation(&b) == generation(&a)
-    });
     assert_eq!(hammer(a.proxy, 1, 10), (10, 0, 0));
     assert_eq!(hammer(b.proxy, 1, 7), (7, 0, 0));
     // Leases end with their 300 ms bucket; the window lasts 6 s.

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 
-use common::{connect_buffered, read_response, spawn_gateway, spawn_mock};
+use common::{spawn_gateway, spawn_mock};
 use serde_json::{json, Value};
 
 const KEY: &str = "rg-exact-key";
@@ -22,41 +21,13 @@ fn gateway(m: SocketAddr, chain: Value) -> common::Gateway {
     spawn_gateway(&config, &["--shards", "2"])
 }
 
-/// `conns` keep-alive connections, `per_conn` requests each, all at once;
-/// returns the count of each status.
 fn hammer(
     addr: SocketAddr,
     conns: usize,
     per_conn: usize,
     body: &'static [u8],
 ) -> (usize, usize, usize) {
-    let threads: Vec<_> = (0..conns)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let (mut s, mut r) = connect_buffered(addr);
-                let mut counts = (0, 0, 0);
-                for _ in 0..per_conn {
-                    let head = format!(
-                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    s.write_all(head.as_bytes()).unwrap();
-                    s.write_all(body).unwrap();
-                    let resp = read_response(&mut r).expect("response");
-                    match resp.0 {
-                        200 => counts.0 += 1,
-                        429 => counts.1 += 1,
-                        _ => counts.2 += 1,
-                    }
-                }
-                counts
-            })
-        })
-        .collect();
-    threads.into_iter().fold((0, 0, 0), |acc, t| {
-        let c = t.join().unwrap();
-        (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
-    })
+    common::hammer(addr, KEY, conns, per_conn, body)
 }
 
 #[test]

@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{BufRead, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -84,6 +85,18 @@ fn error_event(body: &[u8]) -> Value {
     json_body(data.as_bytes())
 }
 
+/// Sends a streaming chat request on `s` whose answer comes after the
+/// early head and at least one ping, and returns the error event it ends in.
+fn pinged_error<R: BufRead>(s: &mut TcpStream, r: &mut R, path: &str, extra: &str) -> Value {
+    s.write_all(chat_request(path, true, extra, "1.1").as_bytes())
+        .unwrap();
+    let (status, _) = read_head(r).unwrap();
+    assert_eq!(status, 200);
+    let (pings, rest) = read_pings_then_body(r);
+    assert!(pings >= 1, "{path} {extra:?}: no ping before the answer");
+    error_event(&rest)
+}
+
 #[test]
 fn a_slow_stream_gets_an_early_head_and_pings_then_its_events() {
     let (_m, mock) = spawn_mock(&["--stream-interval-ms", "1"]);
@@ -146,40 +159,22 @@ fn an_error_answer_after_the_early_head_is_an_error_event() {
     let (mut s, mut r) = connect_buffered(gw.proxy);
 
     // The upstream's own error, with its status.
-    s.write_all(
-        chat_request(
-            "/v1/chat/completions",
-            true,
-            "x-mock-delay-ms: 1600\r\nx-mock-status: 429\r\n",
-            "1.1",
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let (status, _) = read_head(&mut r).unwrap();
-    assert_eq!(status, 200);
-    let (pings, rest) = read_pings_then_body(&mut r);
-    assert!(pings >= 1);
-    let e = error_event(&rest);
+    let e = pinged_error(
+        &mut s,
+        &mut r,
+        "/v1/chat/completions",
+        "x-mock-delay-ms: 1600\r\nx-mock-status: 429\r\n",
+    );
     assert_eq!(e["status"], 429, "{e}");
     assert_eq!(e["error"]["message"], "mock status 429", "{e}");
 
     // The gateway's own: the upstream never answers (504), same connection.
-    s.write_all(
-        chat_request(
-            "/v1/chat/completions",
-            true,
-            "x-mock-fault: stall\r\n",
-            "1.1",
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let (status, _) = read_head(&mut r).unwrap();
-    assert_eq!(status, 200);
-    let (pings, rest) = read_pings_then_body(&mut r);
-    assert!(pings >= 1);
-    let e = error_event(&rest);
+    let e = pinged_error(
+        &mut s,
+        &mut r,
+        "/v1/chat/completions",
+        "x-mock-fault: stall\r\n",
+    );
     assert_eq!(e["status"], 504, "{e}");
     assert_eq!(e["type"], "error");
     assert_eq!(
@@ -264,21 +259,12 @@ fn translated_streams_and_http10_clients_after_an_early_head() {
     assert_eq!(first["object"], "chat.completion.chunk", "{first}");
 
     // ... and its error, translated to OpenAI's shape, as an error event.
-    s.write_all(
-        chat_request(
-            "/anth/chat/completions",
-            true,
-            "x-mock-delay-ms: 1500\r\nx-mock-status: 529\r\n",
-            "1.1",
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let (status, _) = read_head(&mut r).unwrap();
-    assert_eq!(status, 200);
-    let (pings, rest) = read_pings_then_body(&mut r);
-    assert!(pings >= 1);
-    let e = error_event(&rest);
+    let e = pinged_error(
+        &mut s,
+        &mut r,
+        "/anth/chat/completions",
+        "x-mock-delay-ms: 1500\r\nx-mock-status: 529\r\n",
+    );
     assert_eq!(e["status"], 529, "{e}");
     assert!(e["error"]["message"].is_string(), "{e}");
 

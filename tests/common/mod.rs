@@ -3,7 +3,7 @@
 
 pub mod admin;
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -388,4 +388,43 @@ pub fn closed_within<R: io::Read>(r: &mut R) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// `conns` keep-alive connections sending `per_conn` `POST /x` requests each
+/// (key `key`, body `body`), all at once; returns how many got 200, 429 and
+/// anything else.
+#[allow(dead_code)]
+pub fn hammer(
+    addr: SocketAddr,
+    key: &'static str,
+    conns: usize,
+    per_conn: usize,
+    body: &'static [u8],
+) -> (usize, usize, usize) {
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut s, mut r) = connect_buffered(addr);
+                let mut counts = (0, 0, 0);
+                for _ in 0..per_conn {
+                    let head = format!(
+                        "POST /x HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {key}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(head.as_bytes()).unwrap();
+                    s.write_all(body).unwrap();
+                    match read_response(&mut r).expect("response").0 {
+                        200 => counts.0 += 1,
+                        429 => counts.1 += 1,
+                        _ => counts.2 += 1,
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+    threads.into_iter().fold((0, 0, 0), |acc, t| {
+        let c = t.join().unwrap();
+        (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
+    })
 }
