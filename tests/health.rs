@@ -349,22 +349,30 @@ fn bodies_that_cannot_be_replayed_are_not_retried() {
     assert!(seen >= 2, "{seen}");
 }
 
-#[test]
-fn active_checks_take_a_target_out_on_every_shard_and_bring_it_back() {
+/// A target whose health checks fail (a [`Switch`] answering 503 on its
+/// health path) beside a healthy mock `b`, behind a 2-shard gateway probing
+/// every second; returns once two probes failed, so the "down" verdict has
+/// reached both shards.
+fn failing_target_beside_a_healthy_one() -> (Switch, ChildGuard, Gateway) {
     let h = Switch::start(200);
     h.health_status.store(503, Ordering::SeqCst);
-    let (_b, addr_b) = spawn_mock(&["--name", "b"]);
+    let (b, addr_b) = spawn_mock(&["--name", "b"]);
     let gw = gateway_with(
         json!([target(h.addr), target(addr_b)]),
         Some(json!({"path": "/echo/healthz", "interval": 1, "timeout": 1, "threshold": 1})),
         0,
         &["--shards", "2"],
     );
-    // Two failed probes: the first verdict has long reached both shards.
     assert!(eventually(Duration::from_secs(5), || h
         .probes
         .load(Ordering::SeqCst)
         >= 2));
+    (h, b, gw)
+}
+
+#[test]
+fn active_checks_take_a_target_out_on_every_shard_and_bring_it_back() {
+    let (h, _b, gw) = failing_target_beside_a_healthy_one();
     let before = h.requests();
     for i in 0..30 {
         // New connections: the kernel spreads them over both shards.
@@ -565,19 +573,7 @@ fn streamed_and_translated_answers_name_their_target() {
 #[test]
 fn config_changes_adjust_the_checker_without_duplicating_it() {
     use common::admin::call;
-    let h = Switch::start(200);
-    h.health_status.store(503, Ordering::SeqCst);
-    let (_b, addr_b) = spawn_mock(&["--name", "b"]);
-    let gw = gateway_with(
-        json!([target(h.addr), target(addr_b)]),
-        Some(json!({"path": "/echo/healthz", "interval": 1, "timeout": 1, "threshold": 1})),
-        0,
-        &["--shards", "2"],
-    );
-    assert!(eventually(Duration::from_secs(5), || h
-        .probes
-        .load(Ordering::SeqCst)
-        >= 2));
+    let (h, _b, gw) = failing_target_beside_a_healthy_one();
     let (status, config) = call(gw.admin, "GET", "/api/v1/config", None, None);
     assert_eq!(status, 200);
     // Five changes in a row (the timeout flips): still one probe per second.
