@@ -946,10 +946,10 @@ impl Conn {
                     ident,
                 );
                 let half = tmp.len() / 2;
-                push_chunk(out, &tmp[..half]);
+                crate::http::encode_chunk(&tmp[..half], out);
                 split = Some(out.len());
-                push_chunk(out, &tmp[half..]);
-                out.extend_from_slice(b"0\r\n\r\n");
+                crate::http::encode_chunk(&tmp[half..], out);
+                out.extend_from_slice(crate::http::LAST_CHUNK);
             } else if h.chunked_echo {
                 // HTTP/1.0 has no chunked coding: close-delimited instead.
                 keep = false;
@@ -1107,12 +1107,6 @@ fn error_body(tmp: &mut Vec<u8>, msg: &str, kind: &str) {
     tmp.extend_from_slice(b"{\"error\":{\"message\":");
     json_str(tmp, msg.as_bytes());
     let _ = write!(tmp, ",\"type\":\"{kind}\"}}}}");
-}
-
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `s` (lossy UTF-8) as a JSON string literal.
@@ -1279,9 +1273,9 @@ async fn stream_chat(
             tmp.extend_from_slice(b"data: [DONE]\n\n");
         }
         if s.chunked {
-            push_chunk(out, tmp);
+            crate::http::encode_chunk(tmp, out);
             if ev + 1 == total {
-                out.extend_from_slice(b"0\r\n\r\n");
+                out.extend_from_slice(crate::http::LAST_CHUNK);
             }
         } else {
             out.extend_from_slice(tmp);
@@ -1342,9 +1336,9 @@ async fn stream_messages(
             glommio::timer::sleep(interval).await;
         }
         let ev = format!("event: {name}\ndata: {data}\n\n");
-        push_chunk(out, ev.as_bytes());
+        crate::http::encode_chunk(ev.as_bytes(), out);
         if i + 1 == n {
-            out.extend_from_slice(b"0\r\n\r\n");
+            out.extend_from_slice(crate::http::LAST_CHUNK);
         }
         if stream.write_all(out).await.is_err() {
             return false;

@@ -17,11 +17,10 @@
 use std::time::{Duration, Instant};
 
 use crate::config::snapshot::Target;
-use crate::http::chunked::ChunkedDecoder;
 use crate::http::errors::push_decimal;
 use crate::http::{BodyKind, ResponseHead};
 use crate::proxy::plan::Targets;
-use crate::proxy::timed;
+use crate::proxy::rewrite::Body;
 use crate::runtime::shard::Shard;
 use crate::upstream::pool::{PoolKey, UpstreamConn};
 
@@ -82,37 +81,17 @@ pub(crate) async fn discard(
     }
 }
 
-/// Reads and drops a body of at most `max` bytes; true when it ended.
+/// Reads and drops a body of at most `max` decoded bytes arriving within
+/// [`DRAIN_WAIT`]; true when it ended.
 async fn drain(up: &mut UpstreamConn, kind: BodyKind, max: u64) -> bool {
     let deadline = Instant::now() + DRAIN_WAIT;
-    let mut left = max;
-    let mut decoder = ChunkedDecoder::new();
+    let mut body = Body::new(kind);
+    let mut piece = Vec::new();
     loop {
-        let done = match kind {
-            BodyKind::Length(_) => {
-                let n = (up.buf.len() as u64).min(left);
-                up.buf.consume(n as usize);
-                left -= n;
-                left == 0
-            }
-            _ => match decoder.feed(up.buf.filled(), &mut |_| {}) {
-                Ok(p) => {
-                    up.buf.consume(p.consumed);
-                    left = left.saturating_sub(p.consumed as u64);
-                    if left == 0 && !p.done {
-                        return false;
-                    }
-                    p.done
-                }
-                Err(_) => return false,
-            },
-        };
-        if done {
-            return true;
-        }
         let wait = deadline.saturating_duration_since(Instant::now());
-        match timed(wait, up.buf.fill_from(&mut up.stream)).await {
-            Some(Ok(n)) if n > 0 => {}
+        match body.next_piece(up, &mut piece, wait).await {
+            Ok(true) => return true,
+            Ok(false) if piece.len() as u64 <= max => {}
             _ => return false,
         }
     }

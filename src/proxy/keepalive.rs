@@ -132,13 +132,9 @@ async fn ping(shard: &Shard, conn: &mut Client, plan: &Plan<'_>) -> bool {
 /// `last`.
 fn frame(out: &mut Vec<u8>, early: EarlyHead, data: &[u8], last: bool) {
     if early.chunked {
-        if !data.is_empty() {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
-        }
+        crate::http::encode_chunk(data, out);
         if last {
-            out.extend_from_slice(b"0\r\n\r\n");
+            out.extend_from_slice(crate::http::LAST_CHUNK);
         }
     } else {
         out.extend_from_slice(data);

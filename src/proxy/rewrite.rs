@@ -18,7 +18,7 @@
 use serde_json::Value;
 
 use crate::config::snapshot::Target;
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::chunked::{encode_chunk, ChunkedDecoder, LAST_CHUNK};
 use crate::http::headers::eq_ignore_case;
 use crate::http::{BodyKind, ResponseHead};
 use crate::plugin::data_masking::DataMasking;
@@ -87,14 +87,8 @@ pub(crate) async fn forward(
     );
     let kind = resp.body;
     up.buf.consume(resp.head_len);
-    let mut body = Body {
-        kind,
-        decoder: ChunkedDecoder::new(),
-        left: match kind {
-            BodyKind::Length(n) => n,
-            _ => u64::MAX,
-        },
-    };
+    let mut body = Body::new(kind);
+    let timeout = shard.settings.limits.upstream_timeout;
     let reusable = resp.keep_alive && kind != BodyKind::UntilClose;
 
     if is_sse && (resp.status < 300 || (translate.is_none() && early.is_none())) {
@@ -129,7 +123,7 @@ pub(crate) async fn forward(
         let mut events = Vec::new();
         loop {
             piece.clear();
-            let r = body.next_piece(shard, up, &mut piece).await;
+            let r = body.next_piece(up, &mut piece, timeout).await;
             events.clear();
             let Ok(done) = r else {
                 return (Next::Close, false); // truncated: the client sees no end chunk
@@ -139,9 +133,9 @@ pub(crate) async fn forward(
             }
             conn.out.clear();
             if chunked {
-                push_chunk(&mut conn.out, &events);
+                encode_chunk(&events, &mut conn.out);
                 if done {
-                    conn.out.extend_from_slice(b"0\r\n\r\n");
+                    conn.out.extend_from_slice(LAST_CHUNK);
                 }
             } else {
                 conn.out.extend_from_slice(&events);
@@ -171,7 +165,7 @@ pub(crate) async fn forward(
     // Anything else: read whole, rewrite, send with a length.
     let mut piece = Vec::new();
     loop {
-        match body.next_piece(shard, up, &mut piece).await {
+        match body.next_piece(up, &mut piece, timeout).await {
             Ok(true) => break,
             Ok(false) if piece.len() <= MAX_REWRITTEN_BODY => {}
             _ => {
@@ -267,21 +261,33 @@ fn translate_whole(dir: Direction, status: u16, body: &[u8], ai: &mut Ai) -> Opt
     })
 }
 
-/// The upstream body, decoded.
-struct Body {
+/// An upstream body read piece by piece, decoded (its head already
+/// consumed from the connection's buffer).
+pub(crate) struct Body {
     kind: BodyKind,
     decoder: ChunkedDecoder,
     left: u64,
 }
 
 impl Body {
-    /// Moves the next decoded bytes of `up` into `out`, reading once when
-    /// nothing is buffered. `Ok(true)`: the body is complete.
-    async fn next_piece(
+    pub fn new(kind: BodyKind) -> Body {
+        Body {
+            kind,
+            decoder: ChunkedDecoder::new(),
+            left: match kind {
+                BodyKind::Length(n) => n,
+                _ => u64::MAX,
+            },
+        }
+    }
+
+    /// Moves the next decoded bytes of `up` into `out`, reading once (within
+    /// `timeout`) when nothing is buffered. `Ok(true)`: the body is complete.
+    pub async fn next_piece(
         &mut self,
-        shard: &Shard,
         up: &mut UpstreamConn,
         out: &mut Vec<u8>,
+        timeout: std::time::Duration,
     ) -> Result<bool, ()> {
         loop {
             match self.kind {
@@ -318,12 +324,7 @@ impl Body {
                     }
                 }
             }
-            match timed(
-                shard.settings.limits.upstream_timeout,
-                up.buf.fill_from(&mut up.stream),
-            )
-            .await
-            {
+            match timed(timeout, up.buf.fill_from(&mut up.stream)).await {
                 Some(Ok(n)) if n > 0 => {}
                 Some(Ok(_)) if self.kind == BodyKind::UntilClose => return Ok(true),
                 _ => return Err(()),
@@ -419,14 +420,6 @@ fn events_end(b: &[u8], from: usize) -> usize {
                 && (b[i - 1] == b'\n' || (i >= 2 && b[i - 1] == b'\r' && b[i - 2] == b'\n'))
         })
         .map_or(0, |i| i + 1)
-}
-
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    if !data.is_empty() {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 #[cfg(test)]
