@@ -375,3 +375,56 @@ fn concurrent_clients_never_see_each_others_bodies() {
         t.join().unwrap();
     }
 }
+
+/// A pooled connection on which the upstream has since sent a FIN (it keeps
+/// reading) or unsolicited bytes is never written to again: the pool's
+/// liveness check sees what arrived while the connection sat idle.
+#[test]
+fn pooled_connections_that_changed_while_idle_are_never_written_to() {
+    let reused_after_change = Arc::new(AtomicUsize::new(0));
+    let seen = reused_after_change.clone();
+    let up = Scripted::start(move |mut s, _| {
+        let mut changed = false;
+        while let Some(head) = read_request_head(&mut s) {
+            if changed {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            let path = path_of(&head);
+            if s.write_all(ok_response(&path).as_bytes()).is_err() {
+                return;
+            }
+            match path.as_str() {
+                // Half-close: the gateway sees a FIN, but a request written
+                // anyway would still reach this loop.
+                "/fin" => {
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    changed = true;
+                }
+                "/garbage" => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+    });
+    let gw = gateway(up.addr);
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    for round in 0..6 {
+        let first = if round % 2 == 0 { "/fin" } else { "/garbage" };
+        for path in [first, "/after"] {
+            s.write_all(get(path).as_bytes()).unwrap();
+            let (status, _, body) = read_response(&mut r).unwrap();
+            assert_eq!(status, 200, "round {round} {path}");
+            assert_eq!(String::from_utf8(body).unwrap(), path);
+            // Long enough for the FIN or the bytes to reach the idle connection.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(reused_after_change.load(Ordering::SeqCst), 0);
+    // Each round: one connection changed and was dropped, a fresh one served
+    // "/after" and went back to the pool, where the next round's first
+    // request found it.
+    assert_eq!(up.connections.load(Ordering::SeqCst), 7);
+}
