@@ -10,8 +10,10 @@
 #   2. hey -n $REQUESTS -c 50 (TrustGate's command)                  ringgate, nginx, direct
 #   3. wrk -t1 -c1 -d$DURATION --latency -s scripts/wrk/chat.lua     ringgate, nginx, direct
 #
-# and prints req/s, p50, p99 and errors for each, the ratio ringgate/nginx in req/s
-# and the p50 latency ringgate and nginx add over going direct (µs). Results go to
+# and prints req/s, p50, p99 and errors for each, the ratio ringgate/nginx in req/s,
+# the p50 latency ringgate and nginx add over going direct (µs), and the CPU each
+# proxy and the mock upstream spent per request (user and kernel µs, from /proc;
+# blank for a gateway or mock this script did not start). Results go to
 # bench-results/<timestamp>/compare.{csv,json}; raw tool output to raw/.
 # Exits non-zero when any run saw errors.
 #
@@ -63,7 +65,7 @@ RESULTS_DIR="${RESULTS_DIR:-$RG_ROOT/bench-results/$STAMP}"
 LOGDIR="$RESULTS_DIR/logs"
 mkdir -p "$RESULTS_DIR/raw" "$LOGDIR"
 CSV="$RESULTS_DIR/compare.csv"
-echo "phase,target,tool,concurrency,requests,errors,rps,p50_ms,p95_ms,p99_ms" >"$CSV"
+echo "phase,target,tool,concurrency,requests,errors,rps,p50_ms,p95_ms,p99_ms,proxy_user_us,proxy_sys_us,mock_user_us,mock_sys_us" >"$CSV"
 
 rg_log "machine: $(rg_machine_info)"
 rg_log "wrk runs ${DURATION} each, hey runs $REQUESTS requests each; results in $RESULTS_DIR"
@@ -86,10 +88,19 @@ for t in "${TARGETS[@]}"; do
   rg_smoke "$t" POST "${URL[$t]}" "$RG_CHAT_BODY"
 done
 
+# CPU accounting: the processes behind each target (nginx: master and workers).
+declare -A PROC_PIDS=(
+  [ringgate]="${RG_GATEWAY_PID:-}"
+  [nginx]="$RG_NGINX_PID $(pgrep -P "$RG_NGINX_PID" | tr '\n' ' ')"
+  [direct]=""
+)
+MOCK_PIDS="${RG_MOCK_PID:-}"
+
 FAILED=()
-# record PHASE TARGET TOOL CONCURRENCY RAWFILE RC
+# record PHASE TARGET TOOL CONCURRENCY RAWFILE RC PROXY_TICKS_BEFORE MOCK_TICKS_BEFORE
 record() {
-  local phase="$1" target="$2" tool="$3" conc="$4" raw="$5" rc="$6" rps p50 p95 p99 errs total
+  local phase="$1" target="$2" tool="$3" conc="$4" raw="$5" rc="$6" pt0="$7" mt0="$8" rps p50 p95 p99 errs total
+  local pu="" ps="" mu="" ms=""
   if [[ "$tool" == wrk ]]; then
     read -r rps p50 p95 p99 errs total < <(rg_parse_wrk "$raw")
   else
@@ -99,9 +110,19 @@ record() {
     rg_warn "$tool exited with status $rc (see $raw)"
     if ((errs == 0)); then errs=1; fi
   fi
-  echo "$phase,$target,$tool,$conc,$total,$errs,$rps,$p50,$p95,$p99" >>"$CSV"
-  rg_log "  $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, $errs errors of $total"
+  if [[ -n "$pt0" ]]; then read -r pu ps < <(rg_cpu_per_request "$pt0" "$(rg_cpu_ticks ${PROC_PIDS[$target]})" "$total"); fi
+  if [[ -n "$mt0" ]]; then read -r mu ms < <(rg_cpu_per_request "$mt0" "$(rg_cpu_ticks $MOCK_PIDS)" "$total"); fi
+  echo "$phase,$target,$tool,$conc,$total,$errs,$rps,$p50,$p95,$p99,$pu,$ps,$mu,$ms" >>"$CSV"
+  rg_log "  $target: $rps req/s, p50 $p50 ms, p99 $p99 ms, $errs errors of $total${pu:+; proxy CPU/request user $pu µs, kernel $ps µs}${mu:+; mock $mu + $ms µs}"
   if ((errs > 0)); then FAILED+=("$phase $target: $errs errors of $total (raw output: $raw)"); fi
+}
+
+# ticks_before TARGET : CPU ticks of the target's proxy and of the mock, now (PT0, MT0).
+ticks_before() {
+  PT0="" MT0=""
+  [[ -n "${PROC_PIDS[$1]// /}" ]] && PT0="$(rg_cpu_ticks ${PROC_PIDS[$1]})"
+  [[ -n "$MOCK_PIDS" ]] && MT0="$(rg_cpu_ticks $MOCK_PIDS)"
+  return 0
 }
 
 run_wrk() { # PHASE THREADS CONNECTIONS
@@ -110,8 +131,9 @@ run_wrk() { # PHASE THREADS CONNECTIONS
   for t in "${TARGETS[@]}"; do
     raw="$RESULTS_DIR/raw/$phase-$t.txt"
     rc=0
+    ticks_before "$t"
     API_KEY="$RG_API_KEY" rg_run_fg "$raw" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency --timeout 10s -s "$LUA" "${URL[$t]}" || rc=$?
-    record "$phase" "$t" wrk "$conns" "$raw" "$rc"
+    record "$phase" "$t" wrk "$conns" "$raw" "$rc" "$PT0" "$MT0"
   done
 }
 
@@ -121,10 +143,11 @@ run_hey() { # PHASE CONNECTIONS
   for t in "${TARGETS[@]}"; do
     raw="$RESULTS_DIR/raw/$phase-$t.txt"
     rc=0
+    ticks_before "$t"
     rg_run_fg "$raw" hey -n "$REQUESTS" -c "$conns" -m POST \
       -H "Authorization: Bearer $RG_API_KEY" -H "Content-Type: application/json" \
       -d "$RG_CHAT_BODY" "${URL[$t]}" || rc=$?
-    record "$phase" "$t" hey "$conns" "$raw" "$rc"
+    record "$phase" "$t" hey "$conns" "$raw" "$rc" "$PT0" "$MT0"
   done
 }
 
@@ -147,7 +170,8 @@ def num(v):
 
 rows = list(csv.DictReader(open(path, newline="")))
 for r in rows:
-    for k in ("concurrency", "requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms"):
+    for k in ("concurrency", "requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms",
+              "proxy_user_us", "proxy_sys_us", "mock_user_us", "mock_sys_us"):
         r[k] = num(r[k])
         if r[k] is not None and k in ("concurrency", "requests", "errors"):
             r[k] = int(r[k])
@@ -186,6 +210,16 @@ for s in summary:
     rr = "-" if ratio is None else f"{ratio:.2f}x"
     a = s.get("ringgate_added_p50_us"); b = s.get("nginx_added_p50_us")
     print(f"{s['phase']:<9} {rr:>21} {'-' if a is None else f'{a:+.0f}':>17} {'-' if b is None else f'{b:+.0f}':>14}")
+cpu = [r for r in rows if r["proxy_user_us"] is not None or r["mock_user_us"] is not None]
+if cpu:
+    print()
+    hdr = f"{'phase':<9} {'target':<9} {'proxy user µs/req':>18} {'proxy kernel µs/req':>20} {'mock µs/req':>12}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in cpu:
+        m = None if r["mock_user_us"] is None else r["mock_user_us"] + r["mock_sys_us"]
+        print(f"{r['phase']:<9} {r['target']:<9} {f(r['proxy_user_us'], 1):>18} {f(r['proxy_sys_us'], 1):>20} {f(m, 1):>12}")
+    print("(CPU per request from /proc/PID/stat over each run; the mock is the same process for every target)")
 if any(p.startswith("hey") for p in phases):
     print("(hey reports latency in 0.1 ms steps, so its added-latency column is coarse; the wrk phases are exact to 1 µs)")
 

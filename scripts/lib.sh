@@ -267,8 +267,30 @@ rg_start_mock() {
     '^ringgate mock-upstream listening on http://' "${READY_TIMEOUT:-20}" mock-upstream
   line="$(grep -Em1 '^ringgate mock-upstream listening on http://' "$logdir/mock-upstream.log")"
   RG_MOCK_URL="${line##* }"
+  RG_MOCK_PID="$RG_LAST_PID"
   read -r RG_MOCK_HOST RG_MOCK_PORT < <(rg_url_hostport "$RG_MOCK_URL")
   rg_log "mock upstream ready at $RG_MOCK_URL"
+}
+
+# rg_cpu_ticks PID... : "user system" CPU ticks of the processes (all their threads).
+rg_cpu_ticks() {
+  local u=0 s=0 a b p
+  for p in "$@"; do
+    # Fields 14 and 15 of /proc/PID/stat; the name field (2) has no spaces here.
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)) s=$((s + b))
+  done
+  echo "$u $s"
+}
+
+# rg_cpu_per_request "U0 S0" "U1 S1" REQUESTS : prints "user_us sys_us" per request.
+rg_cpu_per_request() {
+  local tk
+  tk="$(getconf CLK_TCK)"
+  awk -v a="$1" -v b="$2" -v n="$3" -v tk="$tk" 'BEGIN {
+    split(a, x, " "); split(b, y, " ");
+    if (n + 0 <= 0) { print "", ""; exit }
+    printf "%.1f %.1f\n", (y[1] - x[1]) / tk * 1e6 / n, (y[2] - x[2]) / tk * 1e6 / n }'
 }
 
 # rg_use_mock URL : use a mock (or any OpenAI-compatible upstream) already running.
@@ -483,6 +505,7 @@ EOF
     || { cat "$logdir/nginx-test.log" >&2; rg_die "nginx rejected the generated configuration ($prefix/nginx.conf)"; }
   rg_spawn nginx "$logdir/nginx.log" nginx -p "$prefix/" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;'
   rg_wait_port 127.0.0.1 "$port" "${READY_TIMEOUT:-20}" nginx "$RG_LAST_PID"
+  RG_NGINX_PID="$RG_LAST_PID"
   cp "$prefix/nginx.conf" "$logdir/nginx.conf"
   RG_NGINX_URL="http://127.0.0.1:$port"
   rg_log "nginx ready at $RG_NGINX_URL -> $uhost:$uport (conf saved as $logdir/nginx.conf)"
