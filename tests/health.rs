@@ -171,6 +171,24 @@ fn addr_text(a: SocketAddr) -> String {
     format!("{}:{}", a.ip(), a.port())
 }
 
+/// The value of one `/metrics` series of the test gateway's upstream
+/// target `t` (`extra` labels follow the target's, e.g. `,reason="passive"`).
+fn target_metric(gw: &Gateway, name: &str, t: SocketAddr, extra: &str) -> Option<u64> {
+    let (status, _, body) = roundtrip(
+        gw.admin,
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let series = format!(
+        "{name}{{gateway=\"health\",upstream=\"llm\",target=\"{}\"{extra}}} ",
+        addr_text(t)
+    );
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
+}
+
 /// Polls `f` every 50 ms until it is true, up to `within`.
 fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -390,6 +408,15 @@ fn active_checks_take_a_target_out_on_every_shard_and_bring_it_back() {
         before,
         "a request reached the target marked down"
     );
+    let b_addr = b_addr_of(&gw, h.addr);
+    assert_eq!(
+        target_metric(&gw, "ringgate_target_up", h.addr, ""),
+        Some(0)
+    );
+    assert_eq!(
+        target_metric(&gw, "ringgate_target_up", b_addr, ""),
+        Some(1)
+    );
     // It passes again: back in rotation.
     h.health_status.store(200, Ordering::SeqCst);
     let mut from_h = 0;
@@ -401,6 +428,26 @@ fn active_checks_take_a_target_out_on_every_shard_and_bring_it_back() {
         }
         from_h >= 3
     }));
+    assert_eq!(
+        target_metric(&gw, "ringgate_target_up", h.addr, ""),
+        Some(1)
+    );
+}
+
+/// The other target of a two-target test gateway, read from `/metrics`.
+fn b_addr_of(gw: &Gateway, not: SocketAddr) -> SocketAddr {
+    let (_, _, body) = roundtrip(
+        gw.admin,
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("ringgate_target_up{"))
+        .filter_map(|l| l.split("target=\"").nth(1)?.split('"').next())
+        .map(|a| a.parse::<SocketAddr>().unwrap())
+        .find(|&a| a != not)
+        .expect("a second target in /metrics")
 }
 
 fn mock_on(addr: SocketAddr, name: &str) -> ChildGuard {
@@ -493,6 +540,20 @@ fn the_circuit_breaker_opens_then_lets_one_probe_through() {
     // Open: nothing reaches it.
     assert!(send(10).iter().all(|&s| s == 200));
     assert_eq!(a.requests(), 4);
+    let ejected = |gw: &Gateway, reason: &str| {
+        target_metric(
+            gw,
+            "ringgate_target_ejected_shards",
+            a.addr,
+            &format!(",reason=\"{reason}\""),
+        )
+    };
+    assert_eq!(ejected(&gw, "circuit_breaker"), Some(1));
+    assert_eq!(ejected(&gw, "passive"), Some(0));
+    assert_eq!(
+        target_metric(&gw, "ringgate_target_up", a.addr, ""),
+        Some(1)
+    );
     // After the cool-down exactly one probe goes through; it fails: open again.
     std::thread::sleep(Duration::from_millis(1200));
     let st = send(6);
@@ -503,6 +564,7 @@ fn the_circuit_breaker_opens_then_lets_one_probe_through() {
     std::thread::sleep(Duration::from_millis(1200));
     assert!(send(8).iter().all(|&s| s == 200));
     assert!(a.requests() >= 5 + 3, "{}", a.requests());
+    assert_eq!(ejected(&gw, "circuit_breaker"), Some(0));
 }
 
 #[test]

@@ -226,6 +226,8 @@ pub struct ShardStats {
     pub targets: Vec<(u64, TargetStats)>,
     pub tokens: Vec<TokenStats>,
     pub plugins: Vec<(&'static str, u64)>,
+    /// Each known target's health verdicts on this shard.
+    pub health: Vec<(u64, crate::upstream::balance::TargetHealth)>,
     pub log_lines: u64,
     pub log_dropped: u64,
 }
@@ -251,6 +253,7 @@ pub fn collect(shard: &Shard, cpu: usize) -> ShardStats {
             .collect(),
         tokens: m.tokens.borrow().values().cloned().collect(),
         plugins: m.plugins.borrow().clone(),
+        health: shard.balancer.health(),
         log_lines: shard.access_log.written.get(),
         log_dropped: shard.access_log.dropped.get(),
     }

@@ -132,6 +132,46 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         }
     }
 
+    // Target health: every target of the snapshot, served or not.
+    let mut health: BTreeMap<&[String; 3], (bool, u64, u64)> =
+        names.targets.values().map(|k| (k, (false, 0, 0))).collect();
+    for (key, h) in shards.iter().flat_map(|s| &s.health) {
+        if let Some(e) = names.targets.get(key).and_then(|k| health.get_mut(k)) {
+            e.0 |= h.active_down;
+            e.1 += u64::from(h.passive_down);
+            e.2 += u64::from(h.breaker_open);
+        }
+    }
+    header(
+        &mut out,
+        "ringgate_target_up",
+        "gauge",
+        "0 while the target's active health check reports it down, else 1 (also without active checks).",
+    );
+    for (k, (down, _, _)) in &health {
+        let labels = target_labels(k);
+        sample(
+            &mut out,
+            "ringgate_target_up",
+            &borrowed(&labels),
+            u64::from(!down),
+        );
+    }
+    header(
+        &mut out,
+        "ringgate_target_ejected_shards",
+        "gauge",
+        "Shards on which the target is out of rotation, by reason: passive (consecutive failures) or circuit_breaker (open, or half-open with its probe out).",
+    );
+    for (k, (_, passive, breaker)) in &health {
+        for (reason, n) in [("passive", passive), ("circuit_breaker", breaker)] {
+            let owned = target_labels(k);
+            let mut labels = borrowed(&owned);
+            labels.push(("reason", reason));
+            sample(&mut out, "ringgate_target_ejected_shards", &labels, *n);
+        }
+    }
+
     // Pools and connections, per shard.
     let (reuses, connects): (u64, u64) = shards
         .iter()

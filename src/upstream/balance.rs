@@ -44,6 +44,17 @@ impl Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
+/// One target's verdicts on one shard (see [`Balancer::health`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// The active checks report it down (the same verdict on every shard).
+    pub active_down: bool,
+    /// Out of rotation after consecutive failures (passive health).
+    pub passive_down: bool,
+    /// Its circuit breaker refuses requests.
+    pub breaker_open: bool,
+}
+
 #[derive(Default)]
 struct TargetState {
     /// The target's stable key (0: an unused slot).
@@ -518,6 +529,25 @@ impl Balancer {
         if let Some(s) = i.and_then(|i| states.get_mut(i)) {
             s.active_down = !up;
         }
+    }
+
+    /// Every known target's health on this shard, for `/metrics` (the
+    /// breaker counts as ejected while it refuses requests: open, or
+    /// half-open with its probe in flight).
+    pub fn health(&self) -> Vec<(u64, TargetHealth)> {
+        let now = Instant::now();
+        self.states
+            .borrow()
+            .iter()
+            .map(|s| {
+                let h = TargetHealth {
+                    active_down: s.active_down,
+                    passive_down: s.down_until.is_some_and(|until| now < until),
+                    breaker_open: !s.breaker.admits(&|| now),
+                };
+                (s.key, h)
+            })
+            .collect()
     }
 
     /// In-flight requests to a target on this shard.
