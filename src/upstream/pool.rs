@@ -1,32 +1,23 @@
 //! Per-shard keep-alive pools of upstream connections, keyed by address and
 //! TLS identity ([`PoolKey`]).
 //!
-//! Idle connections are checked before reuse: a peer that closed (FIN or
-//! RST already received) or sent unsolicited bytes is evicted instead of
-//! handed out. A close that races the check is caught by the proxy's retry
-//! of a reused connection. A reaper closes connections idle for longer than
-//! the idle timeout.
+//! Idle connections are checked before reuse with a non-blocking peek: a
+//! peer that closed (FIN or RST already received) or sent unsolicited bytes
+//! is evicted instead of handed out. A close that races the check is caught
+//! by the proxy's retry of a reused connection. A reaper closes connections
+//! idle for longer than the idle timeout.
 //!
-//! The check usually costs no system call. After a read that does not fill
-//! the buffer, glommio leaves a readiness poll armed on the socket, so for
-//! a connection whose last response was read the question "has anything
-//! arrived since?" is answered by whether that poll has fired. [`quiet`]
-//! asks it by polling the socket once with a no-op waker. Only when no poll
-//! is armed does glommio try a non-blocking `recv` (which then arms one).
-//!
-//! TLS connections are checked on the raw socket too: any readable byte
+//! TLS connections are peeked on the raw socket too: any readable byte
 //! (a `close_notify`, a late session ticket) makes one not reusable.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncRead;
 use glommio::net::TcpStream;
 
 use crate::buf::ReadBuf;
@@ -119,14 +110,19 @@ pub struct Pool {
     idle_timeout: Duration,
 }
 
-/// True when the peer has neither closed nor written anything. A byte this
-/// reads belongs to a connection the caller then drops.
-fn quiet(stream: &mut Stream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut byte = [0u8; 1];
-    Pin::new(stream.tcp_mut())
-        .poll_read(&mut cx, &mut byte)
-        .is_pending()
+/// True when the peer has neither closed nor written anything.
+fn quiet(stream: &Stream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local on a socket we own.
+    let r = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 impl Pool {
@@ -142,8 +138,8 @@ impl Pool {
     pub fn take(&self, addr: &PoolKey) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(addr)?;
-        while let Some(mut entry) = list.pop() {
-            if entry.since.elapsed() < self.idle_timeout && quiet(&mut entry.conn.stream) {
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < self.idle_timeout && quiet(&entry.conn.stream) {
                 let mut conn = entry.conn;
                 conn.reused = true;
                 return Some(conn);
@@ -182,9 +178,7 @@ impl Pool {
                 glommio::timer::sleep(every).await;
                 let mut idle = pool.idle.borrow_mut();
                 for list in idle.values_mut() {
-                    list.retain_mut(|e| {
-                        e.since.elapsed() < pool.idle_timeout && quiet(&mut e.conn.stream)
-                    });
+                    list.retain(|e| e.since.elapsed() < pool.idle_timeout && quiet(&e.conn.stream));
                 }
                 idle.retain(|_, l| !l.is_empty());
             }
