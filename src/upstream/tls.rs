@@ -177,20 +177,11 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The TCP socket underneath.
+    /// The TCP socket underneath (for the pool's liveness peek).
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// The TCP socket underneath, for the pool's liveness check (which
-    /// drops a TLS connection whose socket has anything to read).
-    pub fn tcp_mut(&mut self) -> &mut TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_mut().0,
         }
     }
 
