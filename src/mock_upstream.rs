@@ -140,13 +140,17 @@ fn start(args: MockArgs) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     });
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(args.shards);
-    for (idx, sock) in sockets.into_iter().enumerate() {
+    // The mock's executors park like the gateway's: the same bell keeps a
+    // lost wake-up (an accept completes on glommio's latency ring) short.
+    let bells = crate::runtime::bell::bells(args.shards)
+        .map_err(|e| format!("cannot start the executors' wake-up bell: {e}"))?;
+    for ((idx, sock), bell) in sockets.into_iter().enumerate().zip(bells) {
         let fd = sock.into_raw_fd();
         let settings = settings.clone();
         let ready = ready_tx.clone();
         let h = std::thread::Builder::new()
             .name(format!("mock-shard-{idx}"))
-            .spawn(move || run_shard(idx, fd, settings, ready))
+            .spawn(move || run_shard(idx, fd, settings, ready, bell))
             .map_err(|e| format!("cannot start shard thread: {e}"))?;
         handles.push(h);
     }
@@ -233,6 +237,7 @@ fn run_shard(
     fd: RawFd,
     settings: Arc<Settings>,
     ready: mpsc::Sender<Result<(), String>>,
+    bell: crate::runtime::bell::Bell,
 ) {
     let ex = match LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 << 10)
@@ -246,6 +251,7 @@ fn run_shard(
         }
     };
     ex.run(async move {
+        bell.listen();
         // SAFETY: fd is a listening TCP socket whose ownership moved to this thread.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
         let shard = Rc::new(Shard {

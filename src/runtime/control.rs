@@ -295,6 +295,7 @@ pub fn run(
     ends: Vec<ControlEnds>,
     store: crate::admin::Store,
     stop: Arc<AtomicBool>,
+    bell: crate::runtime::bell::Bell,
 ) -> Result<(), String> {
     let ex = LocalExecutorBuilder::new(Placement::Unbound)
         .name("control")
@@ -303,6 +304,7 @@ pub fn run(
         .map_err(|e| format!("cannot start the control executor: {e}"))?;
     let admin_fd = admin.into_raw_fd();
     ex.run(async move {
+        bell.listen();
         let plane = Rc::new(ControlPlane::connect(ends, Duration::from_secs(5)).await);
         // SAFETY: the fd is a listening TCP socket we own; glommio takes it over.
         let listener =

@@ -5,6 +5,7 @@
 //! one pinned shard per CPU and runs the control plane (admin API, signals)
 //! on the main thread until a signal drains the shards.
 
+pub(crate) mod bell;
 pub mod bind;
 pub mod control;
 pub mod preflight;
@@ -81,7 +82,10 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
     let access_log = crate::access_log::Writer::start(&settings.access_log, reopen)?;
     let sender = access_log.as_ref().map(|w| w.sender.clone());
 
-    let (links, shards) = shard::start_all(&settings, proxy.sockets, snapshot, sender)?;
+    let mut bells = bell::bells(settings.shards + 1)
+        .map_err(|e| format!("cannot start the executors' wake-up bell: {e}"))?;
+    let control_bell = bells.pop().expect("one bell per executor");
+    let (links, shards) = shard::start_all(&settings, proxy.sockets, snapshot, sender, bells)?;
     println!(
         "ringgate ready: proxy http://{proxy_addr} admin http://{admin_addr} shards {}",
         settings.shards
@@ -93,7 +97,7 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
         settings.data_dir.display()
     );
 
-    let result = control::run(settings.clone(), admin, links, store, stop);
+    let result = control::run(settings.clone(), admin, links, store, stop, control_bell);
     for handle in shards {
         let _ = handle.join();
     }

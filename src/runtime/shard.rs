@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::runtime::bell::Bell;
 use glommio::net::TcpListener;
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -151,6 +152,7 @@ pub fn start_all(
     sockets: Vec<RawFd>,
     snapshot: Arc<Snapshot>,
     access_log: Option<SyncSender<Vec<u8>>>,
+    bells: Vec<Bell>,
 ) -> Result<(Vec<ControlEnds>, Vec<JoinHandle<()>>), String> {
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
@@ -161,7 +163,7 @@ pub fn start_all(
     let mut threads = Vec::new();
     let mesh = crate::plugin::counters::mesh(sockets.len());
     let health = crate::upstream::health::links(sockets.len());
-    for ((index, fd), health) in sockets.into_iter().enumerate().zip(health) {
+    for (((index, fd), health), bell) in sockets.into_iter().enumerate().zip(health).zip(bells) {
         let mesh = mesh.clone();
         let (control_ends, shard_ends) = control::channels();
         ends.push(control_ends);
@@ -191,7 +193,7 @@ pub fn start_all(
                     Ok(ex) => {
                         let _ = ready.send(Ok(()));
                         ex.run(run(
-                            index, cpu, fd, shard_ends, settings, snapshot, access_log, mesh,
+                            bell, index, cpu, fd, shard_ends, settings, snapshot, access_log, mesh,
                             health,
                         ));
                     }
@@ -212,6 +214,7 @@ pub fn start_all(
 }
 
 async fn run(
+    bell: Bell,
     index: usize,
     cpu: usize,
     fd: RawFd,
@@ -224,6 +227,7 @@ async fn run(
 ) {
     // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    bell.listen();
     let shard = Rc::new(Shard::new(index, settings.clone(), snapshot, access_log));
     log::debug!("shard {index} on CPU {cpu}: accepting");
 
