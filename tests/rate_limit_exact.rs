@@ -70,11 +70,17 @@ fn leased_permits_never_exceed_the_limit() {
         json!([{"name": "rate_limiter", "settings": {"limits": {
             "global": {"limit": 3000, "window": "1m"}}}}]),
     );
+    let started = std::time::Instant::now();
     let (ok, limited, other) = hammer(gw.proxy, 40, 100, b"{}");
     assert_eq!(other, 0);
     assert_eq!(ok + limited, 4000);
     // Never more than the limit; permits a lease still held when its
-    // bucket ended are lost (at most 9 per 3 s bucket the test spans).
+    // bucket ended are lost: at most 9 per 3 s bucket the test spans (a
+    // loaded machine stretches the run over more buckets).
     assert!(ok <= 3000, "{ok} admitted over a limit of 3000");
-    assert!(ok >= 3000 - 64, "only {ok} of 3000 admitted");
+    let buckets = (started.elapsed().as_secs() as usize / 3 + 2).max(7);
+    assert!(
+        ok >= 3000 - 9 * buckets,
+        "only {ok} of 3000 admitted over {buckets} buckets"
+    );
 }
