@@ -9,14 +9,13 @@ mod tls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
     connect_buffered, dead_port, header, json_body, read_response, roundtrip, spawn_gateway,
-    spawn_mock, target, wait_for_line, ChildGuard, Gateway, Response,
+    spawn_mock, target, ChildGuard, Gateway, Response,
 };
 use serde_json::{json, Value};
 
@@ -174,19 +173,23 @@ fn addr_text(a: SocketAddr) -> String {
 /// The value of one `/metrics` series of the test gateway's upstream
 /// target `t` (`extra` labels follow the target's, e.g. `,reason="passive"`).
 fn target_metric(gw: &Gateway, name: &str, t: SocketAddr, extra: &str) -> Option<u64> {
+    let series = format!(
+        "{name}{{gateway=\"health\",upstream=\"llm\",target=\"{}\"{extra}}} ",
+        addr_text(t)
+    );
+    scrape(gw)
+        .lines()
+        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
+}
+
+/// The gateway's `/metrics` text.
+fn scrape(gw: &Gateway) -> String {
     let (status, _, body) = roundtrip(
         gw.admin,
         "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200);
-    let series = format!(
-        "{name}{{gateway=\"health\",upstream=\"llm\",target=\"{}\"{extra}}} ",
-        addr_text(t)
-    );
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
+    String::from_utf8(body).unwrap()
 }
 
 /// Polls `f` every 50 ms until it is true, up to `within`.
@@ -436,37 +439,13 @@ fn active_checks_take_a_target_out_on_every_shard_and_bring_it_back() {
 
 /// The other target of a two-target test gateway, read from `/metrics`.
 fn b_addr_of(gw: &Gateway, not: SocketAddr) -> SocketAddr {
-    let (_, _, body) = roundtrip(
-        gw.admin,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    String::from_utf8(body)
-        .unwrap()
+    scrape(gw)
         .lines()
         .filter_map(|l| l.strip_prefix("ringgate_target_up{"))
         .filter_map(|l| l.split("target=\"").nth(1)?.split('"').next())
         .map(|a| a.parse::<SocketAddr>().unwrap())
         .find(|&a| a != not)
         .expect("a second target in /metrics")
-}
-
-fn mock_on(addr: SocketAddr, name: &str) -> ChildGuard {
-    let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args([
-            "mock-upstream",
-            "--listen",
-            &addr.to_string(),
-            "--name",
-            name,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ringgate mock-upstream");
-    let mut guard = ChildGuard(child);
-    wait_for_line(&mut guard, "ringgate mock-upstream listening on http://");
-    guard
 }
 
 #[test]
@@ -497,7 +476,7 @@ fn a_target_restarted_on_its_port_comes_back() {
         }),
         "the dead target was never taken out"
     );
-    let _a = mock_on(addr_a, "a");
+    let _a = common::spawn_mock_on(&addr_a.to_string(), &["--name", "a"]);
     assert!(
         eventually(Duration::from_secs(5), || {
             let resp = ask(&mut s);

@@ -22,7 +22,12 @@ impl Drop for ChildGuard {
 /// Starts `ringgate mock-upstream --listen 127.0.0.1:0 <extra>` and waits (up to 20 s) for its
 /// "listening on" line; returns the guard and the bound address.
 pub fn spawn_mock(extra: &[&str]) -> (ChildGuard, SocketAddr) {
-    let mut args = vec!["mock-upstream", "--listen", "127.0.0.1:0"];
+    spawn_mock_on("127.0.0.1:0", extra)
+}
+
+/// [`spawn_mock`] on a given address (`listen`), e.g. a port a test restarts a target on.
+pub fn spawn_mock_on(listen: &str, extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    let mut args = vec!["mock-upstream", "--listen", listen];
     args.extend_from_slice(extra);
     let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
         .args(&args)
