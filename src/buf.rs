@@ -62,6 +62,33 @@ impl ReadBuf {
         }
     }
 
+    /// The storage, when nothing is buffered (the buffer is empty after,
+    /// and grows again on the next read unless [`ReadBuf::restore`]d).
+    pub fn release(&mut self) -> Option<Vec<u8>> {
+        if !self.is_empty() || self.data.is_empty() {
+            return None;
+        }
+        self.start = 0;
+        self.end = 0;
+        Some(std::mem::take(&mut self.data))
+    }
+
+    /// Gives an empty buffer storage back (sized to the initial size).
+    pub fn restore(&mut self, mut data: Vec<u8>) {
+        if !self.data.is_empty() {
+            return;
+        }
+        data.resize(self.initial.min(self.max).max(1), 0);
+        self.data = data;
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Bytes of storage held.
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
     /// Bytes consumed so far, over the buffer's whole life.
     pub fn consumed(&self) -> u64 {
         self.consumed
@@ -87,9 +114,9 @@ impl ReadBuf {
         &mut self.data[self.end..]
     }
 
-    /// One read from `src` into the free space. `Ok(0)` is end of stream;
-    /// a full buffer is an error (the caller checks `is_full` first).
-    pub async fn fill_from<S: AsyncRead + Unpin>(&mut self, src: &mut S) -> io::Result<usize> {
+    /// The free space for a read (compacting or growing first); an error
+    /// when the buffer is full. Follow with [`ReadBuf::advance`].
+    pub fn spare_mut(&mut self) -> io::Result<&mut [u8]> {
         let spare = self.spare();
         if spare.is_empty() {
             return Err(io::Error::new(
@@ -97,6 +124,19 @@ impl ReadBuf {
                 "read buffer full",
             ));
         }
+        Ok(spare)
+    }
+
+    /// Marks `n` bytes of the free space as filled.
+    pub fn advance(&mut self, n: usize) {
+        debug_assert!(self.end + n <= self.data.len());
+        self.end = (self.end + n).min(self.data.len());
+    }
+
+    /// One read from `src` into the free space. `Ok(0)` is end of stream;
+    /// a full buffer is an error (the caller checks `is_full` first).
+    pub async fn fill_from<S: AsyncRead + Unpin>(&mut self, src: &mut S) -> io::Result<usize> {
+        let spare = self.spare_mut()?;
         let n = src.read(spare).await?;
         self.end += n;
         Ok(n)

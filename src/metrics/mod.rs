@@ -360,6 +360,15 @@ impl Record {
     /// Starts a request: `consumed` is the client buffer's consumed-bytes
     /// counter; method, path and id are kept only when the access log
     /// samples this request.
+    /// Frees what the last request grew, between requests.
+    pub fn trim(&mut self) {
+        self.body = Vec::new();
+        self.target_authority = Vec::new();
+        self.method = Vec::new();
+        self.path = Vec::new();
+        self.tail.trim();
+    }
+
     pub fn begin(
         &mut self,
         shard: &Shard,

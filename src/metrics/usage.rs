@@ -20,6 +20,13 @@ pub struct Tail {
     bytes: Vec<u8>,
 }
 
+impl Tail {
+    /// Frees the storage (between requests).
+    pub fn trim(&mut self) {
+        self.bytes = Vec::new();
+    }
+}
+
 /// Enough for the last few events of a stream.
 const TAIL: usize = 2 << 10;
 

@@ -20,7 +20,7 @@ use crate::proxy::ai::Ai;
 use crate::proxy::failover;
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::rewrite;
-use crate::proxy::{linger_close, respond_error, send, send_within, timed, Client, Next};
+use crate::proxy::{linger_close, respond_error, send, Client, Next};
 use crate::runtime::shard::Shard;
 use crate::upstream::pool::{UpstreamConn, UPSTREAM_HEAD_MAX};
 
@@ -337,7 +337,7 @@ fn feed(
 /// One read of request-body bytes from the client, bounded by the body timeout.
 async fn read_client(shard: &Shard, conn: &mut Client) -> Result<(), ClientError> {
     let wait = crate::proxy::body_wait(shard, conn);
-    match timed(wait, conn.buf.fill_from(&mut conn.stream)).await {
+    match conn.stream.fill(&mut conn.buf, wait).await {
         None => Err(ClientError::Status(
             408,
             "request body not received in time",
@@ -397,9 +397,9 @@ async fn attempt_once(
     // An upstream that stops reading gets the upstream timeout, like one
     // that stops answering.
     let wait = limits.upstream_timeout;
-    let mut sent = send_within(wait, &mut up.stream, &conn.up_head).await;
+    let mut sent = up.stream.send(&conn.up_head, wait).await;
     if sent && body.len() > COALESCE {
-        sent = send_within(wait, &mut up.stream, body).await;
+        sent = up.stream.send(body, wait).await;
     }
     conn.up_head.truncate(head_len);
     if !sent {
@@ -450,7 +450,7 @@ async fn stream_request_body(
             }
         };
         let wait = shard.settings.limits.upstream_timeout;
-        if !send_within(wait, &mut up.stream, &conn.buf.filled()[..n]).await {
+        if !up.stream.send(&conn.buf.filled()[..n], wait).await {
             // Part of the body is gone: no retry, and the client must stop too.
             return Err(Err(ClientError::Status(
                 502,
@@ -575,7 +575,7 @@ async fn read_response_head(
             }
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match timed(left, up.buf.fill_from(&mut up.stream)).await {
+        match up.stream.fill(&mut up.buf, left).await {
             None => return Err(UpstreamError::Timeout),
             Some(Ok(0)) | Some(Err(_)) if !any => {
                 return Err(UpstreamError::Closed { reused: false })
@@ -785,7 +785,7 @@ async fn relay_body(
         if done {
             return Finished::Complete;
         }
-        match timed(timeout, up.buf.fill_from(&mut up.stream)).await {
+        match up.stream.fill(&mut up.buf, timeout).await {
             Some(Ok(n)) if n > 0 => {}
             Some(Ok(_)) if relay == Relay::UntilClose => return Finished::Complete,
             _ => return Finished::Truncated,

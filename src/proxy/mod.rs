@@ -11,16 +11,15 @@ mod plan;
 mod rewrite;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, HttpError, RequestHead};
 use crate::metrics::bump;
+use crate::runtime::conn::Conn;
 use crate::runtime::shard::Shard;
 
 pub(crate) use plan::Plan;
@@ -34,12 +33,12 @@ pub(crate) enum Next {
 
 /// Bytes read from the client ahead of the head limit, to hold a pipelined
 /// request or the start of a body.
-const CLIENT_BUF: usize = 4 << 10;
+pub(crate) const CLIENT_BUF: usize = 4 << 10;
 
 /// A client connection and its reusable buffers (no allocation per request
 /// once warm).
 pub(crate) struct Client {
-    pub stream: TcpStream,
+    pub stream: Conn,
     pub buf: ReadBuf,
     /// The response head (or error) being assembled.
     pub out: Vec<u8>,
@@ -70,18 +69,14 @@ pub(crate) struct Client {
 
 /// Races `fut` against a timer; `None` when the time ran out first.
 pub(crate) async fn timed<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(d).await;
-        None
-    })
-    .await
+    crate::runtime::conn::timed(d, fut).await
 }
 
 /// Writes all of `bytes` to the client within the send timeout; false when
 /// the client is gone or stopped reading (then the connection is dropped:
 /// a client that never reads cannot pin it and its buffers).
-pub(crate) async fn send(shard: &Shard, stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    send_within(shard.settings.limits.send_timeout, stream, bytes).await
+pub(crate) async fn send(shard: &Shard, stream: &mut Conn, bytes: &[u8]) -> bool {
+    stream.send(bytes, shard.settings.limits.send_timeout).await
 }
 
 /// `write_all` then `flush` (TLS holds records until flushed; plain
@@ -108,18 +103,25 @@ pub(crate) async fn send_within<S: futures_lite::AsyncWrite + Unpin>(
 
 /// Serves a client connection until it closes, errs, idles out or the
 /// shard drains.
-pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok().map(|a: SocketAddr| a.ip());
+///
+/// Between requests the connection is *parked*: its buffers go back to the
+/// shard and it waits for the next bytes in a small future; each request
+/// runs in a future of its own, allocated while it runs. So an idle
+/// keep-alive connection holds a few hundred bytes, not the request path's
+/// state and buffers. (On glommio's path, which cannot wait for readability
+/// without a buffer, the wait is the head read itself.)
+pub async fn serve_connection(shard: &Rc<Shard>, stream: Conn) {
+    stream.set_nodelay();
+    let peer = stream.peer_ip();
     let peer_ip = peer.map(|ip| ip.to_string()).unwrap_or_default();
     let limits = &shard.settings.limits;
     let mut conn = Client {
         stream,
-        buf: ReadBuf::new(CLIENT_BUF, limits.max_head_bytes),
-        out: Vec::with_capacity(1024),
-        up_head: Vec::with_capacity(1024),
-        fwd: Vec::with_capacity(1024),
-        fwd_headers: Vec::with_capacity(16),
+        buf: ReadBuf::new(0, limits.max_head_bytes),
+        out: Vec::new(),
+        up_head: Vec::new(),
+        fwd: Vec::new(),
+        fwd_headers: Vec::new(),
         body: Vec::new(),
         peer_ip,
         body_deadline: Instant::now(),
@@ -129,32 +131,96 @@ pub async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream) {
         scratch: Vec::new(),
         early_sse: None,
     };
+    let accepted = Instant::now();
+    let mut first = true;
+    loop {
+        if conn.buf.is_empty() {
+            conn.park(shard);
+            let wait = if first {
+                limits.header_timeout
+            } else {
+                limits.idle_timeout
+            };
+            let ready = futures_lite::future::or(conn.stream.readable(wait), async {
+                shard.drained().await;
+                Some(false)
+            })
+            .await;
+            match ready {
+                Some(true) => {}
+                Some(false) => return,
+                // A new connection that sent nothing gets its 408 below.
+                None if first => {}
+                None => return,
+            }
+            conn.unpark(shard);
+        }
+        let started = if first { Some(accepted) } else { None };
+        let next = Box::pin(one_request(shard, &mut conn, started)).await;
+        first = false;
+        if next == Next::Close || shard.draining() {
+            conn.park(shard);
+            return;
+        }
+    }
+}
+
+impl Client {
+    /// Gives the buffers back while the connection waits for a request.
+    fn park(&mut self, shard: &Shard) {
+        if let Some(buf) = self.buf.release() {
+            shard.give_read_buf(buf);
+        }
+        for v in [
+            &mut self.out,
+            &mut self.up_head,
+            &mut self.fwd,
+            &mut self.body,
+            &mut self.plugin_headers,
+            &mut self.scratch,
+        ] {
+            *v = Vec::new();
+        }
+        self.fwd_headers = Vec::new();
+        self.obs.trim();
+    }
+
+    /// Takes buffers for a request.
+    fn unpark(&mut self, shard: &Shard) {
+        self.buf.restore(shard.take_read_buf(CLIENT_BUF));
+        self.out.reserve(1024);
+        self.up_head.reserve(1024);
+        self.fwd.reserve(1024);
+        self.fwd_headers.reserve(16);
+    }
+}
+
+/// One request: its head, then its answer. `started`: when the head's
+/// timer started (the accept, for a connection's first request).
+async fn one_request(shard: &Rc<Shard>, conn: &mut Client, started: Option<Instant>) -> Next {
+    let limits = &shard.settings.limits;
     let http_limits = http::Limits {
         max_head_bytes: limits.max_head_bytes,
         max_headers: limits.max_headers,
     };
-    let mut first = true;
-    loop {
-        let head = match read_head(shard, &mut conn, &http_limits, first).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(e) => {
-                let rid = shard.request_id();
-                conn.obs.begin(shard, conn.buf.consumed(), b"", b"", &rid);
-                respond_error(shard, &mut conn, e.status, e.message, &rid, false).await;
-                crate::metrics::finish(shard, &shard.view(), &mut conn.obs, conn.buf.consumed());
-                linger_close(&mut conn).await;
-                return;
-            }
-        };
-        first = false;
-        bump(&shard.metrics.requests);
-        conn.body_deadline = Instant::now() + limits.body_deadline;
-        let next = handle(shard, &mut conn, &head).await;
-        if next == Next::Close || shard.draining() {
-            return;
-        }
+    if conn.buf.capacity() == 0 {
+        conn.unpark(shard);
     }
+    let head = match read_head(shard, conn, &http_limits, started).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return Next::Close,
+        Err(e) => {
+            let rid = shard.request_id();
+            conn.obs.begin(shard, conn.buf.consumed(), b"", b"", &rid);
+            respond_error(shard, conn, e.status, e.message, &rid, false).await;
+            crate::metrics::finish(shard, &shard.view(), &mut conn.obs, conn.buf.consumed());
+            linger_close(conn).await;
+            return Next::Close;
+        }
+    };
+    bump(&shard.metrics.requests);
+    conn.body_deadline = Instant::now() + limits.body_deadline;
+    handle(shard, conn, &head).await
 }
 
 /// Reads until a complete head is buffered. `Ok(None)`: the connection ended
@@ -163,10 +229,10 @@ async fn read_head(
     shard: &Shard,
     conn: &mut Client,
     limits: &http::Limits,
-    first: bool,
+    mut started: Option<Instant>,
 ) -> Result<Option<RequestHead>, HttpError> {
     let settings = &shard.settings.limits;
-    let mut started: Option<Instant> = if first { Some(Instant::now()) } else { None };
+    let first = started.is_some();
     loop {
         if !conn.buf.is_empty() {
             if let Some(head) = http::parse_request(conn.buf.filled(), limits)? {
@@ -187,13 +253,13 @@ async fn read_head(
         };
         let read = if idle {
             // Between requests: also wake up when the shard starts draining.
-            futures_lite::future::or(timed(wait, conn.buf.fill_from(&mut conn.stream)), async {
+            futures_lite::future::or(conn.stream.fill(&mut conn.buf, wait), async {
                 shard.drained().await;
                 Some(Ok(0))
             })
             .await
         } else {
-            timed(wait, conn.buf.fill_from(&mut conn.stream)).await
+            conn.stream.fill(&mut conn.buf, wait).await
         };
         match read {
             Some(Ok(0)) | Some(Err(_)) => return Ok(None),
@@ -260,13 +326,13 @@ async fn send_own_answer(shard: &Shard, conn: &mut Client, status: u16, keep_ali
 /// read and discard for a moment so the client sees the response rather
 /// than a reset.
 pub(crate) async fn linger_close(conn: &mut Client) {
-    let _ = conn.stream.shutdown(std::net::Shutdown::Write).await;
     let deadline = Instant::now() + Duration::from_millis(500);
+    conn.stream.shutdown_write(Duration::from_millis(500)).await;
     let mut discarded = 0usize;
     while discarded < (256 << 10) {
         conn.buf.clear();
         let left = deadline.saturating_duration_since(Instant::now());
-        match timed(left, conn.buf.fill_from(&mut conn.stream)).await {
+        match conn.stream.fill(&mut conn.buf, left).await {
             Some(Ok(n)) if n > 0 => discarded += n,
             _ => break,
         }
@@ -387,11 +453,10 @@ async fn skip_body(shard: &Shard, conn: &mut Client, head: &RequestHead) -> bool
         if left == 0 {
             return true;
         }
-        match timed(
-            shard.settings.limits.body_timeout,
-            conn.buf.fill_from(&mut conn.stream),
-        )
-        .await
+        match conn
+            .stream
+            .fill(&mut conn.buf, shard.settings.limits.body_timeout)
+            .await
         {
             Some(Ok(n)) if n > 0 => {}
             _ => return false,

@@ -27,7 +27,7 @@ use crate::provider::{self, sse};
 use crate::proxy::ai::Ai;
 use crate::proxy::exchange::push_response_head;
 use crate::proxy::plan::Plan;
-use crate::proxy::{respond_error, send, timed, Client, Next};
+use crate::proxy::{respond_error, send, Client, Next};
 use crate::runtime::shard::Shard;
 use crate::upstream::pool::UpstreamConn;
 
@@ -324,7 +324,7 @@ impl Body {
                     }
                 }
             }
-            match timed(timeout, up.buf.fill_from(&mut up.stream)).await {
+            match up.stream.fill(&mut up.buf, timeout).await {
                 Some(Ok(n)) if n > 0 => {}
                 Some(Ok(_)) if self.kind == BodyKind::UntilClose => return Ok(true),
                 _ => return Err(()),

@@ -7,10 +7,12 @@
 
 pub(crate) mod bell;
 pub mod bind;
+pub mod conn;
 pub mod control;
 pub mod preflight;
 pub mod settings;
 pub mod shard;
+pub mod uring;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// microseconds a shard spins before sleeping: lower latency, more CPU; 0 never spins (default 50) [RINGGATE_SPIN_US]
     #[argh(option)]
     pub spin_us: Option<String>,
+    /// data path of the proxy sockets: auto (a private io_uring per shard where the kernel has it, else glommio's sockets), uring, or glommio (default auto) [RINGGATE_IO]
+    #[argh(option)]
+    pub io: Option<String>,
     /// per-request metrics: on or off (the benchmark's baseline) (default on) [RINGGATE_METRICS]
     #[argh(option)]
     pub metrics: Option<String>,
@@ -140,6 +143,28 @@ impl Default for Limits {
     }
 }
 
+/// The data path of the proxy's sockets (`--io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoPath {
+    /// The shard's own ring where the kernel supports it, else glommio.
+    Auto,
+    /// The shard's own ring; start-up fails where the kernel lacks it.
+    Uring,
+    /// glommio's sockets (the fallback path).
+    Glommio,
+}
+
+impl IoPath {
+    fn parse(v: Option<&str>) -> Result<IoPath, String> {
+        match v.map(str::trim) {
+            None | Some("auto") => Ok(IoPath::Auto),
+            Some("uring") => Ok(IoPath::Uring),
+            Some("glommio") => Ok(IoPath::Glommio),
+            Some(other) => Err(format!("--io: '{other}' is not auto, uring or glommio")),
+        }
+    }
+}
+
 /// Everything `serve` was told, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -155,6 +180,8 @@ pub struct Settings {
     pub backlog: i32,
     /// How long an idle shard spins before parking.
     pub spin: Duration,
+    /// Which data path carries the proxy's sockets.
+    pub io: IoPath,
     pub limits: Limits,
     /// Count requests for `/metrics` (on unless `--metrics off`).
     pub metrics: bool,
@@ -294,6 +321,7 @@ impl Settings {
             },
             admin_token: pick(&a.admin_token, "admin-token"),
             log_level: pick(&a.log_level, "log-level"),
+            io: IoPath::parse(pick(&a.io, "io").as_deref())?,
             spin: Duration::from_micros(number(&a.spin_us, "spin-us", 50u64)?.min(10_000)),
             backlog: crate::runtime::preflight::somaxconn()
                 .unwrap_or(4096)

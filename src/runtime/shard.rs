@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::runtime::bell::Bell;
+use crate::runtime::conn::Conn;
 use glommio::net::TcpListener;
 use glommio::sync::{Gate, Semaphore};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -41,7 +42,12 @@ pub struct Shard {
     request_ids: RequestIds,
     /// Rate-limit windows this shard owns, and its links to the other owners.
     pub counters: Rc<crate::plugin::Counters>,
+    /// Client read buffers of parked connections, for the next request.
+    read_bufs: RefCell<Vec<Vec<u8>>>,
 }
+
+/// Client read buffers kept for reuse per shard.
+const SPARE_READ_BUFS: usize = 1024;
 
 impl Shard {
     pub fn new(
@@ -70,6 +76,7 @@ impl Shard {
             draining: Cell::new(false),
             request_ids: RequestIds::new(index),
             counters: Rc::new(crate::plugin::Counters::new(index).shared(settings.redis.clone())),
+            read_bufs: RefCell::new(Vec::new()),
             settings,
         }
     }
@@ -103,6 +110,22 @@ impl Shard {
     /// Resolves when the shard starts draining.
     pub async fn drained(&self) {
         let _ = self.shutdown.acquire(1).await;
+    }
+
+    /// A read buffer of `size` bytes, reused when one is free.
+    pub fn take_read_buf(&self, size: usize) -> Vec<u8> {
+        match self.read_bufs.borrow_mut().pop() {
+            Some(b) => b,
+            None => vec![0; size],
+        }
+    }
+
+    /// Keeps a parked connection's read buffer for the next request.
+    pub fn give_read_buf(&self, buf: Vec<u8>) {
+        let mut spare = self.read_bufs.borrow_mut();
+        if spare.len() < SPARE_READ_BUFS && buf.len() <= 4 * crate::proxy::CLIENT_BUF {
+            spare.push(buf);
+        }
     }
 
     /// A fresh request id (32 hex digits, unique per process run).
@@ -142,6 +165,51 @@ fn hex16(v: u64, out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in out.iter_mut().enumerate() {
         *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// The shard's listener, on the data path `--io` chose.
+enum Accept {
+    Ring(crate::runtime::uring::Listener),
+    Glommio(TcpListener),
+}
+
+impl Accept {
+    /// Adopts the shard's listening socket `fd`, starting the shard's ring
+    /// first unless the glommio path was chosen or is all the kernel offers.
+    fn new(settings: &Settings, index: usize, fd: RawFd) -> Result<Accept, String> {
+        use crate::runtime::settings::IoPath;
+        if settings.io != IoPath::Glommio {
+            match crate::runtime::uring::Driver::start(settings.limits.send_timeout) {
+                Ok(driver) => {
+                    log::debug!("shard {index}: sockets on the shard's own io_uring");
+                    return Ok(Accept::Ring(crate::runtime::uring::Listener::adopt(
+                        driver, fd,
+                    )));
+                }
+                Err(e) if settings.io == IoPath::Uring => {
+                    return Err(format!("--io uring: {e}"));
+                }
+                Err(e) => {
+                    if index == 0 {
+                        log::warn!("{e}; the proxy's sockets use glommio's path");
+                    }
+                }
+            }
+        }
+        // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
+        Ok(Accept::Glommio(unsafe { TcpListener::from_raw_fd(fd) }))
+    }
+
+    async fn accept(&self) -> std::io::Result<Conn> {
+        match self {
+            Accept::Ring(l) => l.accept().await.map(Conn::Ring),
+            Accept::Glommio(l) => l
+                .accept()
+                .await
+                .map(Conn::Glommio)
+                .map_err(std::io::Error::from),
+        }
     }
 }
 
@@ -225,8 +293,13 @@ async fn run(
     mesh: Option<crate::plugin::counters::Mesh>,
     health: crate::upstream::health::Link,
 ) {
-    // SAFETY: `fd` is a bound, listening TCP socket made for this shard alone.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let listener = match Accept::new(&settings, index, fd) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("shard {index}: {e}");
+            std::process::exit(2);
+        }
+    };
     bell.listen();
     let shard = Rc::new(Shard::new(index, settings.clone(), snapshot, access_log));
     log::debug!("shard {index} on CPU {cpu}: accepting");
@@ -300,10 +373,11 @@ async fn run(
         }
         shard.open_connections.set(shard.open_connections.get() + 1);
         let shard = shard.clone();
-        let spawned = gate.spawn(async move {
+        let fut = async move {
             crate::proxy::serve_connection(&shard, stream).await;
             shard.open_connections.set(shard.open_connections.get() - 1);
-        });
+        };
+        let spawned = gate.spawn(fut);
         if let Ok(task) = spawned {
             task.detach();
         }

@@ -1,24 +1,28 @@
 //! Per-shard keep-alive pools of upstream connections, keyed by address and
 //! TLS identity ([`PoolKey`]).
 //!
-//! Idle connections are checked before reuse with a non-blocking peek: a
-//! peer that closed (FIN or RST already received) or sent unsolicited bytes
-//! is evicted instead of handed out. A close that races the check is caught
-//! by the proxy's retry of a reused connection. A reaper closes connections
-//! idle for longer than the idle timeout.
+//! Idle connections are checked before reuse: a peer that closed (FIN or
+//! RST already received) or sent unsolicited bytes is evicted instead of
+//! handed out. On the shard's own ring an idle connection keeps a receive
+//! armed, so the check reads its state without a system call; one idle for
+//! longer than [`PEEK_AFTER`] (or on glommio's path, any) is also peeked
+//! with a non-blocking `recv(MSG_PEEK)`. A close that races the check is
+//! caught by the proxy's retry of a reused connection. A reaper closes
+//! connections idle for longer than the idle timeout.
 //!
-//! TLS connections are peeked on the raw socket too: any readable byte
+//! TLS connections are checked on the raw socket too: any readable byte
 //! (a `close_notify`, a late session ticket) makes one not reusable.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
+
+use crate::runtime::conn::Conn;
 
 use crate::buf::ReadBuf;
 use crate::upstream::tls::{self, Stream, TlsClient};
@@ -63,19 +67,35 @@ pub enum ConnectError {
     Tls(io::Error),
 }
 
+/// An idle pooled connection older than this is also peeked before reuse.
+pub const PEEK_AFTER: Duration = Duration::from_secs(1);
+
 /// Opens a connection with TCP_NODELAY (and TLS when `tls` is set), each
-/// step bounded by `timeout`.
+/// step bounded by `timeout`, on the shard's data path.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&TlsClient>,
 ) -> Result<UpstreamConn, ConnectError> {
-    let stream = TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(|e| ConnectError::Tcp(io::Error::from(e)))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| ConnectError::Tcp(io::Error::from(e)))?;
+    let stream = match crate::runtime::uring::current() {
+        Some(driver) => {
+            let deadline = crate::runtime::uring::deadline(timeout);
+            Conn::Ring(
+                crate::runtime::uring::Socket::connect(driver, addr, deadline)
+                    .await
+                    .map_err(ConnectError::Tcp)?,
+            )
+        }
+        None => {
+            let stream = TcpStream::connect_timeout(addr, timeout)
+                .await
+                .map_err(|e| ConnectError::Tcp(io::Error::from(e)))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| ConnectError::Tcp(io::Error::from(e)))?;
+            Conn::Glommio(stream)
+        }
+    };
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(tls) => match crate::proxy::timed(timeout, tls::handshake(stream, tls)).await {
@@ -110,19 +130,10 @@ pub struct Pool {
     idle_timeout: Duration,
 }
 
-/// True when the peer has neither closed nor written anything.
-fn quiet(stream: &Stream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: a one-byte peek into a local on a socket we own.
-    let r = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+/// True when the peer has neither closed nor written anything; `idle`:
+/// how long the connection sat in the pool.
+fn quiet(stream: &Stream, idle: Duration) -> bool {
+    stream.tcp().quiet(idle >= PEEK_AFTER)
 }
 
 impl Pool {
@@ -139,7 +150,8 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(addr)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < self.idle_timeout && quiet(&entry.conn.stream) {
+            let idle = entry.since.elapsed();
+            if idle < self.idle_timeout && quiet(&entry.conn.stream, idle) {
                 let mut conn = entry.conn;
                 conn.reused = true;
                 return Some(conn);
@@ -153,6 +165,8 @@ impl Pool {
         if !conn.buf.is_empty() {
             return; // bytes after a complete response: the peer is confused
         }
+        // Arms a receive on the ring path: the check before reuse reads it.
+        let _ = conn.stream.tcp().quiet(false);
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < self.max_idle {
@@ -178,7 +192,10 @@ impl Pool {
                 glommio::timer::sleep(every).await;
                 let mut idle = pool.idle.borrow_mut();
                 for list in idle.values_mut() {
-                    list.retain(|e| e.since.elapsed() < pool.idle_timeout && quiet(&e.conn.stream));
+                    list.retain(|e| {
+                        let idle = e.since.elapsed();
+                        idle < pool.idle_timeout && quiet(&e.conn.stream, idle)
+                    });
                 }
                 idle.retain(|_, l| !l.is_empty());
             }

@@ -1,6 +1,7 @@
-//! HTTPS to upstreams: rustls over glommio's `TcpStream` (through
-//! futures-rustls, so no second runtime), one client configuration per trust
-//! setting for the whole process.
+//! HTTPS to upstreams: rustls over the shard's connection type
+//! ([`Conn`]: its own ring or glommio's sockets; through futures-rustls, so
+//! no second runtime), one client configuration per trust setting for the
+//! whole process.
 //!
 //! - Trust: the webpki (Mozilla) roots by default; a target's `ca_pem` /
 //!   `ca_file` replaces them with its own CA; `insecure_ssl: true` accepts
@@ -21,7 +22,10 @@ use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
-use glommio::net::TcpStream;
+use std::time::Duration;
+
+use crate::buf::ReadBuf;
+use crate::runtime::conn::{timed, Conn};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -169,16 +173,17 @@ impl ServerCertVerifier for AcceptAnything {
     }
 }
 
-/// An upstream byte stream, plain or TLS. Writers must `flush()` after
-/// writing: rustls may hold encrypted records until then.
+/// An upstream byte stream, plain or TLS. Writers through the
+/// `AsyncWrite` impl must `flush()` after writing: rustls may hold
+/// encrypted records until then ([`Stream::send`] does).
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Conn),
+    Tls(Box<TlsStream<Conn>>),
 }
 
 impl Stream {
-    /// The TCP socket underneath (for the pool's liveness peek).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP connection underneath (for the pool's liveness check).
+    pub fn tcp(&self) -> &Conn {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => s.get_ref().0,
@@ -188,16 +193,35 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// One read into the free space of `buf` within `wait` (see [`Conn::fill`]).
+    pub async fn fill(&mut self, buf: &mut ReadBuf, wait: Duration) -> Option<io::Result<usize>> {
+        match self {
+            Stream::Plain(c) => c.fill(buf, wait).await,
+            Stream::Tls(s) => timed(wait, buf.fill_from(s.as_mut())).await,
+        }
+    }
+
+    /// Hands all of `bytes` to the connection within `wait` (see [`Conn::send`]).
+    pub async fn send(&mut self, bytes: &[u8], wait: Duration) -> bool {
+        match self {
+            Stream::Plain(c) => c.send(bytes, wait).await,
+            Stream::Tls(s) => crate::proxy::send_within(wait, s.as_mut(), bytes).await,
+        }
+    }
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.tcp().as_raw_fd()
+        match self.tcp() {
+            Conn::Ring(s) => s.fd(),
+            Conn::Glommio(s) => s.as_raw_fd(),
+        }
     }
 }
 
 /// Runs the TLS handshake over a connected socket.
-pub async fn handshake(tcp: TcpStream, tls: &TlsClient) -> io::Result<Stream> {
+pub async fn handshake(tcp: Conn, tls: &TlsClient) -> io::Result<Stream> {
     let connector = futures_rustls::TlsConnector::from(tls.config.clone());
     let stream = connector.connect(tls.server_name.clone(), tcp).await?;
     Ok(Stream::Tls(Box::new(stream)))
