@@ -25,7 +25,7 @@ use super::{find_header, BodyKind, HeaderSpan, HttpError, Limits, Span, MAX_HEAD
 
 /// A parsed request head; every [`Span`] points into the buffer given to
 /// [`parse_request`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RequestHead {
     /// Bytes of the head including the final CRLFCRLF (or LFLF); the body or
     /// the next pipelined request starts here.
@@ -39,7 +39,10 @@ pub struct RequestHead {
     pub query: Option<Span>,
     /// 0 = HTTP/1.0, 1 = HTTP/1.1.
     pub version: u8,
-    pub headers: [HeaderSpan; MAX_HEADERS],
+    /// On the heap: a head is held across the proxy's awaits, and an
+    /// inline array of [`MAX_HEADERS`] would make every request's future
+    /// (and each move of it) kilobytes larger.
+    pub headers: Vec<HeaderSpan>,
     pub header_count: usize,
     /// `None`, `Length(n)` or `Chunked`; never `UntilClose` for a request.
     pub body: BodyKind,
@@ -121,7 +124,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         path,
         query,
         version,
-        headers: [HeaderSpan::default(); MAX_HEADERS],
+        headers: vec![HeaderSpan::default(); req.headers.len()],
         header_count: req.headers.len(),
         body: BodyKind::None,
         keep_alive: false,

@@ -20,7 +20,7 @@ use super::{find_header, BodyKind, HeaderSpan, HttpError, Limits, Span, MAX_HEAD
 
 /// A parsed response head; every [`Span`] points into the buffer given to
 /// [`parse_response`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ResponseHead {
     /// Bytes of the head including the final empty line; the body starts here.
     pub head_len: usize,
@@ -29,7 +29,10 @@ pub struct ResponseHead {
     pub status: u16,
     /// The reason phrase (may be empty).
     pub reason: Span,
-    pub headers: [HeaderSpan; MAX_HEADERS],
+    /// On the heap: a head is held across the proxy's awaits, and an
+    /// inline array of [`MAX_HEADERS`] would make every request's future
+    /// (and each move of it) kilobytes larger.
+    pub headers: Vec<HeaderSpan>,
     pub header_count: usize,
     /// From the status, the request method and the framing headers.
     pub body: BodyKind,
@@ -101,7 +104,7 @@ pub fn parse_response(
         version,
         status,
         reason: Span::of(buf, res.reason.unwrap_or_default().as_bytes()),
-        headers: [HeaderSpan::default(); MAX_HEADERS],
+        headers: vec![HeaderSpan::default(); res.headers.len()],
         header_count: res.headers.len(),
         body: BodyKind::None,
         keep_alive: false,

@@ -387,7 +387,8 @@ pub fn observe_response(flow: &mut Flow<'_>, bytes: &[u8]) {
 /// The response is over: settles a token reservation.
 pub async fn on_response_end(counters: &Counters, flow: &mut Flow<'_>, status: u16) {
     if let Some(r) = flow.tokens.take() {
-        r.settle(counters, flow.usage.total(), status).await;
+        // Boxed: the request path's future stays small without token limits.
+        Box::pin(r.settle(counters, flow.usage.total(), status)).await;
     }
 }
 

@@ -65,11 +65,13 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
     }
     let mut pending = match read_replayable_body(shard, conn, plan.body).await {
         Ok(p) => p,
-        Err(e) => return client_failed(shard, conn, e, rid.as_bytes()).await,
+        Err(e) => return Box::pin(client_failed(shard, conn, e, rid.as_bytes())).await,
     };
     if plan.rule.plugins.wants_body {
         let complete = matches!(pending, Pending::None);
-        let stop = crate::plugin::on_body(
+        // The rarer paths are boxed so the common path's future stays small
+        // (it is moved into a fresh allocation per request).
+        let stop = Box::pin(crate::plugin::on_body(
             &shard.counters,
             &mut plan.plugins,
             conn.peer,
@@ -79,14 +81,17 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             &mut conn.scratch,
             complete,
             &mut conn.plugin_headers,
-        )
+        ))
         .await;
         if let Some(stop) = stop {
             crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
             let keep_alive = keep(&plan, &pending);
-            let next = crate::proxy::plugin_answer(shard, conn, stop, &rid, keep_alive).await;
+            let next = Box::pin(crate::proxy::plugin_answer(
+                shard, conn, stop, &rid, keep_alive,
+            ))
+            .await;
             if !keep_alive {
-                linger_close(conn).await;
+                Box::pin(linger_close(conn)).await;
             }
             return next;
         }
@@ -153,7 +158,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         let result = attempt_once(shard, conn, &plan, target, addr, &mut pending, &ai, ping).await;
         let (mut up, resp) = match result {
             Ok(ok) => ok,
-            Err(Err(client)) => return client_failed(shard, conn, client, rid.as_bytes()).await,
+            Err(Err(client)) => {
+                return Box::pin(client_failed(shard, conn, client, rid.as_bytes())).await
+            }
             Err(Ok(failure)) => {
                 let retry_stale = matches!(failure, UpstreamError::Closed { reused: true })
                     && replayable
@@ -226,7 +233,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         if failover::falls_back(resp.status) && replayable && attempt + 1 < attempts {
             avoid.push(target.key);
             if failover::untried(shard, &plan.targets, &avoid, |t| ai.serves(t)) {
-                failover::discard(shard, up, &resp, addr).await;
+                Box::pin(failover::discard(shard, up, &resp, addr)).await;
                 attempt += 1;
                 shard
                     .metrics
@@ -239,8 +246,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         // into that stream.
         let rewritten = ai.translate.is_some() || plan.plugins.mask_response.is_some();
         if rewritten || conn.early_sse.is_some() {
-            let (client, reusable) =
-                rewrite::forward(shard, conn, &mut plan, target, &mut up, &resp, &mut ai).await;
+            let (client, reusable) = Box::pin(rewrite::forward(
+                shard, conn, &mut plan, target, &mut up, &resp, &mut ai,
+            ))
+            .await;
             crate::plugin::on_response_end(&shard.counters, &mut plan.plugins, resp.status).await;
             if reusable {
                 shard.pool.put(addr, up);
@@ -373,11 +382,12 @@ async fn attempt_once(
             if target.tls && target.tls_client.is_none() {
                 return Err(Ok(UpstreamError::Tls));
             }
-            crate::upstream::connect(
+            // Boxed: connecting (and the TLS handshake) is the rarer path.
+            Box::pin(crate::upstream::connect(
                 addr.addr,
                 limits.connect_timeout,
                 target.tls_client.as_ref(),
-            )
+            ))
             .await
             .map_err(|e| {
                 Ok(match e {

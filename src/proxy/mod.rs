@@ -408,20 +408,21 @@ async fn answer(
             key_id: plan.key_id,
         };
         let chain = &plan.rule.plugins;
-        let stop = crate::plugin::on_request(
+        // Boxed, like the other rarer paths: the request future stays small.
+        let stop = Box::pin(crate::plugin::on_request(
             &shard.counters,
             chain,
             &req,
             &mut plan.plugins,
             &mut conn.plugin_headers,
-        )
+        ))
         .await;
         if let Some(stop) = stop {
             crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
             let skipped = skip_body(shard, conn, head).await;
-            let next = plugin_answer(shard, conn, stop, &rid, can_keep && skipped).await;
+            let next = Box::pin(plugin_answer(shard, conn, stop, &rid, can_keep && skipped)).await;
             if next == Next::Close && !skipped {
-                linger_close(conn).await;
+                Box::pin(linger_close(conn)).await;
             }
             return next;
         }
