@@ -230,6 +230,8 @@ pub struct ShardStats {
     pub health: Vec<(u64, crate::upstream::balance::TargetHealth)>,
     pub log_lines: u64,
     pub log_dropped: u64,
+    /// The shard's own ring, when it runs on one.
+    pub ring: Option<crate::runtime::uring::Stats>,
 }
 
 /// Copies the shard's counters (on the shard, between requests).
@@ -256,6 +258,7 @@ pub fn collect(shard: &Shard, cpu: usize) -> ShardStats {
         health: shard.balancer.health(),
         log_lines: shard.access_log.written.get(),
         log_dropped: shard.access_log.dropped.get(),
+        ring: crate::runtime::uring::current().map(|d| d.stats()),
     }
 }
 

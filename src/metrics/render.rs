@@ -172,6 +172,43 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         }
     }
 
+    // The shards' own rings (absent on glommio's path).
+    let rings: Vec<(String, crate::runtime::uring::Stats)> = shards
+        .iter()
+        .filter_map(|s| s.ring.map(|r| (s.shard.to_string(), r)))
+        .collect();
+    if !rings.is_empty() {
+        type Field = fn(&crate::runtime::uring::Stats) -> u64;
+        let series: [(&str, &str, Field); 4] = [
+            (
+                "ringgate_ring_enters_total",
+                "io_uring_enter calls of the shard's ring (each submits a batch and collects completions).",
+                |r| r.enters,
+            ),
+            (
+                "ringgate_ring_completions_total",
+                "Completions collected from the shard's ring.",
+                |r| r.completions,
+            ),
+            (
+                "ringgate_ring_parks_total",
+                "Times the shard's ring driver ran out of work and waited on its eventfd.",
+                |r| r.parks,
+            ),
+            (
+                "ringgate_ring_buffer_shortages_total",
+                "Receives that found no provided buffer free and used a buffer of their own.",
+                |r| r.no_buffers,
+            ),
+        ];
+        for (name, help, field) in series {
+            header(&mut out, name, "counter", help);
+            for (shard, r) in &rings {
+                sample(&mut out, name, &[("shard", shard)], field(r));
+            }
+        }
+    }
+
     // Pools and connections, per shard.
     let (reuses, connects): (u64, u64) = shards
         .iter()

@@ -18,6 +18,9 @@ pub struct CheckArgs {
     /// client connections per shard to budget file descriptors for (default 16384)
     #[argh(option, default = "16384")]
     pub max_connections: usize,
+    /// the data path `serve --io` would use: auto, uring or glommio (default auto) [RINGGATE_IO]
+    #[argh(option)]
+    pub io: Option<String>,
 }
 
 /// Locked memory glommio's reactor insists on.
@@ -60,6 +63,7 @@ impl fmt::Display for Line {
 pub struct Needs {
     pub shards: usize,
     pub fds: u64,
+    pub io: crate::runtime::settings::IoPath,
 }
 
 pub struct Report {
@@ -70,6 +74,7 @@ pub fn run(needs: &Needs) -> Report {
     Report {
         lines: vec![
             io_uring(),
+            data_path(needs.io),
             memlock(),
             nofile(needs.fds),
             backlog(),
@@ -125,6 +130,36 @@ fn io_uring() -> Line {
         format!("usable (kernel {})", kernel_release()),
         None,
     )
+}
+
+/// Which data path the proxy's sockets take: the shard's own ring where the
+/// kernel has what it needs, else glommio's sockets.
+fn data_path(io: crate::runtime::settings::IoPath) -> Line {
+    use crate::runtime::settings::IoPath;
+    const RING: &str = "the shard's own io_uring (SINGLE_ISSUER|DEFER_TASKRUN, provided buffers)";
+    if io == IoPath::Glommio {
+        return line(
+            Level::Pass,
+            "data path",
+            "glommio's sockets (chosen with --io glommio)".into(),
+            None,
+        );
+    }
+    match crate::runtime::uring::probe() {
+        Ok(()) => line(Level::Pass, "data path", RING.into(), None),
+        Err(e) if io == IoPath::Uring => line(
+            Level::Fail,
+            "data path",
+            format!("--io uring: {e}"),
+            Some("Linux 6.1 or newer, or --io auto / glommio"),
+        ),
+        Err(e) => line(
+            Level::Warn,
+            "data path",
+            format!("glommio's sockets (the fallback): {e}"),
+            Some("Linux 6.1 or newer for the shard's own ring"),
+        ),
+    }
 }
 
 fn kernel_release() -> String {
@@ -257,9 +292,17 @@ fn cpus(shards: usize) -> Line {
 pub fn main(args: CheckArgs) -> i32 {
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = args.shards.unwrap_or(online);
+    let io = match crate::runtime::settings::IoPath::from_flag(args.io.as_deref()) {
+        Ok(io) => io,
+        Err(e) => {
+            eprintln!("ringgate: {e}");
+            return 2;
+        }
+    };
     let needs = Needs {
         shards,
         fds: (shards * args.max_connections * 2) as u64 + 256,
+        io,
     };
     let report = run(&needs);
     for l in &report.lines {

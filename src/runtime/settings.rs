@@ -155,6 +155,11 @@ pub enum IoPath {
 }
 
 impl IoPath {
+    /// From `--io`, or `RINGGATE_IO` when the flag is absent.
+    pub fn from_flag(flag: Option<&str>) -> Result<IoPath, String> {
+        IoPath::parse(pick(&flag.map(str::to_string), "io").as_deref())
+    }
+
     fn parse(v: Option<&str>) -> Result<IoPath, String> {
         match v.map(str::trim) {
             None | Some("auto") => Ok(IoPath::Auto),
@@ -336,6 +341,7 @@ impl Settings {
             shards: self.shards,
             // A client and an upstream socket per connection, plus pools and files.
             fds: (self.shards * self.limits.max_connections * 2) as u64 + 256,
+            io: self.io,
         }
     }
 }

@@ -182,7 +182,9 @@ impl Accept {
         if settings.io != IoPath::Glommio {
             match crate::runtime::uring::Driver::start(settings.limits.send_timeout) {
                 Ok(driver) => {
-                    log::debug!("shard {index}: sockets on the shard's own io_uring");
+                    if index == 0 {
+                        log::info!("data path: each shard's own io_uring");
+                    }
                     return Ok(Accept::Ring(crate::runtime::uring::Listener::adopt(
                         driver, fd,
                     )));
