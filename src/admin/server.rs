@@ -10,12 +10,17 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::admin::{api, Admin, Reply};
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, ChunkedDecoder};
-use crate::proxy::timed;
+use crate::proxy::{linger, timed};
 
 /// Largest admin request body; larger gets 413.
 pub const MAX_ADMIN_BODY: usize = 1 << 20;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After an early refusal (413, 400, 408 …) the client may still be sending:
+/// up to this much is read and discarded, for up to [`LINGER_TIME`], so it
+/// reads the answer instead of a reset.
+const LINGER_BYTES: usize = 8 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// A parsed admin request, owned (admin calls are rare and small).
 pub struct Request {
@@ -72,7 +77,10 @@ impl Admin {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(reply) => {
-                    write_reply(&mut stream, &mut out, &reply, false).await;
+                    log::info!("admin request refused: {}", reply.status);
+                    if write_reply(&mut stream, &mut out, &reply, false).await {
+                        linger(&mut stream, &mut buf, LINGER_BYTES, LINGER_TIME).await;
+                    }
                     return;
                 }
             };
