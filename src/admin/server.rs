@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::admin::{api, Admin, Reply};
+use crate::admin::{api, console, Admin, Reply};
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, ChunkedDecoder};
 use crate::proxy::{linger, timed};
@@ -21,6 +21,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// reads the answer instead of a reset.
 const LINGER_BYTES: usize = 8 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Headers on every admin answer: no MIME sniffing, never framed, and a
+/// policy that lets the console's page load only its own script, style
+/// and API (no inline code, nothing from elsewhere).
+const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n\
+X-Frame-Options: DENY\r\n\
+Referrer-Policy: no-referrer\r\n\
+Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; \
+img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n";
 
 /// A parsed admin request, owned (admin calls are rare and small).
 pub struct Request {
@@ -109,6 +118,10 @@ impl Admin {
                     api::handle(self, req).await
                 }
             }
+            ("GET", p) => match console::find(p) {
+                Some(asset) => console::serve(asset, req),
+                None => Reply::error(404, "not found"),
+            },
             _ => Reply::error(404, "not found"),
         };
         log::info!(
@@ -254,12 +267,19 @@ async fn write_reply(
         )
         .as_bytes(),
     );
-    if reply.status != 204 {
+    if reply.status != 204 && reply.status != 304 {
         out.extend_from_slice(b"Content-Type: ");
         out.extend_from_slice(reply.content_type.as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(format!("Content-Length: {}\r\n", reply.body.len()).as_bytes());
     }
+    for (name, value) in &reply.headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if !reply.headers.iter().any(|(n, _)| *n == "Cache-Control") {
+        out.extend_from_slice(b"Cache-Control: no-store\r\n");
+    }
+    out.extend_from_slice(SECURITY_HEADERS.as_bytes());
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
