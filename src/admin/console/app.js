@@ -329,17 +329,18 @@
     for (let i = history.length - 2; i >= 0 && history[i].t >= b.t - ms; i--) a = history[i];
     return rates(a, b, g);
   }
-  function series(key) {
+  function series(key, scale) {
     const pts = [];
     for (let i = 1; i < history.length; i++) {
-      pts.push([history[i].t, rates(history[i - 1], history[i], null)[key]]);
+      const v = rates(history[i - 1], history[i], null)[key];
+      pts.push([history[i].t, v === null ? null : v * scale]);
     }
     return pts;
   }
   // A small line chart as inline SVG (attributes only, no inline style).
-  function chart(title, key, unit) {
+  function chart(title, key, unit, scale) {
     const W = 300, H = 80;
-    const pts = series(key).filter((p) => p[1] !== null);
+    const pts = series(key, scale || 1).filter((p) => p[1] !== null);
     const svgNS = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(svgNS, 'svg');
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
@@ -347,10 +348,12 @@
     svg.setAttribute('role', 'img');
     svg.setAttribute('aria-label', title);
     const now = Date.now();
+    // The span shown: what this page has seen, at least a minute, at most 15.
+    const span = Math.min(HISTORY_MS, Math.max(60000, history.length ? now - history[0].t : 0));
     const max = Math.max(...pts.map((p) => p[1]), 1e-9);
     const line = document.createElementNS(svgNS, 'polyline');
     line.setAttribute('points', pts.map((p) => {
-      const x = W - ((now - p[0]) / HISTORY_MS) * W;
+      const x = W - ((now - p[0]) / span) * W;
       const y = H - 4 - (p[1] / max) * (H - 8);
       return x.toFixed(1) + ',' + y.toFixed(1);
     }).join(' '));
@@ -360,7 +363,7 @@
     svg.appendChild(line);
     const last = pts.length ? pts[pts.length - 1][1] : null;
     return h('figure.card', {}, h('figcaption', {}, title, h('b', {}, ' ' + fmt(last, 2) + ' ' + unit),
-      h('small.muted', {}, ' max ' + fmt(pts.length ? max : null, 2))), svg);
+      h('small.muted', {}, ' max ' + fmt(pts.length ? max : null, 2) + ' · last ' + Math.round(span / 60000) + ' min')), svg);
   }
 
   // ---- access ------------------------------------------------------------
@@ -443,7 +446,7 @@
         card('Requests', fmt(total, 0), 'requests-total'),
         card('Requests/s', now ? fmt(now.rps, 1) : '—'),
         card('5xx rate', now ? fmt(now.errRate, 1) + ' %' : '—'),
-        card('p50 / p99', now ? ms(now.p50) + ' / ' + ms(now.p99) : '—'),
+        card('p50 / p99', now && now.p50 !== null ? fmt(now.p50 * 1000, 2) + ' / ' + fmt(now.p99 * 1000, 2) + ' ms' : '—'),
         card('Tokens/min', now ? fmt(now.tpm, 0) : '—'),
       ]);
       if (st) {
@@ -455,7 +458,7 @@
       append(charts, [
         chart('Requests/s', 'rps', ''),
         chart('5xx rate', 'errRate', '%'),
-        chart('p99 latency', 'p99', 's'),
+        chart('p99 latency', 'p99', 'ms', 1000),
         chart('Tokens/min', 'tpm', ''),
       ]);
       clear(table);
