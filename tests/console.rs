@@ -303,3 +303,158 @@ fn a_gateway_named_like_html_is_shown_as_text_and_runs_nothing() {
     assert_eq!(items(&gws, "gateways")[0]["name"], name);
     gw.stop();
 }
+
+/// A gateway with a route to the mock and the key `rg-console-key`, put
+/// through the API; returns the gateway's id.
+fn route_by_api(admin: SocketAddr, mock: SocketAddr) -> String {
+    let config = json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port()}]}],
+        "services": [{"name": "chat", "type": "upstream", "upstream": "llm"}],
+        "rules": [{"name": "openai", "path": "/v1", "methods": ["POST"], "service": "chat"}],
+        "keys": [{"name": "app", "key": "rg-console-key"}]
+    }]});
+    let (status, v) = call(admin, "PUT", "/api/v1/config", Some(&config), None);
+    assert_eq!(status, 200, "{v}");
+    let (_, gws) = call(admin, "GET", "/api/v1/gateways", None, None);
+    items(&gws, "gateways")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn plugin_settings_show_the_servers_validation_message_then_apply() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let (_mock, mock) = spawn_mock(&[]);
+    let gw = start(&temp_dir("console-plugins"), &[]);
+    let gid = route_by_api(gw.admin, mock);
+    let b = Browser::start();
+    b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
+    b.click("[data-section=rules] [data-action=plugins]");
+    // rate_limiter is the first choice; add it, then give it a bad limit.
+    b.click("tr.editor [data-action=add-plugin]");
+    let settings = "tr.editor textarea[data-field='plugin_chain[0]']";
+    b.fill(
+        settings,
+        r#"{"limits": {"per_key": {"limit": 0, "window": "1m"}}}"#,
+    );
+    b.click("tr.editor form.plugins button[type=submit]");
+    // Beside the plugin's settings, naming the field inside them.
+    b.wait_for(
+        "tr.editor [data-error-for='plugin_chain[0].settings.limits.per_key.limit']",
+        WAIT,
+    );
+    let message = b.text("tr.editor .field-error");
+    assert!(message.contains("at least 1"), "{message:?}");
+    // Nothing changed: the key is not limited.
+    for _ in 0..3 {
+        assert_eq!(proxied(gw.proxy, "rg-console-key"), 200);
+    }
+    b.fill(
+        settings,
+        r#"{"limits": {"per_key": {"limit": 2, "window": "1m"}}}"#,
+    );
+    b.click("tr.editor form.plugins button[type=submit]");
+    b.wait_until(
+        "the rule lists its plugin",
+        "return [...document.querySelectorAll('[data-section=rules] td')].some(td => td.textContent === 'rate_limiter')",
+        json!([]),
+        WAIT,
+    );
+    let codes: Vec<u16> = (0..3)
+        .map(|_| proxied(gw.proxy, "rg-console-key"))
+        .collect();
+    assert_eq!(codes, [200, 200, 429]);
+    gw.stop();
+}
+
+#[test]
+fn a_conflict_says_what_conflicts() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let gw = start(&temp_dir("console-conflict"), &[]);
+    create_gateway_by_api(gw.admin, "taken", None);
+    let b = Browser::start();
+    b.goto(&url(gw.admin, "#/gateways"));
+    b.fill("form.create-gateway input[name=name]", "taken");
+    b.click("form.create-gateway button[type=submit]");
+    b.wait_for("form.create-gateway [data-error-for=name]", WAIT);
+    let message = b.text("form.create-gateway .field-error");
+    assert!(
+        message.starts_with("Conflict:") && message.contains("\"taken\" already exists"),
+        "{message:?}"
+    );
+    let (_, gws) = call(gw.admin, "GET", "/api/v1/gateways", None, None);
+    assert_eq!(items(&gws, "gateways").len(), 1);
+    gw.stop();
+}
+
+#[test]
+fn configuration_downloads_and_uploads_with_a_preview() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let (_mock, mock) = spawn_mock(&[]);
+    let gw = start(&temp_dir("console-config"), &[]);
+    route_by_api(gw.admin, mock);
+    let b = Browser::start();
+    b.goto(&url(gw.admin, "#/config"));
+    // Download: the file is the API's export.
+    b.click("[data-action=download]");
+    let file = b.downloads().join("ringgate-config.json");
+    let deadline = Instant::now() + WAIT;
+    while !file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no download at {}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let downloaded: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let (_, exported) = call(gw.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(downloaded, exported);
+
+    // Upload a changed one: a second upstream, no rule, another key.
+    let mut doc = downloaded.clone();
+    let g = &mut doc["gateways"][0];
+    g["upstreams"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "spare", "targets": [{"host": "127.0.0.1", "port": mock.port()}]}));
+    g["rules"] = json!([]);
+    g["keys"] = json!([{"name": "other", "key": "rg-other-key"}]);
+    let path = temp_dir("console-upload").join("next.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    b.fill(
+        "form.upload-config input[type=file]",
+        &path.to_string_lossy(),
+    );
+    b.wait_for("ul.changes", WAIT);
+    let preview = b.text("ul.changes");
+    for line in [
+        "added upstream demo/spare",
+        "removed rule demo/openai",
+        "removed key demo/app",
+        "added key demo/other",
+    ] {
+        assert!(
+            preview.contains(line),
+            "{line:?} not in the preview:\n{preview}"
+        );
+    }
+    assert!(!preview.contains("service demo/chat"), "{preview}");
+    // Previewing changed nothing.
+    assert_eq!(proxied(gw.proxy, "rg-console-key"), 200);
+    b.click("form.upload-config button[type=submit]");
+    b.wait_for(".flash.ok", WAIT);
+    let (_, now) = call(gw.admin, "GET", "/api/v1/config", None, None);
+    let names: Vec<_> = now["gateways"][0]["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["llm", "spare"]);
+    assert_eq!(proxied(gw.proxy, "rg-console-key"), 401);
+    gw.stop();
+}

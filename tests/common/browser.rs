@@ -92,7 +92,10 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "unhandledPromptBehavior": "ignore",
-            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:chromeOptions": {"binary": chromium, "args": args, "prefs": {
+                "download.default_directory": b.downloads(),
+                "download.prompt_for_download": false,
+            }},
         }}});
         let v = b
             .raw("POST", "/session", Some(&caps))
@@ -102,6 +105,11 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {v}"))
             .to_string();
         b
+    }
+
+    /// Where files the page downloads are saved.
+    pub fn downloads(&self) -> PathBuf {
+        self.profile.join("downloads")
     }
 
     /// One WebDriver call: the whole answer, or the connection error.

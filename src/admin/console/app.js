@@ -590,7 +590,7 @@
         return api('PUT', path, body);
       }, reload);
       row.insertAdjacentElement('afterend', h('tr.editor', {}, h('td', { colspan: 9 }, f)));
-    } }, 'Edit');
+    }, 'data-action': 'edit' }, 'Edit');
   }
 
   function upstreamTable(items, gw, health, base, reload) {
@@ -673,7 +673,7 @@
           if (tr.nextSibling && tr.nextSibling.classList.contains('editor')) { tr.nextSibling.remove(); return; }
           tr.insertAdjacentElement('afterend', h('tr.editor', {}, h('td', { colspan: 9 },
             pluginEditor('Plugins of rule ' + r.name, 'plugin_chain', r, base + '/rules/' + encodeURIComponent(r.id), reload))));
-        } }, 'Plugins'), jsonEditorButton(base + '/rules/' + encodeURIComponent(r.id), r, reload),
+        }, 'data-action': 'plugins' }, 'Plugins'), jsonEditorButton(base + '/rules/' + encodeURIComponent(r.id), r, reload),
         confirmButton('Delete', async (b) => {
           const res = await api('DELETE', base + '/rules/' + encodeURIComponent(r.id));
           if (res.status === 204) reload(); else showError(b.closest('section'), res);
@@ -769,7 +769,7 @@
         sync();
         plugins.push({ name: adder.value, enabled: true, stage: 'pre_request', priority: 0, settings: PLUGINS[adder.value] });
         draw();
-      } }, 'Add plugin')),
+      }, 'data-action': 'add-plugin' }, 'Add plugin')),
       h('button', { type: 'submit' }, 'Save plugins')], (f) => {
       sync();
       const out = [];
@@ -812,7 +812,7 @@
     text.addEventListener('input', () => { parsed = null; clear(preview); });
     const upload = form('upload-config', [
       h('h2', {}, 'Upload'), h('div.row', {}, file), text,
-      h('div.row', {}, h('button', { type: 'button', onclick: showPreview }, 'Preview changes'),
+      h('div.row', {}, h('button', { type: 'button', onclick: showPreview, 'data-action': 'preview' }, 'Preview changes'),
         h('button', { type: 'submit' }, 'Replace the configuration')), preview,
     ], async () => {
       if (!parsed) showPreview();
@@ -827,7 +827,7 @@
       document.body.appendChild(a);
       a.click();
       a.remove();
-    } }, 'Download configuration');
+    }, 'data-action': 'download' }, 'Download configuration');
     clear(main);
     append(main, [h('h1', {}, 'Configuration'), h('p.muted', {}, 'The whole configuration as GET /api/v1/config gives it (keys as hashes). ' +
       'A replacement is applied atomically: all of it or, on a 400, nothing.'), download, result, upload]);
