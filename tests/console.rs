@@ -23,10 +23,13 @@ static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn shots() -> PathBuf {
+/// Saves a screenshot of the page's top as `NAME.png` in the screenshot
+/// folder, and prints where.
+fn snap(b: &Browser, name: &str) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    println!("console screenshots: {}", dir.display());
-    dir
+    b.exec("window.scrollTo(0, 0)", json!([]));
+    let path = b.screenshot(&dir, name);
+    println!("console screenshot: {}", path.display());
 }
 
 fn url(admin: SocketAddr, hash: &str) -> String {
@@ -138,8 +141,7 @@ fn log_in_and_build_a_route_through_the_console() {
     let rules = items(&rules, "rules");
     assert_eq!(rules[0]["path"], "/v1");
     assert_eq!(rules[0]["methods"], json!(["GET", "POST"]));
-    let path = b.screenshot(&shots(), "gateway");
-    println!("gateway page: {}", path.display());
+    snap(&b, "gateway");
     gw.stop();
 }
 
@@ -210,16 +212,8 @@ fn the_overview_counts_requests_and_a_killed_target_shows_down() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let (mock_guard, mock) = spawn_mock(&[]);
     let gw = start(&temp_dir("console-overview"), &[]);
-    let config = json!({"gateways": [{
-        "name": "demo",
-        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port()}],
-                       "health_checks": {"path": "/echo/health", "interval": 1, "timeout": 1, "threshold": 1}}],
-        "services": [{"name": "chat", "type": "upstream", "upstream": "llm"}],
-        "rules": [{"name": "openai", "path": "/v1", "methods": ["POST"], "service": "chat"}],
-        "keys": [{"name": "app", "key": "rg-console-key"}]
-    }]});
-    let (status, v) = call(gw.admin, "PUT", "/api/v1/config", Some(&config), None);
-    assert_eq!(status, 200, "{v}");
+    let health = json!({"path": "/echo/health", "interval": 1, "timeout": 1, "threshold": 1});
+    let gid = route_by_api(gw.admin, mock, Some(health));
     let b = Browser::start();
     b.goto(&url(gw.admin, ""));
     b.wait_for("[data-test=requests-total]", WAIT);
@@ -239,14 +233,8 @@ fn the_overview_counts_requests_and_a_killed_target_shows_down() {
         json!([]),
         WAIT,
     );
-    let path = b.screenshot(&shots(), "overview");
-    println!("overview: {}", path.display());
+    snap(&b, "overview");
 
-    let (_, gws) = call(gw.admin, "GET", "/api/v1/gateways", None, None);
-    let gid = items(&gws, "gateways")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
     let badge = format!("[data-target='127.0.0.1:{}']", mock.port());
     let text_is = |want: &str| {
@@ -268,9 +256,7 @@ fn the_overview_counts_requests_and_a_killed_target_shows_down() {
     let took = killed.elapsed();
     println!("the killed target showed down after {took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    b.exec("window.scrollTo(0, 0)", json!([]));
-    let path = b.screenshot(&shots(), "gateway-target-down");
-    println!("gateway with a target down: {}", path.display());
+    snap(&b, "gateway-target-down");
     gw.stop();
 }
 
@@ -304,12 +290,18 @@ fn a_gateway_named_like_html_is_shown_as_text_and_runs_nothing() {
     gw.stop();
 }
 
-/// A gateway with a route to the mock and the key `rg-console-key`, put
-/// through the API; returns the gateway's id.
-fn route_by_api(admin: SocketAddr, mock: SocketAddr) -> String {
+/// A gateway with a route to the mock (its upstream with `health_checks`,
+/// if given) and the key `rg-console-key`, put through the API; returns the
+/// gateway's id.
+fn route_by_api(admin: SocketAddr, mock: SocketAddr, health: Option<Value>) -> String {
+    let mut upstream =
+        json!({"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port()}]});
+    if let Some(h) = health {
+        upstream["health_checks"] = h;
+    }
     let config = json!({"gateways": [{
         "name": "demo",
-        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": mock.port()}]}],
+        "upstreams": [upstream],
         "services": [{"name": "chat", "type": "upstream", "upstream": "llm"}],
         "rules": [{"name": "openai", "path": "/v1", "methods": ["POST"], "service": "chat"}],
         "keys": [{"name": "app", "key": "rg-console-key"}]
@@ -328,7 +320,7 @@ fn plugin_settings_show_the_servers_validation_message_then_apply() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let (_mock, mock) = spawn_mock(&[]);
     let gw = start(&temp_dir("console-plugins"), &[]);
-    let gid = route_by_api(gw.admin, mock);
+    let gid = route_by_api(gw.admin, mock, None);
     let b = Browser::start();
     b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
     b.click("[data-section=rules] [data-action=plugins]");
@@ -394,7 +386,7 @@ fn configuration_downloads_and_uploads_with_a_preview() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let (_mock, mock) = spawn_mock(&[]);
     let gw = start(&temp_dir("console-config"), &[]);
-    route_by_api(gw.admin, mock);
+    route_by_api(gw.admin, mock, None);
     let b = Browser::start();
     b.goto(&url(gw.admin, "#/config"));
     // Download: the file is the API's export.

@@ -31,9 +31,7 @@ pub fn find(path: &str) -> Option<&'static Asset> {
 /// Answers a GET for `asset`: gzip when the client accepts it, 304 when its
 /// `If-None-Match` names the representation it would get.
 pub fn serve(asset: &'static Asset, req: &Request) -> Reply {
-    let gzip = req
-        .header("accept-encoding")
-        .is_some_and(|v| accepts_gzip(v));
+    let gzip = req.header("accept-encoding").is_some_and(accepts_gzip);
     let etag = format!("\"{}{}\"", asset.hash, if gzip { "-gz" } else { "" });
     let cache = if asset.immutable {
         "public, max-age=31536000, immutable"
