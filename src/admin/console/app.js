@@ -372,6 +372,7 @@
     const el = document.getElementById('access');
     const out = document.getElementById('logout');
     clear(el);
+    el.className = 'access';
     if (token) {
       append(el, ['signed in with the admin token']);
       out.hidden = false;
