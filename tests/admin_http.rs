@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::admin::{start, temp_dir};
+use common::admin::{call, create_route, proxied, start, temp_dir};
 use common::{connect_buffered, header, read_response, roundtrip, Response};
 
 fn get(addr: std::net::SocketAddr, path: &str, extra: &str) -> Response {
@@ -77,8 +77,9 @@ fn the_console_page_is_served_with_strict_headers() {
     assert_eq!(header(&headers, "cache-control"), Some("no-cache"));
     let page = String::from_utf8(body).unwrap();
     assert!(page.contains("<title>ringgate console</title>"));
-    let (status, _, _) = get(gw.admin, "/api/v1/gateways", "");
-    assert_eq!(status, 401);
+    for api in ["/api/v1/gateways", "/api/v1/stats"] {
+        assert_eq!(get(gw.admin, api, "").0, 401, "{api}");
+    }
     // The same page as /index.html; unknown paths stay 404.
     assert_eq!(get(gw.admin, "/index.html", "").0, 200);
     assert_eq!(get(gw.admin, "/nope", "").0, 404);
@@ -155,5 +156,45 @@ fn assets_are_gzipped_hashed_immutable_and_revalidated() {
     assert_eq!(status, 304);
     let (status, _, _) = get(gw.admin, "/", "If-None-Match: \"other\"\r\n");
     assert_eq!(status, 200);
+    gw.stop();
+}
+
+#[test]
+fn stats_keep_each_gateways_counters_since_the_first_sample() {
+    let (_mock, mock) = common::spawn_mock(&[]);
+    let gw = start(&temp_dir("admin-stats"), &[]);
+    let route = create_route(gw.admin, "demo", mock, Some("/v1"));
+    for _ in 0..25 {
+        assert_eq!(proxied(gw.proxy, &route.key), 200);
+    }
+    let failing = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nx-mock-status: 500\r\nConnection: close\r\n\r\n",
+        route.key
+    );
+    assert_eq!(roundtrip(gw.proxy, &failing).0, 500);
+    let (status, v) = call(gw.admin, "GET", "/api/v1/stats", None, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["interval_seconds"], 10);
+    let buckets = v["latency_buckets"].as_array().unwrap();
+    assert_eq!(buckets.last().unwrap(), "+Inf");
+    let samples = v["samples"].as_array().unwrap();
+    // The one taken at start, before any of this, and the one taken now.
+    assert!(samples.len() >= 2, "{v}");
+    let (first, last) = (&samples[0], samples.last().unwrap());
+    assert_eq!(
+        first["gateways"]["demo"]["requests"].as_u64().unwrap_or(0),
+        0
+    );
+    assert!(first["age_ms"].as_u64().unwrap() > 0);
+    assert_eq!(last["age_ms"], 0);
+    let demo = &last["gateways"]["demo"];
+    assert_eq!(demo["requests"], 26, "{demo}");
+    assert_eq!(demo["errors_5xx"], 1, "{demo}");
+    assert!(demo["tokens"].as_u64().unwrap() > 0, "{demo}");
+    let latency = demo["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), buckets.len());
+    assert_eq!(latency.iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 26);
+    let (status, _) = call(gw.admin, "POST", "/api/v1/stats", None, None);
+    assert_eq!(status, 405);
     gw.stop();
 }

@@ -58,19 +58,25 @@ impl Request {
 }
 
 impl Admin {
+    /// Accepts admin connections and, beside them, samples the counters for
+    /// `/api/v1/stats`; cancelling this future ends both.
     pub async fn serve(self: Rc<Self>, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let admin = self.clone();
-                    glommio::spawn_local(async move { admin.connection(stream).await }).detach();
-                }
-                Err(e) => {
-                    log::warn!("admin accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+        let accept = async {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        let admin = self.clone();
+                        glommio::spawn_local(async move { admin.connection(stream).await })
+                            .detach();
+                    }
+                    Err(e) => {
+                        log::warn!("admin accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
-        }
+        };
+        futures_lite::future::or(accept, self.sample_stats()).await
     }
 
     async fn connection(self: Rc<Self>, mut stream: TcpStream) {
@@ -114,6 +120,8 @@ impl Admin {
                     Reply::error(401, "missing or invalid admin token")
                 } else if p == "/api/v1/status" {
                     self.status(req).await
+                } else if p == "/api/v1/stats" {
+                    self.stats(req).await
                 } else {
                     api::handle(self, req).await
                 }
