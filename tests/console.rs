@@ -234,6 +234,22 @@ fn the_overview_counts_requests_and_a_killed_target_shows_down() {
         WAIT,
     );
     snap(&b, "overview");
+    // A page opened now draws the past at once, from the server's samples
+    // (a page on its own would need three polls, 4 s, for two points).
+    b.goto(&url(gw.admin, "#/gateways"));
+    b.goto(&url(gw.admin, ""));
+    let opened = Instant::now();
+    b.wait_until(
+        "the requests chart has two points",
+        "const c = document.querySelector('svg[data-chart=rps]'); return !!c && Number(c.dataset.points) >= 2",
+        json!([]),
+        WAIT,
+    );
+    assert!(
+        opened.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        opened.elapsed()
+    );
 
     b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
     let badge = format!("[data-target='127.0.0.1:{}']", mock.port());

@@ -282,6 +282,29 @@
     }
     for (const f of listeners) f();
   }
+  // Before the first chart: the server's samples of the last 15 minutes
+  // (GET /api/v1/stats, cumulative like /metrics), older than what this
+  // page has polled itself.
+  let seeded = false;
+  async function seed() {
+    if (seeded) return;
+    const r = await api('GET', '/api/v1/stats');
+    if (r.status !== 200 || !r.data || !Array.isArray(r.data.samples)) return;
+    seeded = true;
+    const les = r.data.latency_buckets || [];
+    const now = Date.now();
+    const older = r.data.samples.map((x) => {
+      const out = { t: now - x.age_ms, gw: {}, targets: {}, uptime: 0, version: '' };
+      for (const [name, g] of Object.entries(x.gateways || {})) {
+        const buckets = {};
+        let sum = 0;
+        (g.latency || []).forEach((n, i) => { sum += n; buckets[les[i]] = sum; });
+        out.gw[name] = { req: g.requests, err: g.errors_5xx, tokens: g.tokens, buckets: buckets };
+      }
+      return out;
+    }).filter((x) => !history.length || x.t < history[0].t - 500);
+    history.unshift(...older);
+  }
   function quantile(buckets, q) {
     const les = Object.keys(buckets).filter((k) => k !== '+Inf').map(Number).sort((a, b) => a - b);
     const total = buckets['+Inf'] || 0;
@@ -347,6 +370,8 @@
     svg.setAttribute('class', 'chart');
     svg.setAttribute('role', 'img');
     svg.setAttribute('aria-label', title);
+    svg.setAttribute('data-chart', key);
+    svg.setAttribute('data-points', pts.length);
     const now = Date.now();
     // The span shown: what this page has seen, at least a minute, at most 15.
     const span = Math.min(HISTORY_MS, Math.max(60000, history.length ? now - history[0].t : 0));
@@ -430,6 +455,7 @@
   async function overview() {
     const r = await api('GET', '/api/v1/status');
     if (r.status === 401) return;
+    await seed();
     const st = r.status === 200 ? r.data : null;
     const head = h('section.cards');
     const charts = h('section.charts');
@@ -475,7 +501,7 @@
       })))]);
       clear(note);
       append(note, [pollError ? 'metrics: ' + pollError : 'Live from /metrics every ' + POLL_MS / 1000 +
-        ' s; charts keep the last 15 minutes this page has seen. Rates over the last 10 s.']);
+        ' s, rates over the last 10 s. Charts: the last 15 minutes (the server keeps a sample every 10 s).']);
     };
     render();
     onPoll(render);
