@@ -466,3 +466,59 @@ fn configuration_downloads_and_uploads_with_a_preview() {
     assert_eq!(proxied(gw.proxy, "rg-console-key"), 401);
     gw.stop();
 }
+
+#[test]
+fn entities_are_edited_as_json_and_the_gateway_by_its_form() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let (_mock, mock) = spawn_mock(&[]);
+    let gw = start(&temp_dir("console-edit"), &[]);
+    let gid = route_by_api(gw.admin, mock, None);
+    let b = Browser::start();
+    b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
+    b.click("[data-section=rules] [data-action=edit]");
+    let editor = "[data-section=rules] tr.editor textarea";
+    let text = b.exec(
+        "return document.querySelector(arguments[0]).value",
+        json!([editor]),
+    );
+    let mut rule: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+    assert_eq!(rule["path"], "/v1");
+    // A refusal names its field above the editor and changes nothing.
+    rule["retry_attempts"] = json!(-1);
+    b.fill(editor, &rule.to_string());
+    b.click("[data-section=rules] tr.editor button[type=submit]");
+    b.wait_for("[data-section=rules] tr.editor .form-error", WAIT);
+    let message = b.text("[data-section=rules] tr.editor .form-error");
+    assert!(message.contains("retry_attempts"), "{message:?}");
+    // A valid edit is applied: the rule now also takes GET.
+    rule["retry_attempts"] = json!(1);
+    rule["methods"] = json!(["GET", "POST"]);
+    b.fill(editor, &rule.to_string());
+    b.click("[data-section=rules] tr.editor button[type=submit]");
+    b.wait_until(
+        "the rule lists GET",
+        "return [...document.querySelectorAll('[data-section=rules] td')].some(td => td.textContent === 'GET POST')",
+        json!([]),
+        WAIT,
+    );
+    let get = "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer rg-console-key\r\nConnection: close\r\n\r\n";
+    assert_eq!(common::roundtrip(gw.proxy, get).0, 200);
+    // The gateway's own form renames it.
+    b.fill("form.edit-gateway input[name=name]", "renamed");
+    b.click("form.edit-gateway button[type=submit]");
+    b.wait_until(
+        "the heading shows the new name",
+        "const h = document.querySelector('h1.gw-name'); return !!h && h.textContent === 'renamed'",
+        json!([]),
+        WAIT,
+    );
+    let (_, g) = call(
+        gw.admin,
+        "GET",
+        &format!("/api/v1/gateways/{gid}"),
+        None,
+        None,
+    );
+    assert_eq!(g["name"], "renamed");
+    gw.stop();
+}
