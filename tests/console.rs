@@ -209,12 +209,15 @@ fn a_bad_port_is_shown_beside_its_field_and_creates_nothing() {
 
 #[test]
 fn the_overview_counts_requests_and_a_killed_target_shows_down() {
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let (mock_guard, mock) = spawn_mock(&[]);
-    let gw = start(&temp_dir("console-overview"), &[]);
     let health = json!({"path": "/echo/health", "interval": 1, "timeout": 1, "threshold": 1});
-    let gid = route_by_api(gw.admin, mock, Some(health));
-    let b = Browser::start();
+    let Scene {
+        b,
+        gw,
+        gid,
+        mock,
+        _mock: mock_guard,
+        _one,
+    } = scene("console-overview", Some(health));
     b.goto(&url(gw.admin, ""));
     b.wait_for("[data-test=requests-total]", WAIT);
     // 200 requests over about 6 s while the page watches, so its charts
@@ -331,13 +334,42 @@ fn route_by_api(admin: SocketAddr, mock: SocketAddr, health: Option<Value>) -> S
         .to_string()
 }
 
+/// What most tests start from: the one browser's turn, the mock, a
+/// gateway routed to it by [`route_by_api`] (its id), and a browser.
+struct Scene {
+    b: Browser,
+    gw: common::admin::Gateway,
+    gid: String,
+    mock: SocketAddr,
+    _mock: common::ChildGuard,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+fn scene(tag: &str, health: Option<Value>) -> Scene {
+    let one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, mock) = spawn_mock(&[]);
+    let gw = start(&temp_dir(tag), &[]);
+    let gid = route_by_api(gw.admin, mock, health);
+    Scene {
+        b: Browser::start(),
+        gw,
+        gid,
+        mock,
+        _mock: guard,
+        _one: one,
+    }
+}
+
 #[test]
 fn plugin_settings_show_the_servers_validation_message_then_apply() {
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let (_mock, mock) = spawn_mock(&[]);
-    let gw = start(&temp_dir("console-plugins"), &[]);
-    let gid = route_by_api(gw.admin, mock, None);
-    let b = Browser::start();
+    let Scene {
+        b,
+        gw,
+        gid,
+        _mock,
+        _one,
+        ..
+    } = scene("console-plugins", None);
     b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
     b.click("[data-section=rules] [data-action=plugins]");
     // rate_limiter is the first choice; add it, then give it a bad limit.
@@ -399,11 +431,14 @@ fn a_conflict_says_what_conflicts() {
 
 #[test]
 fn configuration_downloads_and_uploads_with_a_preview() {
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let (_mock, mock) = spawn_mock(&[]);
-    let gw = start(&temp_dir("console-config"), &[]);
-    route_by_api(gw.admin, mock, None);
-    let b = Browser::start();
+    let Scene {
+        b,
+        gw,
+        mock,
+        _mock,
+        _one,
+        ..
+    } = scene("console-config", None);
     b.goto(&url(gw.admin, "#/config"));
     // Download: the file is the API's export.
     b.click("[data-action=download]");
@@ -469,11 +504,14 @@ fn configuration_downloads_and_uploads_with_a_preview() {
 
 #[test]
 fn entities_are_edited_as_json_and_the_gateway_by_its_form() {
-    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let (_mock, mock) = spawn_mock(&[]);
-    let gw = start(&temp_dir("console-edit"), &[]);
-    let gid = route_by_api(gw.admin, mock, None);
-    let b = Browser::start();
+    let Scene {
+        b,
+        gw,
+        gid,
+        _mock,
+        _one,
+        ..
+    } = scene("console-edit", None);
     b.goto(&url(gw.admin, &format!("#/gateways/{gid}")));
     b.click("[data-section=rules] [data-action=edit]");
     let editor = "[data-section=rules] tr.editor textarea";
