@@ -111,6 +111,27 @@ mod tests {
         );
     }
 
+    /// Names from the API go into the page as text: the script has no way
+    /// to write HTML or run strings as code.
+    #[test]
+    fn the_script_never_writes_html() {
+        let script = ASSETS
+            .iter()
+            .find(|a| a.path.ends_with(".js"))
+            .expect("the script");
+        let text = std::str::from_utf8(script.body).unwrap();
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!text.contains(sink), "the console's script uses {sink}");
+        }
+    }
+
     #[test]
     fn the_page_has_no_inline_code() {
         let page = std::str::from_utf8(find("/").expect("the page").body).unwrap();
