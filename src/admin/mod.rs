@@ -4,7 +4,9 @@
 //! broadcast to every shard; the caller hears back once every shard serves it.
 
 pub mod api;
+pub mod console;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod store;
 
@@ -88,11 +90,13 @@ impl Admin {
     }
 }
 
-/// An admin answer: status and JSON body.
+/// An admin answer: status, body and its type, and any headers of its own
+/// (the server adds framing and the security headers every answer gets).
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
     pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -101,6 +105,7 @@ impl Reply {
             status,
             body: serde_json::to_vec(value).unwrap_or_default(),
             content_type: "application/json",
+            headers: Vec::new(),
         }
     }
 
@@ -113,6 +118,7 @@ impl Reply {
             status: 204,
             body: Vec::new(),
             content_type: "application/json",
+            headers: Vec::new(),
         }
     }
 }

@@ -7,15 +7,29 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::admin::{api, Admin, Reply};
+use crate::admin::{api, console, Admin, Reply};
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, ChunkedDecoder};
-use crate::proxy::timed;
+use crate::proxy::{linger, timed};
 
 /// Largest admin request body; larger gets 413.
 pub const MAX_ADMIN_BODY: usize = 1 << 20;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After an early refusal (413, 400, 408 …) the client may still be sending:
+/// up to this much is read and discarded, for up to [`LINGER_TIME`], so it
+/// reads the answer instead of a reset.
+const LINGER_BYTES: usize = 8 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Headers on every admin answer: no MIME sniffing, never framed, and a
+/// policy that lets the console's page load only its own script, style
+/// and API (no inline code, nothing from elsewhere).
+const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n\
+X-Frame-Options: DENY\r\n\
+Referrer-Policy: no-referrer\r\n\
+Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; \
+img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n";
 
 /// A parsed admin request, owned (admin calls are rare and small).
 pub struct Request {
@@ -44,19 +58,25 @@ impl Request {
 }
 
 impl Admin {
+    /// Accepts admin connections and, beside them, samples the counters for
+    /// `/api/v1/stats`; cancelling this future ends both.
     pub async fn serve(self: Rc<Self>, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let admin = self.clone();
-                    glommio::spawn_local(async move { admin.connection(stream).await }).detach();
-                }
-                Err(e) => {
-                    log::warn!("admin accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+        let accept = async {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        let admin = self.clone();
+                        glommio::spawn_local(async move { admin.connection(stream).await })
+                            .detach();
+                    }
+                    Err(e) => {
+                        log::warn!("admin accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
-        }
+        };
+        futures_lite::future::or(accept, self.sample_stats()).await
     }
 
     async fn connection(self: Rc<Self>, mut stream: TcpStream) {
@@ -72,7 +92,11 @@ impl Admin {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(reply) => {
-                    write_reply(&mut stream, &mut out, &reply, false).await;
+                    log::info!("admin request refused: {}", reply.status);
+                    if write_reply(&mut stream, &mut out, &reply, false).await {
+                        let mut conn = crate::runtime::conn::Conn::Glommio(stream);
+                        linger(&mut conn, &mut buf, LINGER_BYTES, LINGER_TIME).await;
+                    }
                     return;
                 }
             };
@@ -97,10 +121,16 @@ impl Admin {
                     Reply::error(401, "missing or invalid admin token")
                 } else if p == "/api/v1/status" {
                     self.status(req).await
+                } else if p == "/api/v1/stats" {
+                    self.stats(req).await
                 } else {
                     api::handle(self, req).await
                 }
             }
+            ("GET", p) => match console::find(p) {
+                Some(asset) => console::serve(asset, req),
+                None => Reply::error(404, "not found"),
+            },
             _ => Reply::error(404, "not found"),
         };
         log::info!(
@@ -246,12 +276,19 @@ async fn write_reply(
         )
         .as_bytes(),
     );
-    if reply.status != 204 {
+    if reply.status != 204 && reply.status != 304 {
         out.extend_from_slice(b"Content-Type: ");
         out.extend_from_slice(reply.content_type.as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(format!("Content-Length: {}\r\n", reply.body.len()).as_bytes());
     }
+    for (name, value) in &reply.headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if !reply.headers.iter().any(|(n, _)| *n == "Cache-Control") {
+        out.extend_from_slice(b"Cache-Control: no-store\r\n");
+    }
+    out.extend_from_slice(SECURITY_HEADERS.as_bytes());
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }

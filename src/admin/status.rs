@@ -24,6 +24,7 @@ impl Admin {
             status: 200,
             body: render(&shards, &snapshot, &process).into_bytes(),
             content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
         }
     }
 

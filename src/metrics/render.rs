@@ -480,13 +480,13 @@ fn escape(out: &mut String, v: &str) {
 }
 
 /// Stable keys → names, from one snapshot.
-struct Names<'s> {
+pub(crate) struct Names<'s> {
     gateways: HashMap<u64, &'s crate::config::snapshot::Gateway>,
     targets: HashMap<u64, [String; 3]>,
 }
 
 impl<'s> Names<'s> {
-    fn new(snap: &'s Snapshot) -> Names<'s> {
+    pub(crate) fn new(snap: &'s Snapshot) -> Names<'s> {
         let mut targets = HashMap::new();
         let mut add = |gateway: &str, group: &str, t: &Target| {
             targets.insert(
@@ -512,7 +512,8 @@ impl<'s> Names<'s> {
         }
     }
 
-    fn gateway(&self, key: u64) -> String {
+    /// The gateway's name (`""` for none, `#<hex>` when gone from the snapshot).
+    pub(crate) fn gateway(&self, key: u64) -> String {
         match (key, self.gateways.get(&key)) {
             (0, _) => String::new(),
             (_, Some(g)) => g.name.clone(),

@@ -326,13 +326,27 @@ async fn send_own_answer(shard: &Shard, conn: &mut Client, status: u16, keep_ali
 /// read and discard for a moment so the client sees the response rather
 /// than a reset.
 pub(crate) async fn linger_close(conn: &mut Client) {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    conn.stream.shutdown_write(Duration::from_millis(500)).await;
+    linger(
+        &mut conn.stream,
+        &mut conn.buf,
+        256 << 10,
+        Duration::from_millis(500),
+    )
+    .await;
+}
+
+/// Half-closes `stream`'s write side, then reads and discards what the peer
+/// still sends, up to `budget` bytes or until `within` has passed (or EOF).
+/// Closing with unread bytes would make the kernel send a reset, which can
+/// destroy the answer before the peer reads it.
+pub(crate) async fn linger(stream: &mut Conn, buf: &mut ReadBuf, budget: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    stream.shutdown_write(within).await;
     let mut discarded = 0usize;
-    while discarded < (256 << 10) {
-        conn.buf.clear();
+    while discarded < budget {
+        buf.clear();
         let left = deadline.saturating_duration_since(Instant::now());
-        match conn.stream.fill(&mut conn.buf, left).await {
+        match stream.fill(buf, left).await {
             Some(Ok(n)) if n > 0 => discarded += n,
             _ => break,
         }
