@@ -43,6 +43,7 @@
 #   UPSTREAM=nginx      or mock: `ringgate mock-upstream` (MOCK_SHARDS [1]) as the upstream
 #   MOCK_URL            use a running upstream instead of starting one
 #   ADMIN_URL, PROXY_URL  use a running gateway (parts both and c1 only; ADMIN_URL may end in /api/v1)
+#   GATEWAY_PID         pid of that running gateway, for its CPU per request
 #   ADMIN_TOKEN         admin bearer token
 #   RINGGATE_BIN        binary (default target/release/ringgate, built when needed)
 #   SHARDS              --shards of the both/c1/idle gateway [one per CPU]
@@ -77,6 +78,7 @@ if [[ -n "${ADMIN_URL:-}" || -n "${PROXY_URL:-}" ]]; then
     || rg_die "set both ADMIN_URL and PROXY_URL to use a running gateway, or neither to start one"
   EXTERNAL=1
   PARTS="${PARTS:-both,c1}"
+  [[ -z "${GATEWAY_PID:-}" ]] || kill -0 "$GATEWAY_PID" 2>/dev/null || rg_die "GATEWAY_PID=$GATEWAY_PID is not a running process"
 fi
 PARTS="${PARTS:-percore,both,c1,idle}"
 DURATION="${DURATION:-10s}"
@@ -177,7 +179,8 @@ rg_log "CSV: $CSV; raw output and logs: $RESULTS_DIR"
 
 # ---------------------------------------------------------------- processes
 
-if [[ -z "${MOCK_URL:-}" || "$EXTERNAL" == 0 ]]; then rg_ensure_binary; fi
+# The binary runs the gateway, and the upstream when it is ringgate's mock.
+if ((!EXTERNAL)) || [[ -z "${MOCK_URL:-}" && "$UPSTREAM" == mock ]]; then rg_ensure_binary; fi
 if [[ -n "${MOCK_URL:-}" ]]; then
   rg_use_mock "$MOCK_URL"
   RG_MOCK_PIDS=""
