@@ -14,7 +14,11 @@
 #   nginx    (COMPARE=nginx) the same through a tuned nginx on the same mock
 #
 # and prints a table, writes results.csv / results.json / chart.svg to
-# bench-results/<timestamp>/, and exits non-zero if any run saw errors.
+# bench-results/<timestamp>/, and exits non-zero if any run saw errors. Beside req/s and
+# latency, every run records the CPU the proxy under test used (cores = CPU seconds of all
+# its threads / wall seconds, from /proc/PID/stat) and its peak RSS in MB (VmHWM, reset
+# before each run): ringgate in its scenarios, nginx (all processes) in `nginx`, blank for
+# `direct` and for a running gateway whose pid is not given (GATEWAY_PID).
 #
 # Environment (defaults in brackets):
 #   CONCURRENCY="10 50 100 250 500 1000"  concurrency levels (hey -c)
@@ -25,6 +29,8 @@
 #   COMPARE=nginx          add the tuned-nginx scenario (needs nginx)
 #   ADMIN_URL, PROXY_URL   use a running gateway (ADMIN_URL as in TrustGate: http://host:8080/api/v1)
 #   ADMIN_TOKEN            admin bearer token (passed to the started gateway as --admin-token too)
+#   GATEWAY_PID            pid of the running gateway (with ADMIN_URL), for its CPU and peak RSS
+#   GATEWAY_ARGS           more `ringgate serve` flags for the started gateway, e.g. "--spin-us 0"
 #   MOCK_URL               use a running mock upstream instead of starting one
 #   RINGGATE_BIN           binary to run (default target/release/ringgate, built when needed)
 #   SHARDS, MOCK_SHARDS    --shards for the gateway [one per CPU] and the mock [1]
@@ -101,7 +107,7 @@ mkdir -p "$RESULTS_DIR/raw"
 LOGDIR="$RESULTS_DIR/logs"
 mkdir -p "$LOGDIR"
 CSV="$RESULTS_DIR/results.csv"
-echo "scenario,tool,concurrency,requests,errors,rps,p50_ms,p95_ms,p99_ms" >"$CSV"
+echo "scenario,tool,concurrency,requests,errors,rps,p50_ms,p95_ms,p99_ms,cores,peak_rss_mb" >"$CSV"
 
 if [[ -n "$REQUESTS" ]]; then load_desc="$REQUESTS requests per run"; else load_desc="$DURATION per run"; fi
 rg_log "machine: $(rg_machine_info)"
@@ -114,7 +120,13 @@ if [[ -z "${MOCK_URL:-}" || -z "${ADMIN_URL:-}" ]]; then
   rg_ensure_binary
 fi
 if [[ -n "${MOCK_URL:-}" ]]; then rg_use_mock "$MOCK_URL"; else rg_start_mock "$LOGDIR"; fi
-if [[ -n "${ADMIN_URL:-}" ]]; then rg_use_gateway "$ADMIN_URL" "$PROXY_URL"; else rg_start_gateway "$LOGDIR"; fi
+if [[ -n "${ADMIN_URL:-}" ]]; then
+  rg_use_gateway "$ADMIN_URL" "$PROXY_URL"
+  [[ -z "${GATEWAY_PID:-}" ]] || kill -0 "$GATEWAY_PID" 2>/dev/null || rg_die "GATEWAY_PID=$GATEWAY_PID is not a running process"
+  RG_GATEWAY_PID="${GATEWAY_PID:-}"
+else
+  rg_start_gateway "$LOGDIR"
+fi
 
 rg_admin_setup "$RG_MOCK_HOST" "$RG_MOCK_PORT"
 
@@ -152,6 +164,15 @@ scenario_body() {
   esac
 }
 
+# scenario_pids SCENARIO : the processes of the proxy under test (empty: none to measure).
+scenario_pids() {
+  case "$1" in
+    direct) echo "" ;;
+    nginx) echo "$RG_NGINX_PIDS" ;;
+    *) echo "${RG_GATEWAY_PID:-}" ;;
+  esac
+}
+
 # Every scenario answers once before it is loaded, so a misconfiguration is one clear
 # message rather than a table of errors.
 RUN_SCENARIOS=()
@@ -164,8 +185,9 @@ done
 
 # ---------------------------------------------------------------- load
 
-printf '\n%-8s %6s %11s %9s %9s %9s %8s\n' scenario conc "req/s" "p50 ms" "p95 ms" "p99 ms" errors >&2
+printf '\n%-8s %6s %11s %9s %9s %9s %8s %6s %8s\n' scenario conc "req/s" "p50 ms" "p95 ms" "p99 ms" errors cores "peak MB" >&2
 FAILED=()
+HWM_NOTE=""
 for s in "${RUN_SCENARIOS[@]}"; do
   read -r method url < <(scenario_request "$s")
   body="$(scenario_body "$s")"
@@ -182,14 +204,32 @@ for s in "${RUN_SCENARIOS[@]}"; do
     raw="$RESULTS_DIR/raw/$s-c$c.txt"
     rg_log "run: $s at concurrency $c ($load_desc): hey ${args[*]//Bearer */Bearer ***} $url"
     hey_rc=0
+    pids="$(scenario_pids "$s")" cores="" peak_mb=""
+    if [[ -n "$pids" ]]; then
+      # shellcheck disable=SC2086
+      if ! rg_reset_peak_rss $pids && [[ -z "$HWM_NOTE" ]]; then
+        HWM_NOTE="peak RSS is since the process started (this kernel or user cannot reset VmHWM)"
+        rg_warn "$HWM_NOTE"
+      fi
+      # shellcheck disable=SC2086
+      ticks0="$(rg_cpu_ticks $pids)"
+    fi
+    t0="$(rg_now_us)"
     rg_run_fg "$raw" hey "${args[@]}" "$url" || hey_rc=$?
+    t1="$(rg_now_us)"
+    if [[ -n "$pids" ]]; then
+      # shellcheck disable=SC2086
+      cores="$(rg_cores_used "$ticks0" "$(rg_cpu_ticks $pids)" $((t1 - t0)))"
+      # shellcheck disable=SC2086
+      peak_mb="$(awk -v k="$(rg_status_kb VmHWM $pids)" 'BEGIN {printf "%.1f", k / 1024}')"
+    fi
     read -r rps p50 p95 p99 errs total < <(rg_parse_hey "$raw")
     if ((hey_rc != 0)); then
       rg_warn "hey exited with status $hey_rc (see $raw)"
       ((errs == 0)) && errs=1
     fi
-    echo "$s,hey,$c,$total,$errs,$rps,$p50,$p95,$p99" >>"$CSV"
-    printf '%-8s %6s %11s %9s %9s %9s %8s\n' "$s" "$c" "$rps" "$p50" "$p95" "$p99" "$errs" >&2
+    echo "$s,hey,$c,$total,$errs,$rps,$p50,$p95,$p99,$cores,$peak_mb" >>"$CSV"
+    printf '%-8s %6s %11s %9s %9s %9s %8s %6s %8s\n' "$s" "$c" "$rps" "$p50" "$p95" "$p99" "$errs" "${cores:--}" "${peak_mb:--}" >&2
     if ((errs > 0)); then FAILED+=("$s at concurrency $c: $errs errors of $total requests (raw output: $raw)"); fi
   done
 done
@@ -202,12 +242,14 @@ meta=(--meta "tool=$(rg_tool_version hey)" --meta "scenarios=${RUN_SCENARIOS[*]}
 if [[ -n "$REQUESTS" ]]; then meta+=(--meta "requests=$REQUESTS"); else meta+=(--meta "duration=$DURATION"); fi
 [[ -n "${RG_NGINX_URL:-}" ]] && meta+=(--meta "nginx=$(rg_tool_version nginx)")
 [[ -n "${RINGGATE_BIN:-}" ]] && meta+=(--meta "ringgate_bin=$RINGGATE_BIN")
+[[ -n "${GATEWAY_ARGS:-}" ]] && meta+=(--meta "gateway_args=$GATEWAY_ARGS")
+[[ -n "$HWM_NOTE" ]] && meta+=(--meta "peak_rss_note=$HWM_NOTE")
 ((PLUGINS_OK)) || [[ " $SCENARIOS " != *" plugins "* ]] || meta+=(--meta "skipped=plugins (the gateway refused a plugin chain)")
 
 echo >&2
 rg_log "results ($load_desc, $(rg_machine_info)):"
 python3 "$RG_LIB_DIR/chart.py" "$CSV" --table --json "$RESULTS_DIR/results.json" --svg "$SVG" \
-  --title "ringgate benchmark: req/s and p99 by concurrency" "${meta[@]}"
+  --title "ringgate benchmark: req/s, p99, CPU and peak RSS by concurrency" "${meta[@]}"
 echo
 rg_log "CSV:   $CSV"
 rg_log "JSON:  $RESULTS_DIR/results.json"

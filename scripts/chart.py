@@ -5,11 +5,13 @@
                      [--title TEXT] [--meta key=value ...]
 
 The CSV needs the columns scenario, concurrency, rps and p99_ms; requests, errors,
-p50_ms and p95_ms are used when present. Empty / "nan" values are skipped.
+p50_ms, p95_ms, cores (CPU the proxy used: CPU seconds / wall seconds) and
+peak_rss_mb (its peak RSS) are used when present. Empty / "nan" values are skipped.
 
 The SVG has two panels, req/s against concurrency and p99 latency (ms) against
-concurrency, one line per scenario, log-scale x; points where a run saw errors
-get a red ring. Its title carries the machine (CPU model, cores, kernel) so a
+concurrency, and, when the CSV has them, two more below: cores used and peak RSS
+(MB). One line per scenario, log-scale x; points where a run saw errors get a
+red ring. Its title carries the machine (CPU model, cores, kernel) so a
 chart pasted into an issue says where it was measured.
 """
 
@@ -25,7 +27,7 @@ from html import escape
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-NUMERIC = ("concurrency", "requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms")
+NUMERIC = ("concurrency", "requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms", "cores", "peak_rss_mb")
 
 
 def num(v):
@@ -76,7 +78,8 @@ def fmt(v, digits=2):
 def print_table(rows):
     cols = [("scenario", "scenario", None), ("concurrency", "conc", 0), ("rps", "req/s", 0),
             ("p50_ms", "p50 ms", 3), ("p95_ms", "p95 ms", 3), ("p99_ms", "p99 ms", 3),
-            ("errors", "errors", 0), ("requests", "requests", 0)]
+            ("errors", "errors", 0), ("requests", "requests", 0), ("cores", "cores", 2),
+            ("peak_rss_mb", "peak RSS MB", 1)]
     cols = [c for c in cols if any(c[0] in r for r in rows)]
     cells = [[h for _, h, _ in cols]]
     for r in rows:
@@ -178,8 +181,15 @@ def write_svg(path, rows, title, subtitle):
     for pts in series.values():
         pts.sort(key=lambda r: r["concurrency"])
     xs_all = [r["concurrency"] for pts in series.values() for r in pts] or [1]
-    W, H = 1200, 530
-    pw, ph, top = 460, 330, 90
+    panels = [("rps", "requests per second", "Throughput (req/s, higher is better)"),
+              ("p99_ms", "p99 latency (ms)", "Tail latency (p99 ms, lower is better)")]
+    # The proxy's resources, when measured: a second row of panels.
+    if any(r.get("cores") is not None or r.get("peak_rss_mb") is not None for pts in series.values() for r in pts):
+        panels += [("cores", "cores used", "Proxy CPU (cores = CPU s / wall s)"),
+                   ("peak_rss_mb", "peak RSS (MB)", "Proxy peak RSS (MB)")]
+    pw, ph, top, row_h = 460, 330, 90, 430
+    rows_n = (len(panels) + 1) // 2
+    W, H = 1200, 530 + row_h * (rows_n - 1)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            'font-family="Helvetica, Arial, sans-serif">',
            '<style>.tick{font-size:11px;fill:#444}.axis{font-size:12px;fill:#222}'
@@ -187,12 +197,11 @@ def write_svg(path, rows, title, subtitle):
            f'<rect width="{W}" height="{H}" fill="#fafafa"/>',
            f'<text x="{W / 2}" y="30" text-anchor="middle" font-size="18" font-weight="bold">{escape(title)}</text>',
            f'<text x="{W / 2}" y="52" text-anchor="middle" font-size="12" fill="#555">{escape(subtitle)}</text>']
-    panels = [(90, "rps", "requests per second", "Throughput (req/s, higher is better)"),
-              (90 + pw + 130, "p99_ms", "p99 latency (ms)", "Tail latency (p99 ms, lower is better)")]
-    for x0, field, ylabel, ptitle in panels:
-        out.append(f'<text x="{x0 + pw / 2}" y="{top - 10}" text-anchor="middle" class="ptitle">{escape(ptitle)}</text>')
-        panel(out, x0, top, pw, ph, series, field, ylabel, xs_all)
-    ly = top + ph + 70
+    for i, (field, ylabel, ptitle) in enumerate(panels):
+        x0, y0 = 90 + (i % 2) * (pw + 130), top + (i // 2) * row_h
+        out.append(f'<text x="{x0 + pw / 2}" y="{y0 - 10}" text-anchor="middle" class="ptitle">{escape(ptitle)}</text>')
+        panel(out, x0, y0, pw, ph, series, field, ylabel, xs_all)
+    ly = top + (rows_n - 1) * row_h + ph + 70
     lx = 90
     for i, name in enumerate(series):
         color = PALETTE[i % len(PALETTE)]

@@ -52,6 +52,8 @@ rg_need_cmds() {
     missing+=("$c")
     case "$c" in
       cargo) ;;  # not an apt package: see below
+      perf) pkgs+=(linux-perf) ;;
+      taskset | pgrep) pkgs+=("$([[ $c == taskset ]] && echo util-linux || echo procps)") ;;
       *) pkgs+=("$c") ;;
     esac
   done
@@ -115,6 +117,29 @@ rg_run_fg() {
   wait "$pid" || rc=$?
   rg_forget_pid "$pid"
   return "$rc"
+}
+
+# rg_on_cpus CPUS CMD [ARGS...] : execs CMD pinned to CPUS (a taskset list such as 1 or
+# 0,1), or unpinned when CPUS is empty. Only as the command of rg_spawn or rg_run_fg,
+# which run it in a child: it replaces the shell it runs in, so the pid stays CMD's.
+rg_on_cpus() {
+  local cpus="$1"
+  shift
+  ((BASH_SUBSHELL > 0)) || rg_die "rg_on_cpus runs only inside rg_spawn / rg_run_fg"
+  if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
+
+# rg_stop PID... : stops processes started with rg_spawn (as rg_stop_pid) and forgets them.
+rg_stop() {
+  local pid i
+  for pid in "$@"; do
+    for i in "${!RG_PIDS[@]}"; do
+      if [[ "${RG_PIDS[$i]}" == "$pid" ]]; then
+        rg_stop_pid "$pid" "${RG_PID_NAMES[$i]}"
+        rg_forget_pid "$pid"
+      fi
+    done
+  done
 }
 
 rg_forget_pid() {
@@ -254,20 +279,22 @@ rg_ensure_binary() {
 }
 
 # rg_start_mock LOGDIR : starts `ringgate mock-upstream` on a free port.
-# Sets RG_MOCK_URL, RG_MOCK_HOST, RG_MOCK_PORT. Honours MOCK_SHARDS, and
-# STREAM_CHUNKS / STREAM_INTERVAL_MS (passed only when set).
+# Sets RG_MOCK_URL, RG_MOCK_HOST, RG_MOCK_PORT, RG_MOCK_PID(S). Honours MOCK_SHARDS,
+# RG_UPSTREAM_CPUS (pins it, a taskset list) and STREAM_CHUNKS / STREAM_INTERVAL_MS
+# (passed only when set).
 rg_start_mock() {
   local logdir="$1" port line args=()
   port="$(rg_free_port)"
   args=(mock-upstream --listen "127.0.0.1:$port" --shards "${MOCK_SHARDS:-1}")
   [[ -n "${STREAM_CHUNKS:-}" ]] && args+=(--stream-chunks "$STREAM_CHUNKS")
   [[ -n "${STREAM_INTERVAL_MS:-}" ]] && args+=(--stream-interval-ms "$STREAM_INTERVAL_MS")
-  rg_spawn mock-upstream "$logdir/mock-upstream.log" "$RINGGATE_BIN" "${args[@]}"
+  rg_spawn mock-upstream "$logdir/mock-upstream.log" rg_on_cpus "${RG_UPSTREAM_CPUS:-}" "$RINGGATE_BIN" "${args[@]}"
   rg_wait_line "$RG_LAST_PID" "$logdir/mock-upstream.log" \
     '^ringgate mock-upstream listening on http://' "${READY_TIMEOUT:-20}" mock-upstream
   line="$(grep -Em1 '^ringgate mock-upstream listening on http://' "$logdir/mock-upstream.log")"
   RG_MOCK_URL="${line##* }"
   RG_MOCK_PID="$RG_LAST_PID"
+  RG_MOCK_PIDS="$RG_LAST_PID"
   read -r RG_MOCK_HOST RG_MOCK_PORT < <(rg_url_hostport "$RG_MOCK_URL")
   rg_log "mock upstream ready at $RG_MOCK_URL"
 }
@@ -293,6 +320,78 @@ rg_cpu_per_request() {
     printf "%.1f %.1f\n", (y[1] - x[1]) / tk * 1e6 / n, (y[2] - x[2]) / tk * 1e6 / n }'
 }
 
+# rg_cores_used "U0 S0" "U1 S1" WALL_US : CPU seconds over wall seconds ("1.93": almost
+# two cores busy), from rg_cpu_ticks before and after.
+rg_cores_used() {
+  awk -v a="$1" -v b="$2" -v w="$3" -v tk="$(getconf CLK_TCK)" 'BEGIN {
+    split(a, x, " "); split(b, y, " ");
+    if (w + 0 <= 0) { print ""; exit }
+    printf "%.3f\n", (y[1] + y[2] - x[1] - x[2]) / tk / (w / 1e6) }'
+}
+
+# rg_status_kb FIELD PID... : the sum of a /proc/PID/status field in KiB (VmRSS, VmHWM).
+rg_status_kb() {
+  local field="$1" p sum=0 v
+  shift
+  for p in "$@"; do
+    v="$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null)"
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+# rg_reset_peak_rss PID... : resets VmHWM to the current RSS (writes 5 to clear_refs,
+# Linux 4.0+). Returns 1 when the kernel or the permissions refuse it for any of them.
+rg_reset_peak_rss() {
+  local p ok=0
+  for p in "$@"; do
+    { echo 5 >"/proc/$p/clear_refs"; } 2>/dev/null || ok=1
+  done
+  return "$ok"
+}
+
+# rg_res_irqs CPU : reschedule interrupts (the RES line of /proc/interrupts) taken so far
+# by CPU; empty when the line or the CPU's column is missing.
+rg_res_irqs() {
+  awk -v cpu="CPU$1" '
+    NR == 1 { for (i = 1; i <= NF; i++) if ($i == cpu) col = i + 1 }
+    $1 == "RES:" && col { print $col; exit }' /proc/interrupts 2>/dev/null
+}
+
+# rg_syscalls_supported : true when `perf stat` can count the raw_syscalls:sys_enter
+# tracepoint here (perf installed, tracefs present, enough privilege).
+rg_syscalls_supported() {
+  command -v perf >/dev/null 2>&1 || return 1
+  perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true >/dev/null 2>&1
+}
+
+# rg_syscalls_start OUTFILE PID... : counts the system calls of the processes (all their
+# threads) until rg_syscalls_stop. Returns once perf has attached its counters.
+# Sets RG_PERF_PID.
+rg_syscalls_start() {
+  local out="$1" pids deadline
+  shift
+  pids="$(tr ' ' ',' <<<"$*")"
+  rg_spawn "perf stat" "$out.log" perf stat -e raw_syscalls:sys_enter -x, -o "$out" -p "$pids"
+  RG_PERF_PID="$RG_LAST_PID"
+  deadline=$(( $(rg_now_us) + 10000000 ))
+  until find "/proc/$RG_PERF_PID/fd" -lname '*perf_event*' 2>/dev/null | grep -q .; do
+    kill -0 "$RG_PERF_PID" 2>/dev/null || { rg_warn "perf stat exited: $(tail -n 3 "$out.log")"; return 1; }
+    (( $(rg_now_us) > deadline )) && { rg_warn "perf stat did not attach within 10 s"; return 1; }
+    sleep 0.02
+  done
+}
+
+# rg_syscalls_stop OUTFILE : stops the perf started by rg_syscalls_start (SIGINT, on
+# which it writes its count) and sets RG_SYSCALLS to the count (empty when there is
+# none). Not in $(...): only this shell can wait for perf.
+rg_syscalls_stop() {
+  kill -INT "$RG_PERF_PID" 2>/dev/null || true
+  wait "$RG_PERF_PID" 2>/dev/null || true
+  rg_forget_pid "$RG_PERF_PID"
+  RG_SYSCALLS="$(awk -F, '$3 ~ /raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ {print $1}' "$1" 2>/dev/null)"
+}
+
 # rg_use_mock URL : use a mock (or any OpenAI-compatible upstream) already running.
 rg_use_mock() {
   RG_MOCK_URL="${1%/}"
@@ -301,10 +400,15 @@ rg_use_mock() {
   rg_log "using the running upstream at $RG_MOCK_URL"
 }
 
-# rg_start_gateway LOGDIR : starts `ringgate serve` on free ports with a temp data dir.
-# Sets RG_ADMIN_URL (…/api/v1), RG_ADMIN_BASE, RG_PROXY_URL. Honours SHARDS, ADMIN_TOKEN.
+# rg_start_gateway LOGDIR [ARG...] : starts `ringgate serve` on free ports with a temp
+# data dir, ARGs added to its command line. Sets RG_ADMIN_URL (…/api/v1), RG_ADMIN_BASE,
+# RG_PROXY_URL, RG_GATEWAY_PID. Honours SHARDS, ADMIN_TOKEN, GATEWAY_ARGS (more `serve`
+# flags, split at spaces, e.g. GATEWAY_ARGS="--spin-us 0") and RG_GATEWAY_CPUS (pins
+# it, a taskset list: its shards then run on those CPUs).
 rg_start_gateway() {
-  local logdir="$1" pport aport datadir args=()
+  local logdir="$1" pport aport datadir args=() more=()
+  shift
+  read -r -a more <<<"${GATEWAY_ARGS:-}"
   pport="$(rg_free_port)"
   aport="$(rg_free_port)"
   while [[ "$aport" == "$pport" ]]; do aport="$(rg_free_port)"; done
@@ -312,7 +416,8 @@ rg_start_gateway() {
   args=(serve --proxy "127.0.0.1:$pport" --admin "127.0.0.1:$aport" --data-dir "$datadir")
   [[ -n "${SHARDS:-}" ]] && args+=(--shards "$SHARDS")
   [[ -n "${ADMIN_TOKEN:-}" ]] && args+=(--admin-token "$ADMIN_TOKEN")
-  rg_spawn "ringgate serve" "$logdir/ringgate.log" "$RINGGATE_BIN" "${args[@]}"
+  args+=("$@" "${more[@]}")
+  rg_spawn "ringgate serve" "$logdir/ringgate.log" rg_on_cpus "${RG_GATEWAY_CPUS:-}" "$RINGGATE_BIN" "${args[@]}"
   rg_wait_line "$RG_LAST_PID" "$logdir/ringgate.log" '^ringgate ready' "${READY_TIMEOUT:-20}" "ringgate serve"
   RG_GATEWAY_PID="$RG_LAST_PID"
   RG_ADMIN_BASE="http://127.0.0.1:$aport"
@@ -445,24 +550,24 @@ rg_smoke() {
 
 # ---------------------------------------------------------------- nginx
 
-# rg_start_nginx UPSTREAM_HOST UPSTREAM_PORT LOGDIR : a tuned nginx reverse proxy
-# (worker_processes auto, upstream keepalive 256, HTTP/1.1 to the upstream,
-# access_log off) with its own temp prefix, conf, pid and logs, run as a
-# non-daemon on a free 127.0.0.1 port. Sets RG_NGINX_URL.
-rg_start_nginx() {
-  local uhost="$1" uport="$2" logdir="$3" prefix port
-  rg_mktemp_dir prefix ringgate-bench-nginx
-  chmod 755 "$prefix"   # workers run as nobody when started as root
-  port="$(rg_free_port)"
+# A fixed OpenAI chat-completion answer: what the nginx upstream returns.
+RG_CHAT_RESPONSE='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-3.5-turbo","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}'
+
+# rg_nginx_conf PREFIX WORKERS SERVER_BLOCKS : writes PREFIX/nginx.conf: the settings
+# every nginx here shares (WORKERS workers, access_log off, keep-alive for a million
+# requests, temp paths inside PREFIX) around SERVER_BLOCKS (server{} and upstream{}).
+# Keep-alive lasts RG_NGINX_KEEPALIVE_S seconds [75]; RG_NGINX_WORKER_CONNECTIONS [16384].
+rg_nginx_conf() {
+  local prefix="$1" workers="$2" blocks="$3"
   cat >"$prefix/nginx.conf" <<EOF
-# Generated by scripts/lib.sh (rg_start_nginx): the tuned nginx ringgate is compared with.
-worker_processes auto;
+# Generated by scripts/lib.sh: an nginx for ringgate's benchmarks.
+worker_processes $workers;
 worker_rlimit_nofile 65536;
 pid $prefix/nginx.pid;
 error_log $prefix/error.log warn;
 
 events {
-    worker_connections 16384;
+    worker_connections ${RG_NGINX_WORKER_CONNECTIONS:-16384};
     multi_accept on;
 }
 
@@ -471,7 +576,7 @@ http {
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
-    keepalive_timeout 75s;
+    keepalive_timeout ${RG_NGINX_KEEPALIVE_S:-75}s;
     keepalive_requests 1000000;
     client_body_buffer_size 64k;
     client_body_temp_path $prefix/client_body;
@@ -479,7 +584,47 @@ http {
     fastcgi_temp_path $prefix/fastcgi;
     uwsgi_temp_path $prefix/uwsgi;
     scgi_temp_path $prefix/scgi;
+$blocks
+}
+EOF
+}
 
+# rg_nginx_run PREFIX PORT LOGDIR NAME CPUS : checks PREFIX/nginx.conf, runs nginx on it
+# as a non-daemon (pinned to CPUS, a taskset list, unless empty), waits for PORT and for
+# its workers. Saves the conf as LOGDIR/NAME.conf. Sets RG_LAST_PID (the master) and
+# RG_NGINX_ALL_PIDS (master and workers, for CPU and memory accounting).
+rg_nginx_run() {
+  local prefix="$1" port="$2" logdir="$3" name="$4" cpus="$5" workers deadline master
+  nginx -t -q -p "$prefix/" -e "$prefix/error.log" -c "$prefix/nginx.conf" >"$logdir/$name-test.log" 2>&1 \
+    || { cat "$logdir/$name-test.log" >&2; rg_die "nginx rejected the generated configuration ($prefix/nginx.conf)"; }
+  rg_spawn "$name" "$logdir/$name.log" rg_on_cpus "$cpus" \
+    nginx -p "$prefix/" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;'
+  master="$RG_LAST_PID"
+  rg_wait_port 127.0.0.1 "$port" "${READY_TIMEOUT:-20}" "$name" "$master"
+  workers="$(awk '$1 == "worker_processes" {sub(";", "", $2); print $2}' "$prefix/nginx.conf")"
+  deadline=$(( $(rg_now_us) + ${READY_TIMEOUT:-20} * 1000000 ))
+  while (( $(pgrep -c -P "$master" || true) < workers )); do
+    (( $(rg_now_us) > deadline )) && rg_die "$name started fewer than $workers workers"
+    sleep 0.02
+  done
+  RG_NGINX_ALL_PIDS="$master $(pgrep -P "$master" | tr '\n' ' ')"
+  RG_NGINX_ALL_PIDS="${RG_NGINX_ALL_PIDS% }"
+  RG_LAST_PID="$master"
+  cp "$prefix/nginx.conf" "$logdir/$name.conf"
+}
+
+# rg_start_nginx UPSTREAM_HOST UPSTREAM_PORT LOGDIR : a tuned nginx reverse proxy
+# (upstream keepalive 256, HTTP/1.1 to the upstream, access_log off) with its own temp
+# prefix, conf, pid and logs, run as a non-daemon on a free 127.0.0.1 port.
+# RG_NGINX_WORKERS sets worker_processes [one per CPU this script may use, what
+# `auto` gives]; RG_NGINX_CPUS pins it (a taskset list) [unpinned].
+# Sets RG_NGINX_URL, RG_NGINX_PID (the master), RG_NGINX_PIDS (master and workers).
+rg_start_nginx() {
+  local uhost="$1" uport="$2" logdir="$3" prefix port
+  rg_mktemp_dir prefix ringgate-bench-nginx
+  chmod 755 "$prefix"   # workers run as nobody when started as root
+  port="$(rg_free_port)"
+  rg_nginx_conf "$prefix" "${RG_NGINX_WORKERS:-$(nproc)}" "
     upstream mock {
         server $uhost:$uport;
         keepalive 256;
@@ -492,23 +637,45 @@ http {
         location / {
             proxy_pass http://mock;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
             proxy_set_header Host \$proxy_host;
             proxy_set_header X-Forwarded-For \$remote_addr;
             proxy_connect_timeout 5s;
             proxy_read_timeout 60s;
         }
-    }
-}
-EOF
-  nginx -t -q -p "$prefix/" -e "$prefix/error.log" -c "$prefix/nginx.conf" >"$logdir/nginx-test.log" 2>&1 \
-    || { cat "$logdir/nginx-test.log" >&2; rg_die "nginx rejected the generated configuration ($prefix/nginx.conf)"; }
-  rg_spawn nginx "$logdir/nginx.log" nginx -p "$prefix/" -e "$prefix/error.log" -c "$prefix/nginx.conf" -g 'daemon off;'
-  rg_wait_port 127.0.0.1 "$port" "${READY_TIMEOUT:-20}" nginx "$RG_LAST_PID"
+    }"
+  rg_nginx_run "$prefix" "$port" "$logdir" nginx "${RG_NGINX_CPUS:-}"
   RG_NGINX_PID="$RG_LAST_PID"
-  cp "$prefix/nginx.conf" "$logdir/nginx.conf"
+  RG_NGINX_PIDS="$RG_NGINX_ALL_PIDS"
   RG_NGINX_URL="http://127.0.0.1:$port"
-  rg_log "nginx ready at $RG_NGINX_URL -> $uhost:$uport (conf saved as $logdir/nginx.conf)"
+  rg_log "nginx ready at $RG_NGINX_URL -> $uhost:$uport, pids $RG_NGINX_PIDS (conf saved as $logdir/nginx.conf)"
+}
+
+# rg_start_nginx_upstream LOGDIR : an nginx that answers every request with 200 and
+# RG_CHAT_RESPONSE, a fixed chat completion: an upstream that costs less CPU than the
+# proxies compared in front of it (ringgate's mock costs more). UPSTREAM_WORKERS
+# workers [1]; RG_UPSTREAM_CPUS pins it (a taskset list) [unpinned]. Sets RG_MOCK_URL,
+# RG_MOCK_HOST, RG_MOCK_PORT, RG_MOCK_PID and RG_MOCK_PIDS, as rg_start_mock does.
+rg_start_nginx_upstream() {
+  local logdir="$1" prefix port
+  rg_mktemp_dir prefix ringgate-bench-upstream
+  chmod 755 "$prefix"
+  port="$(rg_free_port)"
+  rg_nginx_conf "$prefix" "${UPSTREAM_WORKERS:-1}" "
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            default_type application/json;
+            return 200 '$RG_CHAT_RESPONSE';
+        }
+    }"
+  rg_nginx_run "$prefix" "$port" "$logdir" nginx-upstream "${RG_UPSTREAM_CPUS:-}"
+  RG_MOCK_PID="$RG_LAST_PID"
+  RG_MOCK_PIDS="$RG_NGINX_ALL_PIDS"
+  RG_MOCK_URL="http://127.0.0.1:$port"
+  RG_MOCK_HOST=127.0.0.1
+  RG_MOCK_PORT="$port"
+  rg_log "nginx upstream (return 200, a fixed chat completion) ready at $RG_MOCK_URL, pids $RG_MOCK_PIDS"
 }
 
 # ---------------------------------------------------------------- load tools and parsing
