@@ -394,6 +394,11 @@ impl Driver {
     fn prepare_park(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
         inner.ring.completion().enable_eventfd();
+        // The kernel sets IORING_SQ_TASKRUN, then reads the eventfd switch;
+        // we write the switch, then read IORING_SQ_TASKRUN. Without a full
+        // fence between our store and load (x86 may reorder them), both
+        // sides can miss each other and the shard sleeps on queued work.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let due = inner.wheel.earliest();
         if due != 0 && (inner.timer_at == 0 || due < inner.timer_at) {
             inner.arm_timer(due);
