@@ -82,7 +82,7 @@ fn rule_index(rules: &[model::Rule], r: &str) -> Option<usize> {
     rules
         .iter()
         .position(|x| x.id.as_deref() == Some(r))
-        .or_else(|| rules.iter().position(|x| x.name == r))
+        .or_else(|| rules.iter().position(|x| !x.name.is_empty() && x.name == r))
 }
 
 fn compile_gateway(gw: &model::Gateway) -> Gateway {
@@ -122,7 +122,12 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
         rules.push(Rule {
             id: r.id.clone().unwrap_or_default(),
             key: stable_key(r.id.as_deref().unwrap_or_default()),
-            name: r.name.clone(),
+            // A rule without a name is labelled (metrics, logs) by its path.
+            name: if r.name.is_empty() {
+                r.path.clone()
+            } else {
+                r.name.clone()
+            },
             path: r.path.clone(),
             service: service.unwrap_or(usize::MAX),
             strip_path: r.strip_path,

@@ -721,7 +721,6 @@ fn methods_overlap(a: &[String], b: &[String]) -> bool {
 /// Checks everything SPEC §2 asks of a configuration. Expects a
 /// [`normalize`]d configuration, though references by name are accepted.
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    let mut gateway_names = HashSet::new();
     let mut subdomains = HashSet::new();
     let mut key_hashes: HashSet<String> = HashSet::new();
     let mut gateway_ids = HashSet::new();
@@ -734,13 +733,9 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     for (gi, gw) in cfg.gateways.iter().enumerate() {
         let gp = format!("gateways[{gi}]");
         check_id(&gw.id, &format!("{gp}.id"), &mut gateway_ids)?;
+        // Names need not be unique (TrustGate's benchmark flow creates
+        // "Benchmark Gateway" on every run): ids identify gateways.
         nonempty(&gw.name, &format!("{gp}.name"))?;
-        if !gateway_names.insert(gw.name.as_str()) {
-            return Err(ConfigError::conflict(
-                format!("a gateway named {:?} already exists", gw.name),
-                format!("{gp}.name"),
-            ));
-        }
         if let Some(sd) = &gw.subdomain {
             let f = format!("{gp}.subdomain");
             if !is_dns_label(sd) {
@@ -895,8 +890,9 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let rp = format!("{gp}.rules[{ri}]");
             check_id(&rule.id, &format!("{rp}.id"), &mut rule_ids)?;
             check_parent(&rule.gateway_id, gw, &format!("{rp}.gateway_id"))?;
-            nonempty(&rule.name, &format!("{rp}.name"))?;
-            if !names.insert(rule.name.as_str()) {
+            // A rule's name is optional (TrustGate's scripts send none);
+            // a given one is unique, since policies may name it.
+            if !rule.name.is_empty() && !names.insert(rule.name.as_str()) {
                 return Err(ConfigError::conflict(
                     format!(
                         "a rule named {:?} already exists in this gateway",
@@ -960,7 +956,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
                         return Err(ConfigError::conflict(
                             format!(
                                 "path {:?} with these methods is already routed by rule {:?}",
-                                rule.path, o.name
+                                rule.path,
+                                o.id.as_deref()
+                                    .filter(|_| o.name.is_empty())
+                                    .unwrap_or(&o.name)
                             ),
                             format!("{rp}.path"),
                         ));
@@ -970,18 +969,12 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             }
         }
 
-        let mut names = HashSet::new();
         for (ki, key) in gw.keys.iter().enumerate() {
             let kp = format!("{gp}.keys[{ki}]");
             check_id(&key.id, &format!("{kp}.id"), &mut key_ids)?;
             check_parent(&key.gateway_id, gw, &format!("{kp}.gateway_id"))?;
+            // Like gateways, keys are told apart by id, not name.
             nonempty(&key.name, &format!("{kp}.name"))?;
-            if !names.insert(key.name.as_str()) {
-                return Err(ConfigError::conflict(
-                    format!("a key named {:?} already exists in this gateway", key.name),
-                    format!("{kp}.name"),
-                ));
-            }
             let hash = match (&key.key, &key.key_hash) {
                 (Some(k), _) if k.is_empty() => {
                     return Err(ConfigError::invalid(
@@ -1268,6 +1261,29 @@ mod tests {
         );
     }
 
+    /// TrustGate's benchmark flow runs twice: same gateway and key names,
+    /// rules without a name.
+    #[test]
+    fn duplicate_gateway_and_key_names_and_nameless_rules_are_accepted() {
+        let mut v = base();
+        let mut second = v["gateways"][0].clone();
+        second["subdomain"] = json!("other");
+        second["keys"] = json!([{"name": "app", "key": "other"}, {"name": "app", "key": "third"}]);
+        second["rules"] =
+            json!([{"path": "/a", "service": "chat"}, {"path": "/b", "service": "chat"}]);
+        v["gateways"].as_array_mut().unwrap().push(second);
+        let cfg = load_value(&v).expect("accepted");
+        let snap = crate::config::compile(&cfg, 1);
+        // A nameless rule is labelled by its path.
+        assert_eq!(snap.gateways[1].rules[0].name, "/a");
+        // Named rules stay unique (policies name them).
+        let (kind, field) = refused(|v| v["gateways"][0]["rules"][1]["name"] = json!("openai"));
+        assert_eq!(
+            (kind, field.as_str()),
+            (ErrorKind::Conflict, "gateways[0].rules[1].name")
+        );
+    }
+
     #[test]
     fn validation_errors_name_their_field() {
         use ErrorKind::{Conflict, Invalid};
@@ -1277,16 +1293,6 @@ mod tests {
                 Box::new(|v| v["gateways"][0]["name"] = json!(" ")),
                 Invalid,
                 "gateways[0].name",
-            ),
-            (
-                Box::new(|v| {
-                    let mut second = v["gateways"][0].clone();
-                    second["subdomain"] = json!("other");
-                    second["keys"] = json!([]);
-                    v["gateways"].as_array_mut().unwrap().push(second);
-                }),
-                Conflict,
-                "gateways[1].name",
             ),
             (
                 Box::new(|v| {
@@ -1473,16 +1479,6 @@ mod tests {
                 }),
                 Invalid,
                 "gateways[0].rules[1].plugin_chain[0].settings",
-            ),
-            (
-                Box::new(|v| {
-                    v["gateways"][0]["keys"]
-                        .as_array_mut()
-                        .unwrap()
-                        .push(json!({"name": "app", "key": "other"}));
-                }),
-                Conflict,
-                "gateways[0].keys[1].name",
             ),
             (
                 Box::new(|v| {
