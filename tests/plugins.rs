@@ -182,7 +182,9 @@ fn cors_preflight_and_actual_requests() {
             ],
             b"",
         );
-        assert_eq!(r.0, 403, "{origin} {method} {hdrs}");
+        // A method the settings do not allow is 405 (as TrustGate answers).
+        let want = if method == "DELETE" { 405 } else { 403 };
+        assert_eq!(r.0, want, "{origin} {method} {hdrs}");
         assert!(error_of(&r).starts_with("CORS"), "{r:?}");
     }
     // Actual requests: allowed origin gets the headers; another origin none.
@@ -207,6 +209,74 @@ fn cors_preflight_and_actual_requests() {
     let r = send(p, "POST", "/c/x", &["Origin: https://evil.com"], b"{}");
     assert_eq!(r.0, 200);
     assert_eq!(header(&r.1, "access-control-allow-origin"), None);
+}
+
+/// What a browser sends before a cross-origin `POST` with a key header: no
+/// credentials at all.
+fn browser_preflight(host: &str, path: &str, origin: &str) -> String {
+    format!(
+        "OPTIONS {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: content-type, x-tg-api-key\r\n\
+         User-Agent: Mozilla/5.0\r\nAccept: */*\r\nSec-Fetch-Mode: cors\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_browser_preflight_needs_no_key_and_never_reaches_the_upstream() {
+    // TrustGate's shape: the rule admits POST only, needs a key, and its
+    // cors plugin is configured the TrustGate way.
+    let cors = json!({"allowed_origins": ["https://app.example.com"], "allowed_methods": ["POST"],
+        "allowed_headers": ["Content-Type", "X-TG-API-Key"], "max_age": "12h", "log_violations": true});
+    let (mock, m) = spawn_mock(&[]);
+    let config = json!({"gateways": [{
+        "name": "demo", "subdomain": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": m.ip().to_string(), "port": m.port(), "path": "/echo"}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [
+            {"path": "/chat", "methods": ["POST"], "service": "svc", "strip_path": true,
+             "plugin_chain": [{"name": "cors", "stage": "pre_request", "settings": cors}]},
+            {"path": "/plain", "methods": ["POST", "OPTIONS"], "service": "svc", "strip_path": true}
+        ],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    let gw = spawn_gateway(&config, &[]);
+    let _mock = mock;
+    // Found by the Host subdomain, and (Host names no gateway) by the rules
+    // whose CORS settings allow the origin.
+    for host in ["demo.example.com", "127.0.0.1:8081"] {
+        let r = common::roundtrip(
+            gw.proxy,
+            &browser_preflight(host, "/chat/v1/chat/completions", "https://app.example.com"),
+        );
+        assert_eq!(r.0, 204, "Host {host}: {r:?}");
+        assert!(
+            header(&r.1, "x-mock-conn").is_none(),
+            "reached the upstream"
+        );
+        assert_eq!(
+            header(&r.1, "access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        assert_eq!(header(&r.1, "access-control-allow-methods"), Some("POST"));
+        assert_eq!(header(&r.1, "access-control-max-age"), Some("43200"));
+        // Another origin: refused by the plugin, still without a key.
+        let r = common::roundtrip(
+            gw.proxy,
+            &browser_preflight(host, "/chat/v1/chat/completions", "https://evil.example"),
+        );
+        assert_eq!(r.0, 403, "Host {host}: {r:?}");
+        assert!(header(&r.1, "x-mock-conn").is_none());
+    }
+    // The request it announced still needs the key.
+    let post = "POST /chat/x HTTP/1.1\r\nHost: demo.example.com\r\nOrigin: https://app.example.com\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(common::roundtrip(gw.proxy, post).0, 401);
+    // A rule without a cors plugin answers OPTIONS as any request: key first.
+    let r = common::roundtrip(
+        gw.proxy,
+        &browser_preflight("demo.example.com", "/plain/x", "https://app.example.com"),
+    );
+    assert_eq!(r.0, 401, "{r:?}");
 }
 
 #[test]

@@ -247,13 +247,25 @@ fn the_gateway_key_is_never_forwarded() {
         format!("X-TG-API-Key: {KEY}\r\n"),
         format!("Authorization: Bearer {KEY}\r\n"),
         format!("x-api-key: {KEY}\r\n"),
+        // A second (and third) copy beside the header the key was read
+        // from: every header carrying it is dropped.
+        format!("X-TG-API-Key: {KEY}\r\nAuthorization: Bearer {KEY}\r\n"),
+        format!("X-TG-API-Key: {KEY}\r\nx-api-key: {KEY}\r\napi-key: {KEY}\r\nx-goog-api-key: {KEY}\r\n"),
+        format!("Authorization: Bearer {KEY}\r\nX-Custom-Auth: Token {KEY}\r\n"),
     ];
     for form in forms {
         let req = format!("GET /echo HTTP/1.1\r\nHost: gw.test\r\n{form}\r\n");
         let (status, headers, body) = roundtrip(gw.proxy, &req);
         let v = echoed(&(status, headers, body.clone()));
         let h = v["headers"].as_object().unwrap();
-        for name in ["x-tg-api-key", "authorization", "x-api-key"] {
+        for name in [
+            "x-tg-api-key",
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "x-custom-auth",
+        ] {
             assert!(
                 !h.contains_key(name),
                 "{name} forwarded with {form:?}: {h:?}"
@@ -330,19 +342,20 @@ fn authentication_errors() {
         &roundtrip(gw.proxy, &req("Authorization: Bearer rg-nope\r\n", "/echo")),
         401,
     );
+    // Inactive and expired keys are 401 like unknown ones (TrustGate's answer).
     assert_error(
         &roundtrip(gw.proxy, &req("X-TG-API-Key: rg-inactive-key\r\n", "/echo")),
-        403,
+        401,
     );
     assert_error(
         &roundtrip(gw.proxy, &req("x-api-key: rg-expired-key\r\n", "/echo")),
-        403,
+        401,
     );
-    // A key with policies: its rule works, others are 403.
+    // A key with policies: its rule works, others are 401.
     let limited = "X-TG-API-Key: rg-limited-key\r\n";
     let v = echoed(&roundtrip(gw.proxy, &req(limited, "/echo/limited")));
     assert_eq!(v["headers"]["x-which"], "limited");
-    assert_error(&roundtrip(gw.proxy, &req(limited, "/echo")), 403);
+    assert_error(&roundtrip(gw.proxy, &req(limited, "/echo")), 401);
     // A client X-Request-Id is echoed on the error.
     let resp = roundtrip(gw.proxy, &req("X-Request-Id: err-id-7\r\n", "/echo"));
     assert_error(&resp, 401);
