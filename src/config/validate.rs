@@ -281,6 +281,22 @@ pub fn normalize(cfg: &mut Config, now: SystemTime) -> Result<(), ConfigError> {
         let gid = fill_id(&mut gw.id);
         gw.created_at.get_or_insert_with(|| stamp.clone());
         gw.updated_at.get_or_insert_with(|| stamp.clone());
+        let stamp_all = |c: &mut Option<String>, u: &mut Option<String>| {
+            c.get_or_insert_with(|| stamp.clone());
+            u.get_or_insert_with(|| stamp.clone());
+        };
+        for up in &mut gw.upstreams {
+            stamp_all(&mut up.created_at, &mut up.updated_at);
+        }
+        for svc in &mut gw.services {
+            stamp_all(&mut svc.created_at, &mut svc.updated_at);
+        }
+        for rule in &mut gw.rules {
+            stamp_all(&mut rule.created_at, &mut rule.updated_at);
+        }
+        for key in &mut gw.keys {
+            stamp_all(&mut key.created_at, &mut key.updated_at);
+        }
         for up in &mut gw.upstreams {
             fill_id(&mut up.id);
             up.gateway_id = Some(gid.clone());
@@ -760,6 +776,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let up_p = format!("{gp}.upstreams[{ui}]");
             check_id(&up.id, &format!("{up_p}.id"), &mut upstream_ids)?;
             check_parent(&up.gateway_id, gw, &format!("{up_p}.gateway_id"))?;
+            check_time(&up.created_at, &format!("{up_p}.created_at"))?;
+            check_time(&up.updated_at, &format!("{up_p}.updated_at"))?;
             nonempty(&up.name, &format!("{up_p}.name"))?;
             if !names.insert(up.name.as_str()) {
                 return Err(ConfigError::conflict(
@@ -791,6 +809,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let sp = format!("{gp}.services[{si}]");
             check_id(&svc.id, &format!("{sp}.id"), &mut service_ids)?;
             check_parent(&svc.gateway_id, gw, &format!("{sp}.gateway_id"))?;
+            check_time(&svc.created_at, &format!("{sp}.created_at"))?;
+            check_time(&svc.updated_at, &format!("{sp}.updated_at"))?;
             nonempty(&svc.name, &format!("{sp}.name"))?;
             if !names.insert(svc.name.as_str()) {
                 return Err(ConfigError::conflict(
@@ -890,6 +910,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let rp = format!("{gp}.rules[{ri}]");
             check_id(&rule.id, &format!("{rp}.id"), &mut rule_ids)?;
             check_parent(&rule.gateway_id, gw, &format!("{rp}.gateway_id"))?;
+            check_time(&rule.created_at, &format!("{rp}.created_at"))?;
+            check_time(&rule.updated_at, &format!("{rp}.updated_at"))?;
             // A rule's name is optional (TrustGate's scripts send none);
             // a given one is unique, since policies may name it.
             if !rule.name.is_empty() && !names.insert(rule.name.as_str()) {
@@ -973,6 +995,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let kp = format!("{gp}.keys[{ki}]");
             check_id(&key.id, &format!("{kp}.id"), &mut key_ids)?;
             check_parent(&key.gateway_id, gw, &format!("{kp}.gateway_id"))?;
+            check_time(&key.created_at, &format!("{kp}.created_at"))?;
+            check_time(&key.updated_at, &format!("{kp}.updated_at"))?;
             // Like gateways, keys are told apart by id, not name.
             nonempty(&key.name, &format!("{kp}.name"))?;
             let hash = match (&key.key, &key.key_hash) {
