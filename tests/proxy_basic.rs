@@ -54,6 +54,7 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
             {"name": "public", "path": "/echo/public", "public": true, "service": "public"},
             {"name": "preserve", "path": "/echo/preserve", "preserve_host": true, "service": "preserve"},
             {"name": "api", "path": "/api", "strip_path": true, "service": "api"},
+            {"name": "whole", "path": "/whole", "service": "api"},
             {"name": "openai", "path": "/echo/openai", "service": "openai"},
             {"name": "anthropic", "path": "/echo/anthropic", "service": "anthropic"}
         ],
@@ -325,6 +326,11 @@ fn strip_path_joins_the_target_path_and_keeps_the_query() {
     let v = echoed(&roundtrip(gw.proxy, &get("/echo/deep/x?q=%20", "")));
     assert_eq!(v["path"], "/echo/deep/x");
     assert_eq!(v["query"], "q=%20");
+    // ... unless the target has a path: then that is the whole upstream
+    // path (TrustGate's forwarding), and the query is still kept.
+    let v = echoed(&roundtrip(gw.proxy, &get("/whole/x/y?k=v", "")));
+    assert_eq!(v["path"], "/echo");
+    assert_eq!(v["query"], "k=v");
 }
 
 #[test]

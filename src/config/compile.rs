@@ -34,6 +34,7 @@ pub fn stable_key(id: &str) -> u64 {
 /// Builds the snapshot of `cfg` (normalized and validated) as generation
 /// `generation`. Resolves target host names (IP literals never touch DNS).
 pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
+    super::unacted::log_new(cfg);
     let mut snap = Snapshot {
         generation,
         gateways: Vec::with_capacity(cfg.gateways.len()),

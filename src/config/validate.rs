@@ -1285,6 +1285,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn least_conn_is_least_connections() {
+        let mut v = base();
+        v["gateways"][0]["upstreams"][0]["algorithm"] = json!("least-conn");
+        let cfg = load_value(&v).expect("accepted");
+        assert_eq!(
+            cfg.gateways[0].upstreams[0].algorithm,
+            crate::config::model::Algorithm::LeastConnections
+        );
+    }
+
     /// TrustGate's benchmark flow runs twice: same gateway and key names,
     /// rules without a name.
     #[test]
