@@ -662,12 +662,24 @@ fn check_plugins(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
 }
 
 fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
-    check_host(&t.host, &format!("{tp}.host"))?;
-    if t.port == 0 {
-        return Err(ConfigError::invalid(
-            "must be 1 to 65535",
-            format!("{tp}.port"),
-        ));
+    if t.host.is_empty() {
+        // TrustGate's provider target: the provider's public endpoint.
+        crate::provider::endpoint::public(t)
+            .map_err(|e| ConfigError::invalid(e, format!("{tp}.host")))?;
+        if t.port != 0 {
+            return Err(ConfigError::invalid(
+                "a target without host uses its provider's endpoint: give host too, or no port",
+                format!("{tp}.port"),
+            ));
+        }
+    } else {
+        check_host(&t.host, &format!("{tp}.host"))?;
+        if t.port == 0 {
+            return Err(ConfigError::invalid(
+                "must be 1 to 65535",
+                format!("{tp}.port"),
+            ));
+        }
     }
     if !(1..=1000).contains(&t.weight) {
         return Err(ConfigError::invalid(

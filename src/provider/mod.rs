@@ -8,6 +8,7 @@
 //! exchange.
 
 pub mod azure;
+pub mod endpoint;
 pub mod sse;
 pub mod translate;
 

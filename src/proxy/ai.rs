@@ -294,6 +294,82 @@ mod tests {
             .remove(0)
     }
 
+    fn provider_target(provider: &str, path: Option<&str>) -> Target {
+        let mut t = serde_json::json!({"provider": provider, "credentials": {"api_key": "k"}});
+        if let Some(p) = path {
+            t["path"] = p.into();
+        }
+        let cfg = serde_json::json!({"gateways": [{"name": "g",
+            "upstreams": [{"name": "u", "targets": [t]}]}]});
+        let cfg =
+            crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
+        let mut snap = crate::config::compile(&cfg, 1);
+        snap.gateways
+            .remove(0)
+            .upstreams
+            .remove(0)
+            .targets
+            .remove(0)
+    }
+
+    /// A chat call reaches a provider target's endpoint whatever the rule
+    /// left of the client's path; a target `path` naming the endpoint (as
+    /// TrustGate configurations do) is the whole path.
+    #[test]
+    fn provider_targets_get_their_endpoint() {
+        let body = br#"{"model":"m","messages":[]}"#;
+        let openai_client = || Ai {
+            client: Some(Format::OpenAi),
+            inspected: true,
+            ..Ai::default()
+        };
+        let mut ai = openai_client();
+        ai.prepare(&provider_target("anthropic", None), b"/", true, body)
+            .unwrap();
+        assert_eq!(
+            (ai.path.as_slice(), ai.translate.is_some()),
+            (&b"/v1/messages"[..], true)
+        );
+        let mut ai = openai_client();
+        ai.prepare(&provider_target("openai", None), b"", false, body)
+            .unwrap();
+        assert_eq!(ai.path, b"/v1/chat/completions");
+        // Rule without strip_path, target path = the endpoint.
+        let mut ai = openai_client();
+        let t = provider_target("openai", Some("/v1/chat/completions"));
+        ai.prepare(&t, b"/chat", true, body).unwrap();
+        assert_eq!(ai.path, b"/v1/chat/completions");
+        // A chat body on a path that names no dialect speaks the target's.
+        let mut ai = Ai {
+            chat: true,
+            inspected: true,
+            ..Ai::default()
+        };
+        ai.prepare(&provider_target("anthropic", None), b"/", false, body)
+            .unwrap();
+        assert_eq!(
+            (ai.path.as_slice(), ai.translate.is_some()),
+            (&b"/v1/messages"[..], false)
+        );
+        // Azure from its endpoint fields.
+        let mut t = serde_json::json!({"provider": "azure", "credentials": {"api_key": "k",
+            "azure_endpoint": "https://res.openai.azure.com"}, "azure_deployment": "dep"});
+        t["models"] = serde_json::json!(["m"]);
+        let cfg = serde_json::json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [t]}]}]});
+        let cfg =
+            crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
+        let t = crate::config::compile(&cfg, 1)
+            .gateways
+            .remove(0)
+            .upstreams
+            .remove(0)
+            .targets
+            .remove(0);
+        let mut ai = openai_client();
+        ai.prepare(&t, b"/", true, body).unwrap();
+        assert_eq!(ai.path, b"/openai/deployments/dep/chat/completions");
+    }
+
     #[test]
     fn azure_paths_follow_translation() {
         let body = br#"{"model":"claude-x","max_tokens":8,"messages":[]}"#;
