@@ -509,7 +509,14 @@ fn rate_limiter_headers_and_429() {
         assert!((1..=63).contains(&reset), "{reset}");
     }
     let r = send(p, "GET", "/rl/x", &[], b"");
-    assert_eq!((r.0, error_of(&r).as_str()), (429, "rate limit exceeded"));
+    assert_eq!(
+        (r.0, error_of(&r).as_str()),
+        (429, "per_key rate limit exceeded")
+    );
+    assert_eq!(
+        json_body(&r.2)["retry_after"],
+        header(&r.1, "retry-after").unwrap()
+    );
     let retry: u64 = header(&r.1, "retry-after").unwrap().parse().unwrap();
     assert!((1..=63).contains(&retry), "{retry}");
     assert_eq!(header(&r.1, "x-ratelimit-remaining"), Some("0"));
@@ -684,9 +691,9 @@ fn settings_errors_name_the_field() {
             json!([plugin(
                 "rate_limiter",
                 0,
-                json!({"limits": {"per_user": {"limit": 5, "window": 1}}})
+                json!({"limits": {"per_user": {"limit": 5, "window": 1}}, "actions": {"type": "throttle"}})
             )]),
-            "gateways[0].rules[0].plugin_chain[0].settings.user_header",
+            "gateways[0].rules[0].plugin_chain[0].settings.actions.type",
         ),
         (
             json!([plugin(
@@ -716,7 +723,7 @@ fn settings_errors_name_the_field() {
             json!([plugin(
                 "injection_protection",
                 0,
-                json!({"checks": ["xss"]})
+                json!({"checks": ["xxe"]})
             )]),
             "gateways[0].rules[0].plugin_chain[0].settings.checks[0]",
         ),

@@ -237,6 +237,9 @@ impl<'de> Deserialize<'de> for Window {
 pub enum Stop {
     /// Answer `status` with a JSON error (headers already in the buffer).
     Reject(u16, Cow<'static, str>),
+    /// A rate limit's refusal: like `Reject`, and the body also says
+    /// `"retry_after"` (TrustGate's shape).
+    Limited(u16, Cow<'static, str>, String),
     /// Answer a CORS preflight: 204 with the headers in the buffer.
     Preflight,
 }
@@ -272,7 +275,7 @@ impl RequestView<'_> {
 
 /// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
 pub fn count_refusal(metrics: &crate::metrics::ShardMetrics, flow: &Flow<'_>, stop: &Stop) {
-    if let (Stop::Reject(..), Some(name)) = (stop, flow.stopped_by) {
+    if let (Stop::Reject(..) | Stop::Limited(..), Some(name)) = (stop, flow.stopped_by) {
         metrics.plugin_rejection(name);
     }
 }

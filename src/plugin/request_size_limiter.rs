@@ -6,6 +6,10 @@
 //! ```json
 //! {"max_bytes": 1048576, "max_chars": 200000, "require_content_length": false}
 //! ```
+//! TrustGate's spelling compiles to the same plugin:
+//! `{"allowed_payload_size": 10, "size_unit": "megabytes", "max_chars_per_request": 100000}`
+//! (`size_unit`: `bytes`, `kilobytes` or `megabytes`, the default; 1 KB =
+//! 1024 bytes).
 
 use serde::Deserialize;
 
@@ -22,6 +26,23 @@ pub struct Settings {
     pub max_chars: Option<u64>,
     #[serde(default)]
     pub require_content_length: bool,
+    /// TrustGate's `max_bytes`, in `size_unit`s.
+    #[serde(default)]
+    pub allowed_payload_size: Option<u64>,
+    #[serde(default)]
+    pub size_unit: Option<SizeUnit>,
+    /// TrustGate's `max_chars`.
+    #[serde(default)]
+    pub max_chars_per_request: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeUnit {
+    Bytes,
+    Kilobytes,
+    #[default]
+    Megabytes,
 }
 
 #[derive(Debug)]
@@ -32,7 +53,38 @@ pub struct RequestSizeLimiter {
 }
 
 impl RequestSizeLimiter {
-    pub fn new(s: Settings, field: &str) -> Result<RequestSizeLimiter, ConfigError> {
+    pub fn new(mut s: Settings, field: &str) -> Result<RequestSizeLimiter, ConfigError> {
+        // One setting, two spellings: ringgate's or TrustGate's, not both.
+        if let Some(size) = s.allowed_payload_size {
+            if s.max_bytes.is_some() {
+                return Err(bad(
+                    field,
+                    "allowed_payload_size",
+                    "set max_bytes or allowed_payload_size, not both",
+                ));
+            }
+            if size == 0 {
+                return Err(bad(field, "allowed_payload_size", "must be at least 1"));
+            }
+            let unit: u64 = match s.size_unit.unwrap_or_default() {
+                SizeUnit::Bytes => 1,
+                SizeUnit::Kilobytes => 1 << 10,
+                SizeUnit::Megabytes => 1 << 20,
+            };
+            s.max_bytes = Some(size.saturating_mul(unit));
+        } else if s.size_unit.is_some() {
+            return Err(bad(field, "size_unit", "only with allowed_payload_size"));
+        }
+        if let Some(chars) = s.max_chars_per_request {
+            if s.max_chars.is_some() {
+                return Err(bad(
+                    field,
+                    "max_chars_per_request",
+                    "set max_chars or max_chars_per_request, not both",
+                ));
+            }
+            s.max_chars = Some(chars);
+        }
         if s.max_bytes.is_none() && s.max_chars.is_none() && !s.require_content_length {
             return Err(bad(
                 field,
@@ -41,7 +93,12 @@ impl RequestSizeLimiter {
             ));
         }
         if s.max_chars == Some(0) {
-            return Err(bad(field, "max_chars", "must be at least 1"));
+            let name = if s.max_chars_per_request.is_some() {
+                "max_chars_per_request"
+            } else {
+                "max_chars"
+            };
+            return Err(bad(field, name, "must be at least 1"));
         }
         Ok(RequestSizeLimiter {
             max_bytes: s.max_bytes,

@@ -455,6 +455,19 @@ pub(crate) async fn plugin_answer(
             )
             .await
         }
+        crate::plugin::Stop::Limited(status, message, retry_after) => {
+            conn.out.clear();
+            let body = serde_json::json!({"error": message, "retry_after": retry_after});
+            http::errors::write_error_body(
+                &mut conn.out,
+                status,
+                body.to_string().as_bytes(),
+                std::str::from_utf8(rid.as_bytes()).unwrap_or("-"),
+                &extra,
+                keep_alive,
+            );
+            send_own_answer(shard, conn, status, keep_alive).await
+        }
         crate::plugin::Stop::Preflight => {
             conn.out.clear();
             conn.out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
