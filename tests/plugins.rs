@@ -1008,3 +1008,92 @@ fn data_masking_masks_responses_whole_and_streamed() {
     let r = read_response(&mut rd).unwrap();
     assert_eq!(String::from_utf8_lossy(&r.2), masked);
 }
+
+/// A validator on loopback: answers each request after `delay` with
+/// `{"flagged": <whether the payload mentions "forbidden">, "seen": <payload>}`.
+fn spawn_validator(delay: Duration) -> SocketAddr {
+    use std::io::{BufRead, BufReader, Read};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.to_ascii_lowercase();
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                std::thread::sleep(delay);
+                let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let flagged = payload.to_string().contains("forbidden");
+                let answer = json!({"flagged": flagged, "seen": payload}).to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn external_api_validates_and_a_slow_or_dead_validator_never_hangs_the_request() {
+    let ok = spawn_validator(Duration::ZERO);
+    let slow = spawn_validator(Duration::from_secs(5));
+    let settings = |addr: String| {
+        json!({"endpoint": format!("http://{addr}/validate"), "method": "POST", "timeout": "1s",
+               "field_maps": [{"source": "input", "destination": "text"}],
+               "conditions": [{"field": "flagged", "operator": "eq", "value": true,
+                               "stop_flow": true, "message": "Content flagged"}]})
+    };
+    let ext = |addr: String| json!([{"name": "external_api", "stage": "pre_request", "priority": 1, "settings": settings(addr)}]);
+    let (_m, gw) = setup(
+        &[
+            ("ok", ext(ok.to_string())),
+            ("slow", ext(slow.to_string())),
+            ("dead", ext(format!("127.0.0.1:{}", common::dead_port()))),
+        ],
+        json!([]),
+    );
+    let p = gw.proxy;
+    let r = send(p, "POST", "/ok/x", &[], br#"{"input": "hello"}"#);
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(json_body(&r.2)["path"], "/echo/x");
+    let r = send(
+        p,
+        "POST",
+        "/ok/x",
+        &[],
+        br#"{"input": "something forbidden"}"#,
+    );
+    assert_eq!((r.0, error_of(&r).as_str()), (422, "Content flagged"));
+    for path in ["/slow/x", "/dead/x"] {
+        let t = Instant::now();
+        let r = send(p, "POST", path, &[], br#"{"input": "hello"}"#);
+        assert_eq!(
+            (r.0, error_of(&r).as_str()),
+            (502, "External validation failed"),
+            "{path}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
+}
