@@ -207,6 +207,13 @@ fn cors_preflight_and_actual_requests() {
     );
     assert_eq!(header(&r.1, "vary"), Some("Origin"));
     let r = send(p, "POST", "/c/x", &["Origin: https://evil.com"], b"{}");
+    assert_eq!(
+        (r.0, error_of(&r).as_str()),
+        (403, "CORS origin not allowed")
+    );
+    assert_eq!(header(&r.1, "access-control-allow-origin"), None);
+    // Not from a browser (no Origin): passes, without CORS headers.
+    let r = send(p, "POST", "/c/x", &[], b"{}");
     assert_eq!(r.0, 200);
     assert_eq!(header(&r.1, "access-control-allow-origin"), None);
 }

@@ -4,8 +4,8 @@
 //! `Access-Control-Request-Method`) is answered by the gateway: 204 when
 //! allowed, 403 when not, and never reaches the upstream. Other requests
 //! from an allowed origin get `Access-Control-Allow-Origin` (and friends)
-//! on the response; from another origin they pass without them, and the
-//! browser withholds the response.
+//! on the response; from another origin they are refused (403); without an
+//! `Origin` header (not a browser) they pass untouched.
 //!
 //! Browsers send no credentials on a preflight, so it needs no key: the
 //! proxy finds the rule the announced request (`Access-Control-Request-Method`
@@ -227,7 +227,11 @@ impl Cors {
             .filter(|_| req.head.is_method(req.buf, "OPTIONS"));
         let Some(method) = preflight_method else {
             if !self.allows(origin) {
+                // A browser would withhold the answer anyway: refuse it
+                // (403, as TrustGate answers) rather than spend the upstream
+                // call. Requests without Origin (not from a browser) pass.
                 self.violation("origin", origin);
+                return Some(Stop::Reject(403, "CORS origin not allowed".into()));
             } else {
                 self.allow_origin(out, origin);
                 if !self.expose_line.is_empty() {

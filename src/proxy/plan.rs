@@ -280,7 +280,14 @@ pub fn preflight<'s>(
     let path = head.path.get(buf);
     let header = |name: &str| head.header(buf, name);
     let cors_of = |gw: &'s Gateway| {
-        let found = gw.router.find(method, path, &header)?;
+        // The rule the announced method takes; else one of the path's rules
+        // for another method, whose cors plugin then refuses the method
+        // (405) instead of the preflight falling through to a 401.
+        let found = gw.router.find(method, path, &header).or_else(|| {
+            ["POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                .iter()
+                .find_map(|m| gw.router.find(m.as_bytes(), path, &header))
+        })?;
         gw.rules[found.rule]
             .plugins
             .plugins
