@@ -30,7 +30,9 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
                 "headers": {"x-target-tag": "t1"},
                 "credentials": {"api_key": "sk-upstream-secret"}}]},
             {"name": "anthropic", "targets": [{"host": host, "port": port, "provider": "anthropic",
-                "credentials": {"api_key": "ak-upstream-secret"}}]}
+                "credentials": {"api_key": "ak-upstream-secret"}}]},
+            {"name": "withparam", "targets": [{"host": host, "port": port, "path": "/echo",
+                "credentials": {"param_name": "key", "param_value": "s3cr t", "param_location": "query"}}]}
         ],
         "services": [
             svc("echo", "llm"),
@@ -42,7 +44,8 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
             svc("preserve", "llm"),
             svc("api", "prefixed"),
             svc("openai", "openai"),
-            svc("anthropic", "anthropic")
+            svc("anthropic", "anthropic"),
+            svc("paramcred", "withparam")
         ],
         "rules": [
             {"name": "echo", "path": "/echo", "service": "echo"},
@@ -56,7 +59,8 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
             {"name": "api", "path": "/api", "strip_path": true, "service": "api"},
             {"name": "whole", "path": "/whole", "service": "api"},
             {"name": "openai", "path": "/echo/openai", "service": "openai"},
-            {"name": "anthropic", "path": "/echo/anthropic", "service": "anthropic"}
+            {"name": "anthropic", "path": "/echo/anthropic", "service": "anthropic"},
+            {"name": "paramcred", "path": "/paramcred", "strip_path": true, "service": "paramcred"}
         ],
         "keys": [
             {"name": "main", "key": KEY},
@@ -331,6 +335,15 @@ fn strip_path_joins_the_target_path_and_keeps_the_query() {
     let v = echoed(&roundtrip(gw.proxy, &get("/whole/x/y?k=v", "")));
     assert_eq!(v["path"], "/echo");
     assert_eq!(v["query"], "k=v");
+    // A credential sent as a query parameter (TrustGate's param_*) joins
+    // the client's query.
+    let v = echoed(&roundtrip(gw.proxy, &get("/paramcred/x?a=1", "")));
+    assert_eq!(
+        (v["path"].as_str(), v["query"].as_str()),
+        (Some("/echo/x"), Some("a=1&key=s3cr%20t"))
+    );
+    let v = echoed(&roundtrip(gw.proxy, &get("/paramcred", "")));
+    assert_eq!(v["query"], "key=s3cr%20t");
 }
 
 #[test]

@@ -400,7 +400,31 @@ fn build_target(p: TargetParts<'_>) -> Target {
         inject_names,
         sse_ping: None,
         azure: None,
+        query: p.credentials.and_then(query_credential),
     }
+}
+
+/// A credential sent as a query parameter (`param_name`/`param_value`,
+/// `param_location` absent or `query`), as `name=value`.
+fn query_credential(c: &Credentials) -> Option<String> {
+    let (Some(name), Some(value)) = (&c.param_name, &c.param_value) else {
+        return None;
+    };
+    if c.param_location.as_deref().is_some_and(|l| l != "query") {
+        return None;
+    }
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    Some(format!("{}={}", enc(name), enc(value)))
 }
 
 /// Client headers that carry a provider credential: dropped on the way to a

@@ -204,9 +204,10 @@ impl Protocol {
 }
 
 /// A provider credential. `api_key`, `header_name`/`header_value`,
-/// `param_*` and `azure_endpoint`/`azure_version` are acted on; the cloud
-/// identity fields (Azure managed identity, GCP service accounts, AWS) are
-/// TrustGate's and only stored.
+/// `param_*` as a query parameter and `azure_endpoint`/`azure_version` are
+/// acted on; a `param_location: "body"` and the cloud identity fields
+/// (Azure managed identity, GCP service accounts, AWS) are TrustGate's and
+/// only stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -216,8 +217,9 @@ pub struct Credentials {
     pub header_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_value: Option<String>,
-    /// With `param_value`: a query parameter (`param_location: "query"`,
-    /// the default) or a string field of the JSON body (`"body"`).
+    /// With `param_value`: a query parameter added to every upstream
+    /// request (`param_location: "query"`, the default); `"body"` (a JSON
+    /// body field in TrustGate) is stored, not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub param_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -90,6 +90,10 @@ fn cloud_identity(c: &Credentials, note: &mut dyn FnMut(bool, &'static str)) {
         || c.aws_use_role.is_some();
     note(aws, "credentials.aws_*");
     note(c.allow_override.is_some(), "credentials.allow_override");
+    note(
+        c.param_location.as_deref() == Some("body"),
+        "credentials.param_location \"body\" (query parameters are sent)",
+    );
 }
 
 /// Logs (info) each unacted field `cfg` sets that was not logged before.

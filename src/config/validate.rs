@@ -471,6 +471,38 @@ fn check_headers(
 }
 
 fn check_credentials(c: &Option<Credentials>, field: &str) -> Result<(), ConfigError> {
+    if let Some(c) = c {
+        match (&c.param_name, &c.param_value) {
+            (Some(n), Some(_)) if !n.is_empty() => {}
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "must not be empty",
+                    format!("{field}.param_name"),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "param_name needs param_value",
+                    format!("{field}.param_value"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "param_value needs param_name",
+                    format!("{field}.param_name"),
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(l) = &c.param_location {
+            if l != "query" && l != "body" {
+                return Err(ConfigError::invalid(
+                    "must be \"query\" or \"body\"",
+                    format!("{field}.param_location"),
+                ));
+            }
+        }
+    }
     let Some(c) = c else { return Ok(()) };
     if let Some(k) = &c.api_key {
         let f = format!("{field}.api_key");

@@ -257,17 +257,22 @@ impl Ai {
     }
 }
 
-/// Appends the upstream query: the client's, and for an `azure` target its
-/// `api-version`.
+/// Appends the upstream query: the client's, for an `azure` target its
+/// `api-version`, and a credential sent as a query parameter.
 pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8]>) {
+    let start = out.len();
     match &target.azure {
         Some(az) => az.push_query(client, out),
         None => {
-            if let Some(q) = client {
+            if let Some(q) = client.filter(|q| !q.is_empty()) {
                 out.push(b'?');
                 out.extend_from_slice(q);
             }
         }
+    }
+    if let Some(extra) = &target.query {
+        out.push(if out.len() > start { b'&' } else { b'?' });
+        out.extend_from_slice(extra.as_bytes());
     }
 }
 
