@@ -137,6 +137,20 @@ fn benchmark_flow(admin: SocketAddr, proxy_port: u16) -> (String, String) {
     (gid, api_key)
 }
 
+/// A key without expiry, as `test_external_validator.sh` creates it
+/// (`"expires_at": null`): the stored key and its plaintext.
+fn new_key(admin: SocketAddr, gid: &str, name: &str) -> (Value, String) {
+    let key = ok(
+        admin,
+        "POST",
+        &format!("/gateways/{gid}/keys"),
+        Some(&json!({"name": name, "expires_at": null})),
+        201,
+    );
+    let plain = key["key"].as_str().expect(".key").to_string();
+    (key, plain)
+}
+
 /// A validator for `external_api`: `{"flagged": <payload mentions "forbidden">}`.
 fn spawn_validator() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -197,14 +211,7 @@ fn an_operators_trustgate_session_works_unchanged() {
     assert_eq!((r.0, error_of(&r).as_str()), (401, "API key has expired"));
     // A key without expiry (test_external_validator.sh sends null) pings
     // through the rule: strip_path, target path /__/ping.
-    let fresh = ok(
-        a,
-        "POST",
-        &format!("/gateways/{g1}/keys"),
-        Some(&json!({"name": "Benchmark Key", "expires_at": null})),
-        201,
-    );
-    let fresh_key = fresh["key"].as_str().unwrap().to_string();
+    let (_, fresh_key) = new_key(a, &g1, "Benchmark Key");
     let r = proxy(p, "GET", "/test", &fresh_key, &[], b"");
     assert_eq!(r.0, 200, "{r:?}");
     assert_eq!(json_body(&r.2), json!({"message": "pong"}));
@@ -361,14 +368,7 @@ fn an_operators_trustgate_session_works_unchanged() {
         );
         rule_ids.push(id(&r));
     }
-    let key = ok(
-        a,
-        "POST",
-        &format!("{base}/keys"),
-        Some(&json!({"name": "Test Key", "expires_at": null})),
-        201,
-    );
-    let k = key["key"].as_str().unwrap().to_string();
+    let (key, k) = new_key(a, &gid, "Test Key");
 
     // 3. Lists, gets, updates as TrustGate's scripts read them.
     assert_eq!(

@@ -581,30 +581,24 @@ mod tests {
         // Stored as given: no host or port appears in the export.
         let t0 = serde_json::to_value(&cfg.gateways[0].upstreams[0].targets[0]).unwrap();
         assert!(t0.get("host").is_none() && t0.get("port").is_none(), "{t0}");
-        // Without a known public endpoint the target needs a host.
-        let e = crate::config::load(
-            json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [
-                {"provider": "bedrock", "credentials": {"api_key": "k"}}]}]}]})
-            .to_string()
-            .as_bytes(),
-            now(),
-        )
-        .unwrap_err();
+        // Without a known public endpoint the target needs a host; a port
+        // without a host is refused.
+        let refused = |t: serde_json::Value| {
+            let doc =
+                json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [t]}]}]});
+            crate::config::load(doc.to_string().as_bytes(), now())
+                .unwrap_err()
+                .field
+                .unwrap_or_default()
+        };
+        let at = "gateways[0].upstreams[0].targets[0]";
         assert_eq!(
-            e.field.as_deref(),
-            Some("gateways[0].upstreams[0].targets[0].host")
+            refused(json!({"provider": "bedrock", "credentials": {"api_key": "k"}})),
+            format!("{at}.host")
         );
-        let e = crate::config::load(
-            json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [
-                {"provider": "openai", "port": 443}]}]}]})
-            .to_string()
-            .as_bytes(),
-            now(),
-        )
-        .unwrap_err();
         assert_eq!(
-            e.field.as_deref(),
-            Some("gateways[0].upstreams[0].targets[0].port")
+            refused(json!({"provider": "openai", "port": 443})),
+            format!("{at}.port")
         );
     }
 

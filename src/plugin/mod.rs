@@ -426,6 +426,23 @@ pub(crate) fn push_header_num(out: &mut Vec<u8>, name: &str, n: u64) {
     push_header(out, name, &digits[i..]);
 }
 
+/// One setting in two spellings (ringgate's `ours`, TrustGate's `theirs`):
+/// whichever is set, refused when both are.
+pub(crate) fn either<T>(
+    prefix: &str,
+    ours: (Option<T>, &str),
+    theirs: (Option<T>, &str),
+) -> Result<Option<T>, ConfigError> {
+    match (ours.0, theirs.0) {
+        (Some(_), Some(_)) => Err(bad(
+            prefix,
+            theirs.1,
+            format!("set {} or {}, not both", ours.1, theirs.1),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
 /// An invalid-setting error for `field` below `prefix`.
 pub(crate) fn bad(prefix: &str, field: &str, msg: impl Into<String>) -> ConfigError {
     ConfigError::invalid(msg, format!("{prefix}.{field}"))

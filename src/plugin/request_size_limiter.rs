@@ -13,7 +13,7 @@
 
 use serde::Deserialize;
 
-use super::{bad, RequestView, Stop};
+use super::{bad, either, RequestView, Stop};
 use crate::config::ConfigError;
 use crate::http::BodyKind;
 
@@ -55,36 +55,28 @@ pub struct RequestSizeLimiter {
 impl RequestSizeLimiter {
     pub fn new(mut s: Settings, field: &str) -> Result<RequestSizeLimiter, ConfigError> {
         // One setting, two spellings: ringgate's or TrustGate's, not both.
-        if let Some(size) = s.allowed_payload_size {
-            if s.max_bytes.is_some() {
-                return Err(bad(
-                    field,
-                    "allowed_payload_size",
-                    "set max_bytes or allowed_payload_size, not both",
-                ));
-            }
-            if size == 0 {
-                return Err(bad(field, "allowed_payload_size", "must be at least 1"));
-            }
-            let unit: u64 = match s.size_unit.unwrap_or_default() {
-                SizeUnit::Bytes => 1,
-                SizeUnit::Kilobytes => 1 << 10,
-                SizeUnit::Megabytes => 1 << 20,
-            };
-            s.max_bytes = Some(size.saturating_mul(unit));
-        } else if s.size_unit.is_some() {
+        if s.allowed_payload_size == Some(0) {
+            return Err(bad(field, "allowed_payload_size", "must be at least 1"));
+        }
+        if s.size_unit.is_some() && s.allowed_payload_size.is_none() {
             return Err(bad(field, "size_unit", "only with allowed_payload_size"));
         }
-        if let Some(chars) = s.max_chars_per_request {
-            if s.max_chars.is_some() {
-                return Err(bad(
-                    field,
-                    "max_chars_per_request",
-                    "set max_chars or max_chars_per_request, not both",
-                ));
-            }
-            s.max_chars = Some(chars);
-        }
+        let unit: u64 = match s.size_unit.unwrap_or_default() {
+            SizeUnit::Bytes => 1,
+            SizeUnit::Kilobytes => 1 << 10,
+            SizeUnit::Megabytes => 1 << 20,
+        };
+        let payload = s.allowed_payload_size.map(|n| n.saturating_mul(unit));
+        s.max_bytes = either(
+            field,
+            (s.max_bytes, "max_bytes"),
+            (payload, "allowed_payload_size"),
+        )?;
+        s.max_chars = either(
+            field,
+            (s.max_chars, "max_chars"),
+            (s.max_chars_per_request, "max_chars_per_request"),
+        )?;
         if s.max_bytes.is_none() && s.max_chars.is_none() && !s.require_content_length {
             return Err(bad(
                 field,

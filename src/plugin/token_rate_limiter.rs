@@ -150,13 +150,7 @@ impl TokenRateLimiter {
         if s.chars_per_token == 0 {
             return Err(bad(field, "chars_per_token", "must be at least 1"));
         }
-        if s.bucket_size.is_some() && s.limit.is_some() {
-            return Err(bad(
-                field,
-                "bucket_size",
-                "set bucket_size or limit, not both",
-            ));
-        }
+        super::either(field, (s.limit, "limit"), (s.bucket_size, "bucket_size"))?;
         for (v, name) in [
             (s.tokens_per_request, "tokens_per_request"),
             (s.requests_per_minute, "requests_per_minute"),

@@ -280,12 +280,8 @@ pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8
 mod tests {
     use super::*;
 
-    fn azure_target(deployment: Option<&str>) -> Target {
-        let mut t = serde_json::json!({"host": "127.0.0.1", "port": 9, "provider": "azure",
-                                       "path": "/az", "credentials": {"api_key": "k"}});
-        if let Some(d) = deployment {
-            t["azure_deployment"] = d.into();
-        }
+    /// The compiled form of one configured target.
+    fn compiled(t: serde_json::Value) -> Target {
         let cfg = serde_json::json!({"gateways": [{"name": "g",
             "upstreams": [{"name": "u", "targets": [t]}]}]});
         let cfg =
@@ -299,22 +295,21 @@ mod tests {
             .remove(0)
     }
 
+    fn azure_target(deployment: Option<&str>) -> Target {
+        let mut t = serde_json::json!({"host": "127.0.0.1", "port": 9, "provider": "azure",
+                                       "path": "/az", "credentials": {"api_key": "k"}});
+        if let Some(d) = deployment {
+            t["azure_deployment"] = d.into();
+        }
+        compiled(t)
+    }
+
     fn provider_target(provider: &str, path: Option<&str>) -> Target {
         let mut t = serde_json::json!({"provider": provider, "credentials": {"api_key": "k"}});
         if let Some(p) = path {
             t["path"] = p.into();
         }
-        let cfg = serde_json::json!({"gateways": [{"name": "g",
-            "upstreams": [{"name": "u", "targets": [t]}]}]});
-        let cfg =
-            crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
-        let mut snap = crate::config::compile(&cfg, 1);
-        snap.gateways
-            .remove(0)
-            .upstreams
-            .remove(0)
-            .targets
-            .remove(0)
+        compiled(t)
     }
 
     /// A chat call reaches a provider target's endpoint whatever the rule
@@ -357,19 +352,9 @@ mod tests {
             (&b"/v1/messages"[..], false)
         );
         // Azure from its endpoint fields.
-        let mut t = serde_json::json!({"provider": "azure", "credentials": {"api_key": "k",
-            "azure_endpoint": "https://res.openai.azure.com"}, "azure_deployment": "dep"});
-        t["models"] = serde_json::json!(["m"]);
-        let cfg = serde_json::json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [t]}]}]});
-        let cfg =
-            crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
-        let t = crate::config::compile(&cfg, 1)
-            .gateways
-            .remove(0)
-            .upstreams
-            .remove(0)
-            .targets
-            .remove(0);
+        let t = compiled(serde_json::json!({"provider": "azure", "models": ["m"],
+            "credentials": {"api_key": "k", "azure_endpoint": "https://res.openai.azure.com"},
+            "azure_deployment": "dep"}));
         let mut ai = openai_client();
         ai.prepare(&t, b"/", true, body).unwrap();
         assert_eq!(ai.path, b"/openai/deployments/dep/chat/completions");
