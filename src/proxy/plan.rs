@@ -305,7 +305,8 @@ pub fn preflight<'s>(
         None => None,
     };
     if let Some(gw) = known.or_else(|| subdomain_gateway(snap, head, buf)) {
-        return cors_of(gw);
+        // An inactive gateway answers nothing itself (the ordinary path's 403).
+        return cors_of(gw).filter(|_| gw.active);
     }
     let mut refusing = None;
     for gw in snap.gateways.iter().filter(|g| g.active) {
