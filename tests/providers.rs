@@ -285,4 +285,19 @@ fn a_stripping_rule_keeps_the_clients_dialect_and_the_providers_endpoint() {
     );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json_body(&body)["object"], "chat.completion");
+    // A body that is no JSON (an upload) on such a route is no chat call:
+    // forwarded untouched to the path the rule leaves.
+    let upload = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nRIFF\r\n--b--\r\n";
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    write!(
+        s,
+        "POST /chat/echo/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        upload.len()
+    )
+    .unwrap();
+    s.write_all(upload).unwrap();
+    let (status, _, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_body(&body)["path"], "/echo/upload");
 }

@@ -77,11 +77,12 @@ impl Ai {
         // provider target, which then gets its provider's endpoint.
         let maybe_chat =
             post && client.is_none() && up.targets.iter().any(|t| t.provider.is_some());
-        let needed = needs_body(up, client) || maybe_chat;
-        // SSE keep-alive only wants to know whether it is a stream: a body
-        // that is no JSON is forwarded as before.
+        let needed = needs_body(up, client);
+        // SSE keep-alive only wants to know whether it is a stream, and a
+        // maybe-chat whether it is one: a body that is no JSON (an upload)
+        // is forwarded as before.
         let pings = up.targets.iter().any(|t| t.sse_ping.is_some());
-        if !needed && !pings {
+        if !needed && !pings && !maybe_chat {
             return Ok(ai);
         }
         ai.client = client;
