@@ -211,6 +211,39 @@ fn a_second_serve_on_the_same_data_dir_is_refused() {
 }
 
 #[test]
+fn a_second_serve_on_the_same_proxy_port_is_refused_unless_sharing_is_asked() {
+    let first = start(&temp_dir("port-first"), &[]);
+    let proxy = first.proxy.to_string();
+    let (code, stderr) = start_failing(&temp_dir("port-second"), &["--proxy", &proxy]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("proxy address {proxy} is already in use"))
+            && stderr.contains("--share-proxy-port on"),
+        "{stderr}"
+    );
+    // The first one still serves its proxy port alone.
+    assert_eq!(proxied_ping(first.proxy), 200);
+    // Sharing on purpose (a zero-downtime upgrade): both serve the port, and
+    // it stays served once the old one stopped.
+    let second = start(
+        &temp_dir("port-shared"),
+        &["--proxy", &proxy, "--share-proxy-port", "on"],
+    );
+    assert_eq!(second.proxy, first.proxy);
+    first.stop();
+    assert_eq!(proxied_ping(second.proxy), 200);
+    second.stop();
+}
+
+fn proxied_ping(proxy: std::net::SocketAddr) -> u16 {
+    use std::io::Write;
+    let (mut s, mut r) = common::connect_buffered(proxy);
+    s.write_all(b"GET /__/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    common::read_response(&mut r).unwrap().0
+}
+
+#[test]
 fn config_file_replaces_stored_state_and_an_invalid_one_stops_start_up() {
     let (_mock, mock) = spawn_mock(&[]);
     let dir = temp_dir("persist-config");

@@ -182,7 +182,9 @@ fn cors_preflight_and_actual_requests() {
             ],
             b"",
         );
-        assert_eq!(r.0, 403, "{origin} {method} {hdrs}");
+        // A method the settings do not allow is 405 (as TrustGate answers).
+        let want = if method == "DELETE" { 405 } else { 403 };
+        assert_eq!(r.0, want, "{origin} {method} {hdrs}");
         assert!(error_of(&r).starts_with("CORS"), "{r:?}");
     }
     // Actual requests: allowed origin gets the headers; another origin none.
@@ -205,8 +207,83 @@ fn cors_preflight_and_actual_requests() {
     );
     assert_eq!(header(&r.1, "vary"), Some("Origin"));
     let r = send(p, "POST", "/c/x", &["Origin: https://evil.com"], b"{}");
+    assert_eq!(
+        (r.0, error_of(&r).as_str()),
+        (403, "CORS origin not allowed")
+    );
+    assert_eq!(header(&r.1, "access-control-allow-origin"), None);
+    // Not from a browser (no Origin): passes, without CORS headers.
+    let r = send(p, "POST", "/c/x", &[], b"{}");
     assert_eq!(r.0, 200);
     assert_eq!(header(&r.1, "access-control-allow-origin"), None);
+}
+
+/// What a browser sends before a cross-origin `POST` with a key header: no
+/// credentials at all.
+fn browser_preflight(host: &str, path: &str, origin: &str) -> String {
+    format!(
+        "OPTIONS {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: content-type, x-tg-api-key\r\n\
+         User-Agent: Mozilla/5.0\r\nAccept: */*\r\nSec-Fetch-Mode: cors\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_browser_preflight_needs_no_key_and_never_reaches_the_upstream() {
+    // TrustGate's shape: the rule admits POST only, needs a key, and its
+    // cors plugin is configured the TrustGate way.
+    let cors = json!({"allowed_origins": ["https://app.example.com"], "allowed_methods": ["POST"],
+        "allowed_headers": ["Content-Type", "X-TG-API-Key"], "max_age": "12h", "log_violations": true});
+    let (mock, m) = spawn_mock(&[]);
+    let config = json!({"gateways": [{
+        "name": "demo", "subdomain": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": m.ip().to_string(), "port": m.port(), "path": "/echo"}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [
+            {"path": "/chat", "methods": ["POST"], "service": "svc", "strip_path": true,
+             "plugin_chain": [{"name": "cors", "stage": "pre_request", "settings": cors}]},
+            {"path": "/plain", "methods": ["POST", "OPTIONS"], "service": "svc", "strip_path": true}
+        ],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    let gw = spawn_gateway(&config, &[]);
+    let _mock = mock;
+    // Found by the Host subdomain, and (Host names no gateway) by the rules
+    // whose CORS settings allow the origin.
+    for host in ["demo.example.com", "127.0.0.1:8081"] {
+        let r = common::roundtrip(
+            gw.proxy,
+            &browser_preflight(host, "/chat/v1/chat/completions", "https://app.example.com"),
+        );
+        assert_eq!(r.0, 204, "Host {host}: {r:?}");
+        assert!(
+            header(&r.1, "x-mock-conn").is_none(),
+            "reached the upstream"
+        );
+        assert_eq!(
+            header(&r.1, "access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        assert_eq!(header(&r.1, "access-control-allow-methods"), Some("POST"));
+        assert_eq!(header(&r.1, "access-control-max-age"), Some("43200"));
+        // Another origin: refused by the plugin, still without a key.
+        let r = common::roundtrip(
+            gw.proxy,
+            &browser_preflight(host, "/chat/v1/chat/completions", "https://evil.example"),
+        );
+        assert_eq!(r.0, 403, "Host {host}: {r:?}");
+        assert!(header(&r.1, "x-mock-conn").is_none());
+    }
+    // The request it announced still needs the key.
+    let post = "POST /chat/x HTTP/1.1\r\nHost: demo.example.com\r\nOrigin: https://app.example.com\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(common::roundtrip(gw.proxy, post).0, 401);
+    // A rule without a cors plugin answers OPTIONS as any request: key first.
+    let r = common::roundtrip(
+        gw.proxy,
+        &browser_preflight("demo.example.com", "/plain/x", "https://app.example.com"),
+    );
+    assert_eq!(r.0, 401, "{r:?}");
 }
 
 #[test]
@@ -439,7 +516,14 @@ fn rate_limiter_headers_and_429() {
         assert!((1..=63).contains(&reset), "{reset}");
     }
     let r = send(p, "GET", "/rl/x", &[], b"");
-    assert_eq!((r.0, error_of(&r).as_str()), (429, "rate limit exceeded"));
+    assert_eq!(
+        (r.0, error_of(&r).as_str()),
+        (429, "per_key rate limit exceeded")
+    );
+    assert_eq!(
+        json_body(&r.2)["retry_after"],
+        header(&r.1, "retry-after").unwrap()
+    );
     let retry: u64 = header(&r.1, "retry-after").unwrap().parse().unwrap();
     assert!((1..=63).contains(&retry), "{retry}");
     assert_eq!(header(&r.1, "x-ratelimit-remaining"), Some("0"));
@@ -614,9 +698,9 @@ fn settings_errors_name_the_field() {
             json!([plugin(
                 "rate_limiter",
                 0,
-                json!({"limits": {"per_user": {"limit": 5, "window": 1}}})
+                json!({"limits": {"per_user": {"limit": 5, "window": 1}}, "actions": {"type": "throttle"}})
             )]),
-            "gateways[0].rules[0].plugin_chain[0].settings.user_header",
+            "gateways[0].rules[0].plugin_chain[0].settings.actions.type",
         ),
         (
             json!([plugin(
@@ -646,7 +730,7 @@ fn settings_errors_name_the_field() {
             json!([plugin(
                 "injection_protection",
                 0,
-                json!({"checks": ["xss"]})
+                json!({"checks": ["xxe"]})
             )]),
             "gateways[0].rules[0].plugin_chain[0].settings.checks[0]",
         ),
@@ -930,4 +1014,93 @@ fn data_masking_masks_responses_whole_and_streamed() {
     .unwrap();
     let r = read_response(&mut rd).unwrap();
     assert_eq!(String::from_utf8_lossy(&r.2), masked);
+}
+
+/// A validator on loopback: answers each request after `delay` with
+/// `{"flagged": <whether the payload mentions "forbidden">, "seen": <payload>}`.
+fn spawn_validator(delay: Duration) -> SocketAddr {
+    use std::io::{BufRead, BufReader, Read};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.to_ascii_lowercase();
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                std::thread::sleep(delay);
+                let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let flagged = payload.to_string().contains("forbidden");
+                let answer = json!({"flagged": flagged, "seen": payload}).to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn external_api_validates_and_a_slow_or_dead_validator_never_hangs_the_request() {
+    let ok = spawn_validator(Duration::ZERO);
+    let slow = spawn_validator(Duration::from_secs(5));
+    let settings = |addr: String| {
+        json!({"endpoint": format!("http://{addr}/validate"), "method": "POST", "timeout": "1s",
+               "field_maps": [{"source": "input", "destination": "text"}],
+               "conditions": [{"field": "flagged", "operator": "eq", "value": true,
+                               "stop_flow": true, "message": "Content flagged"}]})
+    };
+    let ext = |addr: String| json!([{"name": "external_api", "stage": "pre_request", "priority": 1, "settings": settings(addr)}]);
+    let (_m, gw) = setup(
+        &[
+            ("ok", ext(ok.to_string())),
+            ("slow", ext(slow.to_string())),
+            ("dead", ext(format!("127.0.0.1:{}", common::dead_port()))),
+        ],
+        json!([]),
+    );
+    let p = gw.proxy;
+    let r = send(p, "POST", "/ok/x", &[], br#"{"input": "hello"}"#);
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(json_body(&r.2)["path"], "/echo/x");
+    let r = send(
+        p,
+        "POST",
+        "/ok/x",
+        &[],
+        br#"{"input": "something forbidden"}"#,
+    );
+    assert_eq!((r.0, error_of(&r).as_str()), (422, "Content flagged"));
+    for path in ["/slow/x", "/dead/x"] {
+        let t = Instant::now();
+        let r = send(p, "POST", path, &[], br#"{"input": "hello"}"#);
+        assert_eq!(
+            (r.0, error_of(&r).as_str()),
+            (502, "External validation failed"),
+            "{path}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
 }

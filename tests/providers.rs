@@ -233,3 +233,71 @@ fn upstream_errors_are_mapped_to_the_clients_dialect() {
     assert_eq!(v["error"]["message"], "mock status 429");
     assert!(v["error"].get("param").is_some(), "OpenAI error shape: {v}");
 }
+
+/// The dialect is the client's: a rule that strips the client's whole path
+/// (`/claude/v1/chat/completions` → `/`) still translates for an Anthropic
+/// target, and the request goes to the provider's endpoint.
+#[test]
+fn a_stripping_rule_keeps_the_clients_dialect_and_the_providers_endpoint() {
+    let (_mock, m) = spawn_mock(&["--stream-interval-ms", "1"]);
+    let mut anth = target(m);
+    anth["provider"] = json!("anthropic");
+    anth["credentials"] = json!({"api_key": "sk-ant"});
+    let mut oai = target(m);
+    oai["provider"] = json!("openai");
+    let gw = spawn_gateway(
+        &json!({"gateways": [{"name": "p",
+            "upstreams": [{"name": "claude", "targets": [anth]}, {"name": "gpt", "targets": [oai]}],
+            "services": [{"name": "claude", "type": "upstream", "upstream": "claude"},
+                         {"name": "gpt", "type": "upstream", "upstream": "gpt"}],
+            "rules": [
+                {"path": "/claude/v1/chat/completions", "service": "claude", "strip_path": true},
+                {"path": "/chat", "service": "gpt", "strip_path": true}
+            ],
+            "keys": [{"name": "k", "key": KEY}]}]}),
+        &[],
+    );
+    let req = json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, body) = post(gw.proxy, "/claude/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v = json_body(&body);
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"], "Hello from mock",
+        "{v}"
+    );
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (status, headers, body) = post(gw.proxy, "/claude/v1/chat/completions", &sreq);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("text/event-stream"));
+    let ev = sse_data(&body);
+    assert_eq!(ev.last(), Some(&json!("[DONE]")));
+    assert!(ev
+        .iter()
+        .all(|e| e == "[DONE]" || e["object"] == "chat.completion.chunk"));
+    // A path that names no dialect (`/chat` stripped to `/`): a chat body to
+    // an OpenAI target goes to its chat endpoint.
+    let (status, _, body) = post(
+        gw.proxy,
+        "/chat",
+        &json!({"model": "gpt-x", "messages": []}),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_body(&body)["object"], "chat.completion");
+    // A body that is no JSON (an upload) on such a route is no chat call:
+    // forwarded untouched to the path the rule leaves.
+    let upload = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nRIFF\r\n--b--\r\n";
+    let (mut s, mut r) = connect_buffered(gw.proxy);
+    write!(
+        s,
+        "POST /chat/echo/upload HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        upload.len()
+    )
+    .unwrap();
+    s.write_all(upload).unwrap();
+    let (status, _, body) = read_response(&mut r).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_body(&body)["path"], "/echo/upload");
+}

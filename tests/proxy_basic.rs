@@ -30,7 +30,9 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
                 "headers": {"x-target-tag": "t1"},
                 "credentials": {"api_key": "sk-upstream-secret"}}]},
             {"name": "anthropic", "targets": [{"host": host, "port": port, "provider": "anthropic",
-                "credentials": {"api_key": "ak-upstream-secret"}}]}
+                "credentials": {"api_key": "ak-upstream-secret"}}]},
+            {"name": "withparam", "targets": [{"host": host, "port": port, "path": "/echo",
+                "credentials": {"param_name": "key", "param_value": "s3cr t", "param_location": "query"}}]}
         ],
         "services": [
             svc("echo", "llm"),
@@ -42,7 +44,8 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
             svc("preserve", "llm"),
             svc("api", "prefixed"),
             svc("openai", "openai"),
-            svc("anthropic", "anthropic")
+            svc("anthropic", "anthropic"),
+            svc("paramcred", "withparam")
         ],
         "rules": [
             {"name": "echo", "path": "/echo", "service": "echo"},
@@ -54,8 +57,10 @@ fn setup() -> (ChildGuard, SocketAddr, Gateway) {
             {"name": "public", "path": "/echo/public", "public": true, "service": "public"},
             {"name": "preserve", "path": "/echo/preserve", "preserve_host": true, "service": "preserve"},
             {"name": "api", "path": "/api", "strip_path": true, "service": "api"},
+            {"name": "whole", "path": "/whole", "service": "api"},
             {"name": "openai", "path": "/echo/openai", "service": "openai"},
-            {"name": "anthropic", "path": "/echo/anthropic", "service": "anthropic"}
+            {"name": "anthropic", "path": "/echo/anthropic", "service": "anthropic"},
+            {"name": "paramcred", "path": "/paramcred", "strip_path": true, "service": "paramcred"}
         ],
         "keys": [
             {"name": "main", "key": KEY},
@@ -247,13 +252,25 @@ fn the_gateway_key_is_never_forwarded() {
         format!("X-TG-API-Key: {KEY}\r\n"),
         format!("Authorization: Bearer {KEY}\r\n"),
         format!("x-api-key: {KEY}\r\n"),
+        // A second (and third) copy beside the header the key was read
+        // from: every header carrying it is dropped.
+        format!("X-TG-API-Key: {KEY}\r\nAuthorization: Bearer {KEY}\r\n"),
+        format!("X-TG-API-Key: {KEY}\r\nx-api-key: {KEY}\r\napi-key: {KEY}\r\nx-goog-api-key: {KEY}\r\n"),
+        format!("Authorization: Bearer {KEY}\r\nX-Custom-Auth: Token {KEY}\r\n"),
     ];
     for form in forms {
         let req = format!("GET /echo HTTP/1.1\r\nHost: gw.test\r\n{form}\r\n");
         let (status, headers, body) = roundtrip(gw.proxy, &req);
         let v = echoed(&(status, headers, body.clone()));
         let h = v["headers"].as_object().unwrap();
-        for name in ["x-tg-api-key", "authorization", "x-api-key"] {
+        for name in [
+            "x-tg-api-key",
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "x-custom-auth",
+        ] {
             assert!(
                 !h.contains_key(name),
                 "{name} forwarded with {form:?}: {h:?}"
@@ -313,6 +330,20 @@ fn strip_path_joins_the_target_path_and_keeps_the_query() {
     let v = echoed(&roundtrip(gw.proxy, &get("/echo/deep/x?q=%20", "")));
     assert_eq!(v["path"], "/echo/deep/x");
     assert_eq!(v["query"], "q=%20");
+    // ... unless the target has a path: then that is the whole upstream
+    // path (TrustGate's forwarding), and the query is still kept.
+    let v = echoed(&roundtrip(gw.proxy, &get("/whole/x/y?k=v", "")));
+    assert_eq!(v["path"], "/echo");
+    assert_eq!(v["query"], "k=v");
+    // A credential sent as a query parameter (TrustGate's param_*) joins
+    // the client's query.
+    let v = echoed(&roundtrip(gw.proxy, &get("/paramcred/x?a=1", "")));
+    assert_eq!(
+        (v["path"].as_str(), v["query"].as_str()),
+        (Some("/echo/x"), Some("a=1&key=s3cr%20t"))
+    );
+    let v = echoed(&roundtrip(gw.proxy, &get("/paramcred", "")));
+    assert_eq!(v["query"], "key=s3cr%20t");
 }
 
 #[test]
@@ -330,19 +361,20 @@ fn authentication_errors() {
         &roundtrip(gw.proxy, &req("Authorization: Bearer rg-nope\r\n", "/echo")),
         401,
     );
+    // Inactive and expired keys are 401 like unknown ones (TrustGate's answer).
     assert_error(
         &roundtrip(gw.proxy, &req("X-TG-API-Key: rg-inactive-key\r\n", "/echo")),
-        403,
+        401,
     );
     assert_error(
         &roundtrip(gw.proxy, &req("x-api-key: rg-expired-key\r\n", "/echo")),
-        403,
+        401,
     );
-    // A key with policies: its rule works, others are 403.
+    // A key with policies: its rule works, others are 401.
     let limited = "X-TG-API-Key: rg-limited-key\r\n";
     let v = echoed(&roundtrip(gw.proxy, &req(limited, "/echo/limited")));
     assert_eq!(v["headers"]["x-which"], "limited");
-    assert_error(&roundtrip(gw.proxy, &req(limited, "/echo")), 403);
+    assert_error(&roundtrip(gw.proxy, &req(limited, "/echo")), 401);
     // A client X-Request-Id is echoed on the error.
     let resp = roundtrip(gw.proxy, &req("X-Request-Id: err-id-7\r\n", "/echo"));
     assert_error(&resp, 401);

@@ -136,7 +136,8 @@ fn official_python_sdks_work_through_the_gateway() {
                       {"name": "toanth", "path": "/toanth", "service": "anth", "strip_path": true},
                       {"name": "toai", "path": "/toai", "service": "oai", "strip_path": true},
                       {"name": "anth", "path": "/anth", "service": "anth", "strip_path": true},
-                      {"name": "slow", "path": "/slow", "service": "slow", "strip_path": true}],
+                      {"name": "slow", "path": "/slow", "service": "slow", "strip_path": true},
+                      {"path": "/claude/v1/chat/completions", "service": "anth", "strip_path": true}],
             "keys": [{"name": "k", "key": KEY}]}]}),
         &[],
     );
@@ -155,6 +156,8 @@ fn official_python_sdks_work_through_the_gateway() {
         "openai chat stream",
         "openai client -> anthropic target",
         "openai client -> anthropic target, stream",
+        "openai client -> endpoint rule with strip_path -> anthropic target",
+        "openai client -> endpoint rule with strip_path -> anthropic target, stream",
         "anthropic client -> openai target",
         "anthropic client -> openai target, stream",
         "anthropic native",
@@ -170,6 +173,6 @@ fn official_python_sdks_work_through_the_gateway() {
             "check {check:?} did not pass:\n{out}"
         );
     }
-    assert!(out.contains("sdk checks: 12 ok, 0 failing"), "{out}");
+    assert!(out.contains("sdk checks: 14 ok, 0 failing"), "{out}");
     println!("{out}");
 }

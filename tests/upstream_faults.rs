@@ -16,7 +16,9 @@ const KEY: &str = "rg-faults-key";
 fn setup(extra: &[&str]) -> (ChildGuard, Gateway) {
     let (mock, m) = spawn_mock(&[]);
     let dead = json!({"host": "127.0.0.1", "port": dead_port()});
-    // The mixed targets prefix "/echo" (the mock answers 404 elsewhere).
+    // The mixed targets prefix "/echo" (the mock answers 404 elsewhere); the
+    // rules strip their path (without strip_path a target's path would be
+    // the whole upstream path).
     let mut dead_echo = dead.clone();
     dead_echo["path"] = json!("/echo");
     let mut live_echo = target(m);
@@ -36,8 +38,8 @@ fn setup(extra: &[&str]) -> (ChildGuard, Gateway) {
         "rules": [
             {"name": "echo", "path": "/echo", "service": "live"},
             {"name": "dead", "path": "/dead", "service": "dead"},
-            {"name": "retry", "path": "/retry", "service": "mixed", "retry_attempts": 1},
-            {"name": "noretry", "path": "/noretry", "service": "mixed"}
+            {"name": "retry", "path": "/retry", "service": "mixed", "retry_attempts": 1, "strip_path": true},
+            {"name": "noretry", "path": "/noretry", "service": "mixed", "strip_path": true}
         ],
         "keys": [{"name": "k", "key": KEY}]
     }]});
@@ -175,7 +177,7 @@ fn connect_failure_is_retried_on_the_other_target() {
             String::from_utf8_lossy(&resp.2)
         );
         assert!(header(&resp.1, "x-mock-conn").is_some());
-        assert_eq!(json_body(&resp.2)["path"], format!("/echo/retry/{i}"));
+        assert_eq!(json_body(&resp.2)["path"], format!("/echo/{i}"));
     }
     // Without retry_attempts the dead target's turns fail: the retry above did the work.
     let failures = (0..20)
@@ -231,7 +233,7 @@ fn passive_health_takes_a_dead_target_out() {
             "targets": [dead, live],
             "health_checks": {"passive": true, "threshold": 2, "interval": 60}}],
         "services": [{"name": "pair", "type": "upstream", "upstream": "pair"}],
-        "rules": [{"name": "all", "path": "/", "service": "pair"}],
+        "rules": [{"name": "all", "path": "/h", "service": "pair", "strip_path": true}],
         "keys": [{"name": "k", "key": KEY}]
     }]});
     let mut gw = spawn_gateway(&config, &[]);
@@ -241,7 +243,7 @@ fn passive_health_takes_a_dead_target_out() {
         s.write_all(get(&format!("/h/{i}"), "").as_bytes()).unwrap();
         let (status, _, body) = read_response(&mut r).unwrap();
         match status {
-            200 => assert_eq!(json_body(&body)["path"], format!("/echo/h/{i}")),
+            200 => assert_eq!(json_body(&body)["path"], format!("/echo/{i}")),
             502 => {
                 failures += 1;
                 assert!(i < 10, "request {i} still went to the dead target");

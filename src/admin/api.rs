@@ -7,7 +7,11 @@
 //! broadcast it to every shard and wait for their acks, install it, answer.
 //!
 //! Server-assigned fields in a create or `PUT` body (`id`, `gateway_id`,
-//! `created_at`, `updated_at`, target ids) are ignored. Validation errors
+//! `created_at`, `updated_at`, target ids) are ignored. Shapes follow
+//! TrustGate's: gateways list as `{gateways, count, offset, limit}`,
+//! upstreams, services and rules as bare arrays, keys as `{api_keys,
+//! count}`; `PUT` of a gateway or a rule is partial (the body's fields over
+//! the stored ones), of an upstream or a service a full replacement. Validation errors
 //! inside the changed entity name their field relative to the request body
 //! (`targets[0].port`, not `gateways[0].upstreams[2].targets[0].port`).
 
@@ -26,6 +30,10 @@ use crate::config::{compile, normalize, validate, ConfigError};
 
 /// Largest page a list answers.
 pub const MAX_LIMIT: usize = 100;
+
+/// The page size of gateway, upstream and service lists when the query
+/// names none (TrustGate's default).
+pub const DEFAULT_LIMIT: usize = 10;
 
 /// Handled replies and refusals alike are a [`Reply`]; `Err` short-cuts.
 type Answer = Result<Reply, Reply>;
@@ -184,27 +192,51 @@ fn invalid(error: &str, field: &str) -> Reply {
     Reply::json(400, &json!({ "error": error, "field": field }))
 }
 
-/// `?offset=&limit=` (default 0 and 100; limit at most 100).
-fn page(req: &Request) -> Result<(usize, usize), Reply> {
-    let num = |name: &str, default: usize| match req.param(name) {
-        None | Some("") => Ok(default),
+/// `?offset=&limit=` (offset 0 and limit `default` when absent; a given
+/// limit is 1 to 100). TrustGate quietly answers a limit out of range with
+/// its default; ringgate says what is wrong.
+fn page(req: &Request, default: usize) -> Result<(usize, usize), Reply> {
+    let num = |name: &str| match req.param(name) {
+        None | Some("") => Ok(None),
         Some(v) => v
             .parse::<usize>()
+            .map(Some)
             .map_err(|_| invalid("must be a non-negative integer", name)),
     };
-    let offset = num("offset", 0)?;
-    let limit = num("limit", MAX_LIMIT)?;
-    if limit > MAX_LIMIT {
-        return Err(invalid("must be at most 100", "limit"));
-    }
+    let offset = num("offset")?.unwrap_or(0);
+    let limit = match num("limit")? {
+        None => default,
+        Some(l) if (1..=MAX_LIMIT).contains(&l) => l,
+        Some(_) => return Err(invalid("must be 1 to 100", "limit")),
+    };
     Ok((offset, limit))
 }
 
-fn list_reply(plural: &str, items: Vec<Value>, req: &Request) -> Answer {
-    let (offset, limit) = page(req)?;
+/// How a list is answered, as TrustGate answers it.
+#[derive(Clone, Copy)]
+enum ListShape {
+    /// A bare JSON array (upstreams, services, rules); `Some(n)`: pages of
+    /// `n` by default, else everything unless `?limit=` says otherwise.
+    Bare(Option<usize>),
+    /// `{"<name>": [...], "count": total}` (keys: `api_keys`).
+    Counted(&'static str),
+}
+
+fn list_reply(shape: ListShape, items: Vec<Value>, req: &Request) -> Answer {
     let count = items.len();
+    let default = match shape {
+        ListShape::Bare(Some(n)) => n,
+        _ => usize::MAX,
+    };
+    let (offset, limit) = page(req, default)?;
     let items: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
-    Ok(Reply::json(200, &json!({ plural: items, "count": count })))
+    Ok(Reply::json(
+        200,
+        &match shape {
+            ListShape::Bare(_) => Value::Array(items),
+            ListShape::Counted(name) => json!({ name: items, "count": count }),
+        },
+    ))
 }
 
 fn gateway_index(cfg: &Config, gid: &str) -> Result<usize, Reply> {
@@ -270,39 +302,69 @@ async fn replace_config(admin: &Admin, req: &Request) -> Answer {
     Ok(Reply::json(200, &exported))
 }
 
+/// `{"gateways": [...], "count": total, "offset", "limit"}`, pages of 10
+/// unless `?limit=` says otherwise (TrustGate's shape and default).
 fn list_gateways(admin: &Admin, req: &Request) -> Answer {
     let store = admin.store.borrow();
-    let items = store
-        .config()
-        .gateways
+    let all = &store.config().gateways;
+    let (offset, limit) = page(req, DEFAULT_LIMIT)?;
+    let items = all
         .iter()
+        .skip(offset)
+        .take(limit)
         .map(gateway_json)
         .collect::<Result<Vec<_>, _>>()?;
-    list_reply("gateways", items, req)
+    Ok(Reply::json(
+        200,
+        &json!({"gateways": items, "count": all.len(), "offset": offset, "limit": limit}),
+    ))
 }
 
 /// A gateway body: the gateway's own fields; its children have their own
-/// endpoints (or `PUT /api/v1/config`).
-fn gateway_body(req: &Request) -> Result<Gateway, Reply> {
-    let gw: Gateway = body(req)?;
-    for (empty, name) in [
-        (gw.upstreams.is_empty(), "upstreams"),
-        (gw.services.is_empty(), "services"),
-        (gw.rules.is_empty(), "rules"),
-        (gw.keys.is_empty(), "keys"),
-    ] {
-        if !empty {
+/// endpoints (or `PUT /api/v1/config`). `old`: a `PUT`, whose body changes
+/// only the fields it names.
+fn gateway_body(req: &Request, old: Option<Value>) -> Result<Gateway, Reply> {
+    let patch = object_body(req)?;
+    for name in ["upstreams", "services", "rules", "keys"] {
+        if patch.contains_key(name) {
             return Err(invalid(
                 &format!("{name} are managed under /api/v1/gateways/{{id}}/{name} (or PUT /api/v1/config)"),
                 name,
             ));
         }
     }
-    Ok(gw)
+    from_json(merge(old, patch))
+}
+
+/// A JSON object body (see [`body`]).
+fn object_body(req: &Request) -> Result<serde_json::Map<String, Value>, Reply> {
+    match body::<Value>(req)? {
+        Value::Object(o) => Ok(o),
+        _ => Err(Reply::error(400, "the body must be a JSON object")),
+    }
+}
+
+/// `patch`'s fields over `old`'s (a partial update), or `patch` alone.
+fn merge(old: Option<Value>, patch: serde_json::Map<String, Value>) -> Value {
+    match old {
+        Some(Value::Object(mut o)) => {
+            o.extend(patch);
+            Value::Object(o)
+        }
+        _ => Value::Object(patch),
+    }
+}
+
+/// `v` as a `T`; a 400 naming the field otherwise.
+fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, Reply> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        json_refusal(e.into_inner(), Some(path))
+    })
 }
 
 async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
-    let mut gw = gateway_body(req)?;
+    let mut gw = gateway_body(req, None)?;
     let stored = mutate(admin, |cfg, now| {
         let stamp = format_rfc3339(now);
         gw.id = Some(uuid::Uuid::new_v4().to_string());
@@ -318,9 +380,15 @@ async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
     Ok(Reply::json(201, &stored))
 }
 
+/// A partial update, as TrustGate's: fields the body leaves out keep their
+/// values.
 async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
-    gateway_index(admin.store.borrow().config(), gid)?;
-    let mut gw = gateway_body(req)?;
+    let old = {
+        let store = admin.store.borrow();
+        let gi = gateway_index(store.config(), gid)?;
+        gateway_json(&store.config().gateways[gi])?
+    };
+    let mut gw = gateway_body(req, Some(old))?;
     let stored = mutate(admin, |cfg, now| {
         let gi = gateway_index(cfg, gid)?;
         let old = &mut cfg.gateways[gi];
@@ -358,6 +426,13 @@ trait Entity: Serialize + DeserializeOwned + Clone {
     const SINGULAR: &'static str;
     /// Keys cannot be replaced (only created and deleted).
     const PUT: bool = true;
+    /// `PUT` changes only the fields its body names (rules, as TrustGate);
+    /// otherwise it replaces the entity.
+    const PARTIAL: bool = false;
+    /// How the list endpoint answers.
+    const LIST: ListShape = ListShape::Bare(Some(DEFAULT_LIMIT));
+    /// `created_at` and `updated_at`.
+    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>);
     fn list(gw: &Gateway) -> &Vec<Self>;
     fn list_mut(gw: &mut Gateway) -> &mut Vec<Self>;
     fn id(&self) -> Option<&str>;
@@ -378,6 +453,9 @@ trait Entity: Serialize + DeserializeOwned + Clone {
 }
 
 impl Entity for Upstream {
+    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+        (&mut self.created_at, &mut self.updated_at)
+    }
     const PLURAL: &'static str = "upstreams";
     const SINGULAR: &'static str = "upstream";
     fn list(gw: &Gateway) -> &Vec<Self> {
@@ -414,6 +492,9 @@ impl Entity for Upstream {
 }
 
 impl Entity for Service {
+    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+        (&mut self.created_at, &mut self.updated_at)
+    }
     const PLURAL: &'static str = "services";
     const SINGULAR: &'static str = "service";
     fn list(gw: &Gateway) -> &Vec<Self> {
@@ -441,8 +522,13 @@ impl Entity for Service {
 }
 
 impl Entity for Rule {
+    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+        (&mut self.created_at, &mut self.updated_at)
+    }
     const PLURAL: &'static str = "rules";
     const SINGULAR: &'static str = "rule";
+    const PARTIAL: bool = true;
+    const LIST: ListShape = ListShape::Bare(None);
     fn list(gw: &Gateway) -> &Vec<Self> {
         &gw.rules
     }
@@ -476,9 +562,13 @@ impl Entity for Rule {
 }
 
 impl Entity for ApiKey {
+    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+        (&mut self.created_at, &mut self.updated_at)
+    }
     const PLURAL: &'static str = "keys";
     const SINGULAR: &'static str = "key";
     const PUT: bool = false;
+    const LIST: ListShape = ListShape::Counted("api_keys");
     fn list(gw: &Gateway) -> &Vec<Self> {
         &gw.keys
     }
@@ -539,7 +629,7 @@ async fn entity<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: Option<&
                 .iter()
                 .map(T::show)
                 .collect::<Result<Vec<_>, _>>()?;
-            list_reply(T::PLURAL, items, req)
+            list_reply(T::LIST, items, req)
         }
         ("POST", None) => create::<T>(admin, req, gid).await,
         ("GET", Some(id)) => {
@@ -576,6 +666,10 @@ async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
     let mut shown = mutate(admin, |cfg, now| {
         let gi = gateway_index(cfg, gid)?;
         new.assign(uuid::Uuid::new_v4().to_string(), gid, None);
+        let stamp = format_rfc3339(now);
+        let (created, updated) = new.stamps();
+        *created = Some(stamp.clone());
+        *updated = Some(stamp);
         let list = T::list_mut(&mut cfg.gateways[gi]);
         list.push(new);
         let at = list.len() - 1;
@@ -591,18 +685,35 @@ async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
 }
 
 async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -> Answer {
-    {
+    let old = {
         // 404 before 400: an unknown id is the first thing to hear about.
         let store = admin.store.borrow();
         let gi = gateway_index(store.config(), gid)?;
-        entity_index::<T>(&store.config().gateways[gi], id)?;
-    }
-    let mut new: T = body(req)?;
+        let at = entity_index::<T>(&store.config().gateways[gi], id)?;
+        to_value(&T::list(&store.config().gateways[gi])[at])?
+    };
+    let mut new: T = if T::PARTIAL {
+        let patch = object_body(req)?;
+        let mut old = old;
+        // A reference by name replaces the stored one by id.
+        if patch.contains_key("service") {
+            if let Some(o) = old.as_object_mut() {
+                o.remove("service_id");
+            }
+        }
+        from_json(merge(Some(old), patch))?
+    } else {
+        body(req)?
+    };
     let shown = mutate(admin, |cfg, now| {
         let gi = gateway_index(cfg, gid)?;
         let at = entity_index::<T>(&cfg.gateways[gi], id)?;
         let list = T::list_mut(&mut cfg.gateways[gi]);
         new.assign(id.to_string(), gid, Some(&list[at]));
+        let created = list[at].stamps().0.clone();
+        let (c, u) = new.stamps();
+        *c = created;
+        *u = Some(format_rfc3339(now));
         list[at] = new;
         check(
             cfg,

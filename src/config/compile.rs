@@ -34,6 +34,7 @@ pub fn stable_key(id: &str) -> u64 {
 /// Builds the snapshot of `cfg` (normalized and validated) as generation
 /// `generation`. Resolves target host names (IP literals never touch DNS).
 pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
+    super::unacted::log_new(cfg);
     let mut snap = Snapshot {
         generation,
         gateways: Vec::with_capacity(cfg.gateways.len()),
@@ -82,7 +83,7 @@ fn rule_index(rules: &[model::Rule], r: &str) -> Option<usize> {
     rules
         .iter()
         .position(|x| x.id.as_deref() == Some(r))
-        .or_else(|| rules.iter().position(|x| x.name == r))
+        .or_else(|| rules.iter().position(|x| !x.name.is_empty() && x.name == r))
 }
 
 fn compile_gateway(gw: &model::Gateway) -> Gateway {
@@ -122,7 +123,12 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
         rules.push(Rule {
             id: r.id.clone().unwrap_or_default(),
             key: stable_key(r.id.as_deref().unwrap_or_default()),
-            name: r.name.clone(),
+            // A rule without a name is labelled (metrics, logs) by its path.
+            name: if r.name.is_empty() {
+                r.path.clone()
+            } else {
+                r.name.clone()
+            },
             path: r.path.clone(),
             service: service.unwrap_or(usize::MAX),
             strip_path: r.strip_path,
@@ -165,11 +171,24 @@ fn compile_upstream(u: &model::Upstream) -> Upstream {
             .targets
             .iter()
             .map(|t| {
+                // A provider target without host: its public endpoint
+                // (validation made sure there is one).
+                let public = if t.host.is_empty() {
+                    crate::provider::endpoint::public(t)
+                        .map_err(|e| log::error!("target {:?}: {e}", t.id))
+                        .ok()
+                } else {
+                    None
+                };
+                let (host, port, protocol) = match &public {
+                    Some(p) => (p.host.as_str(), p.port, p.protocol),
+                    None => (t.host.as_str(), t.port, t.protocol),
+                };
                 let mut built = build_target(TargetParts {
                     id: t.id.as_deref().unwrap_or_default(),
-                    host: &t.host,
-                    port: t.port,
-                    protocol: t.protocol,
+                    host,
+                    port,
+                    protocol,
                     weight: t.weight,
                     path: t.path.as_deref(),
                     provider: t.provider.as_deref(),
@@ -381,7 +400,31 @@ fn build_target(p: TargetParts<'_>) -> Target {
         inject_names,
         sse_ping: None,
         azure: None,
+        query: p.credentials.and_then(query_credential),
     }
+}
+
+/// A credential sent as a query parameter (`param_name`/`param_value`,
+/// `param_location` absent or `query`), as `name=value`.
+fn query_credential(c: &Credentials) -> Option<String> {
+    let (Some(name), Some(value)) = (&c.param_name, &c.param_value) else {
+        return None;
+    };
+    if c.param_location.as_deref().is_some_and(|l| l != "query") {
+        return None;
+    }
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    Some(format!("{}={}", enc(name), enc(value)))
 }
 
 /// Client headers that carry a provider credential: dropped on the way to a
@@ -496,6 +539,67 @@ mod tests {
 
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    /// TrustGate's provider targets (no host, no port) compile to their
+    /// provider's public HTTPS endpoint.
+    #[test]
+    fn provider_targets_without_host_compile_to_the_public_endpoint() {
+        let cfg = load_value(
+            json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [
+                {"provider": "openai", "models": ["gpt-4o"], "default_model": "gpt-4o",
+                 "credentials": {"header_name": "Authorization", "header_value": "Bearer sk-x"}},
+                {"provider": "anthropic", "models": ["claude"], "default_model": "claude",
+                 "credentials": {"api_key": "sk-ant"}},
+                {"provider": "mistral", "credentials": {"api_key": "mk"}},
+                {"provider": "azure", "credentials": {"api_key": "ak",
+                 "azure_endpoint": "https://res.openai.azure.com", "azure_version": "2024-06-01"}}
+            ]}]}]}),
+        );
+        let snap = compile(&cfg, 1);
+        let ts = &snap.gateways[0].upstreams[0].targets;
+        let got: Vec<(&str, u16, bool, &str)> = ts
+            .iter()
+            .map(|t| (t.host.as_str(), t.port, t.tls, t.authority.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("api.openai.com", 443, true, "api.openai.com"),
+                ("api.anthropic.com", 443, true, "api.anthropic.com"),
+                ("api.mistral.ai", 443, true, "api.mistral.ai"),
+                ("res.openai.azure.com", 443, true, "res.openai.azure.com"),
+            ]
+        );
+        assert!(ts.iter().all(|t| t.tls_client.is_some()), "webpki roots");
+        let inject = |i: usize| String::from_utf8(ts[i].inject.clone()).unwrap();
+        assert!(inject(0).contains("Authorization: Bearer sk-x"));
+        assert!(inject(1).contains("x-api-key: sk-ant"));
+        assert!(inject(2).contains("Authorization: Bearer mk"));
+        assert!(inject(3).contains("api-key: ak"));
+        assert_eq!(ts[3].azure.as_ref().unwrap().api_version, "2024-06-01");
+        // Stored as given: no host or port appears in the export.
+        let t0 = serde_json::to_value(&cfg.gateways[0].upstreams[0].targets[0]).unwrap();
+        assert!(t0.get("host").is_none() && t0.get("port").is_none(), "{t0}");
+        // Without a known public endpoint the target needs a host; a port
+        // without a host is refused.
+        let refused = |t: serde_json::Value| {
+            let doc =
+                json!({"gateways": [{"name": "g", "upstreams": [{"name": "u", "targets": [t]}]}]});
+            crate::config::load(doc.to_string().as_bytes(), now())
+                .unwrap_err()
+                .field
+                .unwrap_or_default()
+        };
+        let at = "gateways[0].upstreams[0].targets[0]";
+        assert_eq!(
+            refused(json!({"provider": "bedrock", "credentials": {"api_key": "k"}})),
+            format!("{at}.host")
+        );
+        assert_eq!(
+            refused(json!({"provider": "openai", "port": 443})),
+            format!("{at}.port")
+        );
     }
 
     fn load_value(v: serde_json::Value) -> Config {

@@ -7,6 +7,7 @@
 pub mod compile;
 pub mod model;
 pub mod snapshot;
+pub mod unacted;
 pub mod validate;
 
 pub use compile::{compile, load};

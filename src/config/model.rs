@@ -57,6 +57,20 @@ pub struct Gateway {
     pub status: GatewayStatus,
     #[serde(default)]
     pub required_plugins: Vec<Plugin>,
+    /// TrustGate's gateway settings ringgate stores and returns but does
+    /// not act on (see the README's compatibility table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled_plugins: Option<serde_json::Value>,
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
@@ -79,6 +93,8 @@ pub enum Algorithm {
     #[default]
     RoundRobin,
     WeightedRoundRobin,
+    /// TrustGate's validator spells it `least-conn`.
+    #[serde(alias = "least-conn")]
     LeastConnections,
     Random,
 }
@@ -97,6 +113,22 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks: Option<HealthChecks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// TrustGate's `semantic` balancing, websocket and proxy settings:
+    /// stored, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_config: Option<serde_json::Value>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +145,9 @@ pub struct HealthChecks {
     pub interval: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Headers sent with every active probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
     /// Seconds a probe may take (default 5, at most `interval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
@@ -168,6 +203,11 @@ impl Protocol {
     }
 }
 
+/// A provider credential. `api_key`, `header_name`/`header_value`,
+/// `param_*` as a query parameter and `azure_endpoint`/`azure_version` are
+/// acted on; a `param_location: "body"` and the cloud identity fields
+/// (Azure managed identity, GCP service accounts, AWS) are TrustGate's and
+/// only stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -177,6 +217,47 @@ pub struct Credentials {
     pub header_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_value: Option<String>,
+    /// With `param_value`: a query parameter added to every upstream
+    /// request (`param_location: "query"`, the default); `"body"` (a JSON
+    /// body field in TrustGate) is stored, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_location: Option<String>,
+    /// `https://<resource>.openai.azure.com`: an `azure` target's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_endpoint: Option<String>,
+    /// An `azure` target's `api-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_use_managed_identity: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_use_service_account: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_service_account_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_session_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_use_role: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_override: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,12 +265,31 @@ pub struct Credentials {
 pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Empty on a provider target (TrustGate's form): the provider's public
+    /// endpoint is used (see [`crate::provider::endpoint`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
+    /// 0 on a provider target without a host.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub port: u16,
     #[serde(default)]
     pub protocol: Protocol,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// TrustGate's target priority: stored, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// TrustGate's `{"api": "completions" | "responses"}` (OpenAI): stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_options: Option<serde_json::Value>,
+    /// TrustGate's OAuth2 client credentials for the target: stored, not
+    /// acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,6 +332,10 @@ pub struct Target {
 /// The Azure OpenAI `api-version` used when a target names none.
 pub const AZURE_API_VERSION: &str = "2024-10-21";
 
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceType {
@@ -270,6 +374,16 @@ pub struct Service {
     pub retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +393,9 @@ pub struct Rule {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_id: Option<String>,
+    /// Optional, as in TrustGate; when given, unique in its gateway (keys'
+    /// `policies` may name it).
+    #[serde(default)]
     pub name: String,
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +420,18 @@ pub struct Rule {
     pub active: bool,
     #[serde(default)]
     pub public: bool,
+    /// TrustGate's `endpoint`/`agent` rule type and TrustLens settings:
+    /// stored, not acted on.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trustlens: Option<serde_json::Value>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,6 +459,17 @@ pub struct ApiKey {
     /// Rule ids (rule names are accepted on input and resolved to ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<Vec<String>>,
+    /// TrustGate's IAM subject of the key: stored, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,13 +477,27 @@ pub struct ApiKey {
 pub enum PluginStage {
     #[default]
     PreRequest,
+    /// TrustGate's other two stages: accepted, and run with `pre_request`
+    /// (each plugin acts where its kind needs to, see `crate::plugin`).
+    PostRequest,
+    PreResponse,
     PostResponse,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
+    /// TrustGate's plugin id: stored, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub name: String,
+    /// TrustGate's plugin level (`gateway`/`rule`): stored, not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// TrustGate runs same-priority `parallel` plugins concurrently;
+    /// ringgate's plugins are in-process and run in order either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<bool>,
     #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default)]

@@ -268,6 +268,9 @@ pub struct Target {
     pub sse_ping: Option<std::time::Duration>,
     /// `provider: "azure"`: the deployment path and `api-version`.
     pub azure: Option<crate::provider::azure::Azure>,
+    /// `name=value` (percent-encoded) added to every upstream query: a
+    /// credential sent as a query parameter (`param_location: "query"`).
+    pub query: Option<String>,
 }
 
 impl Target {

@@ -281,6 +281,22 @@ pub fn normalize(cfg: &mut Config, now: SystemTime) -> Result<(), ConfigError> {
         let gid = fill_id(&mut gw.id);
         gw.created_at.get_or_insert_with(|| stamp.clone());
         gw.updated_at.get_or_insert_with(|| stamp.clone());
+        let stamp_all = |c: &mut Option<String>, u: &mut Option<String>| {
+            c.get_or_insert_with(|| stamp.clone());
+            u.get_or_insert_with(|| stamp.clone());
+        };
+        for up in &mut gw.upstreams {
+            stamp_all(&mut up.created_at, &mut up.updated_at);
+        }
+        for svc in &mut gw.services {
+            stamp_all(&mut svc.created_at, &mut svc.updated_at);
+        }
+        for rule in &mut gw.rules {
+            stamp_all(&mut rule.created_at, &mut rule.updated_at);
+        }
+        for key in &mut gw.keys {
+            stamp_all(&mut key.created_at, &mut key.updated_at);
+        }
         for up in &mut gw.upstreams {
             fill_id(&mut up.id);
             up.gateway_id = Some(gid.clone());
@@ -455,6 +471,38 @@ fn check_headers(
 }
 
 fn check_credentials(c: &Option<Credentials>, field: &str) -> Result<(), ConfigError> {
+    if let Some(c) = c {
+        match (&c.param_name, &c.param_value) {
+            (Some(n), Some(_)) if !n.is_empty() => {}
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "must not be empty",
+                    format!("{field}.param_name"),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "param_name needs param_value",
+                    format!("{field}.param_value"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "param_value needs param_name",
+                    format!("{field}.param_name"),
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(l) = &c.param_location {
+            if l != "query" && l != "body" {
+                return Err(ConfigError::invalid(
+                    "must be \"query\" or \"body\"",
+                    format!("{field}.param_location"),
+                ));
+            }
+        }
+    }
     let Some(c) = c else { return Ok(()) };
     if let Some(k) = &c.api_key {
         let f = format!("{field}.api_key");
@@ -646,12 +694,24 @@ fn check_plugins(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
 }
 
 fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
-    check_host(&t.host, &format!("{tp}.host"))?;
-    if t.port == 0 {
-        return Err(ConfigError::invalid(
-            "must be 1 to 65535",
-            format!("{tp}.port"),
-        ));
+    if t.host.is_empty() {
+        // TrustGate's provider target: the provider's public endpoint.
+        crate::provider::endpoint::public(t)
+            .map_err(|e| ConfigError::invalid(e, format!("{tp}.host")))?;
+        if t.port != 0 {
+            return Err(ConfigError::invalid(
+                "a target without host uses its provider's endpoint: give host too, or no port",
+                format!("{tp}.port"),
+            ));
+        }
+    } else {
+        check_host(&t.host, &format!("{tp}.host"))?;
+        if t.port == 0 {
+            return Err(ConfigError::invalid(
+                "must be 1 to 65535",
+                format!("{tp}.port"),
+            ));
+        }
     }
     if !(1..=1000).contains(&t.weight) {
         return Err(ConfigError::invalid(
@@ -721,7 +781,6 @@ fn methods_overlap(a: &[String], b: &[String]) -> bool {
 /// Checks everything SPEC §2 asks of a configuration. Expects a
 /// [`normalize`]d configuration, though references by name are accepted.
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    let mut gateway_names = HashSet::new();
     let mut subdomains = HashSet::new();
     let mut key_hashes: HashSet<String> = HashSet::new();
     let mut gateway_ids = HashSet::new();
@@ -734,13 +793,9 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     for (gi, gw) in cfg.gateways.iter().enumerate() {
         let gp = format!("gateways[{gi}]");
         check_id(&gw.id, &format!("{gp}.id"), &mut gateway_ids)?;
+        // Names need not be unique (TrustGate's benchmark flow creates
+        // "Benchmark Gateway" on every run): ids identify gateways.
         nonempty(&gw.name, &format!("{gp}.name"))?;
-        if !gateway_names.insert(gw.name.as_str()) {
-            return Err(ConfigError::conflict(
-                format!("a gateway named {:?} already exists", gw.name),
-                format!("{gp}.name"),
-            ));
-        }
         if let Some(sd) = &gw.subdomain {
             let f = format!("{gp}.subdomain");
             if !is_dns_label(sd) {
@@ -765,6 +820,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let up_p = format!("{gp}.upstreams[{ui}]");
             check_id(&up.id, &format!("{up_p}.id"), &mut upstream_ids)?;
             check_parent(&up.gateway_id, gw, &format!("{up_p}.gateway_id"))?;
+            check_time(&up.created_at, &format!("{up_p}.created_at"))?;
+            check_time(&up.updated_at, &format!("{up_p}.updated_at"))?;
             nonempty(&up.name, &format!("{up_p}.name"))?;
             if !names.insert(up.name.as_str()) {
                 return Err(ConfigError::conflict(
@@ -796,6 +853,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let sp = format!("{gp}.services[{si}]");
             check_id(&svc.id, &format!("{sp}.id"), &mut service_ids)?;
             check_parent(&svc.gateway_id, gw, &format!("{sp}.gateway_id"))?;
+            check_time(&svc.created_at, &format!("{sp}.created_at"))?;
+            check_time(&svc.updated_at, &format!("{sp}.updated_at"))?;
             nonempty(&svc.name, &format!("{sp}.name"))?;
             if !names.insert(svc.name.as_str()) {
                 return Err(ConfigError::conflict(
@@ -895,8 +954,11 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             let rp = format!("{gp}.rules[{ri}]");
             check_id(&rule.id, &format!("{rp}.id"), &mut rule_ids)?;
             check_parent(&rule.gateway_id, gw, &format!("{rp}.gateway_id"))?;
-            nonempty(&rule.name, &format!("{rp}.name"))?;
-            if !names.insert(rule.name.as_str()) {
+            check_time(&rule.created_at, &format!("{rp}.created_at"))?;
+            check_time(&rule.updated_at, &format!("{rp}.updated_at"))?;
+            // A rule's name is optional (TrustGate's scripts send none);
+            // a given one is unique, since policies may name it.
+            if !rule.name.is_empty() && !names.insert(rule.name.as_str()) {
                 return Err(ConfigError::conflict(
                     format!(
                         "a rule named {:?} already exists in this gateway",
@@ -960,7 +1022,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
                         return Err(ConfigError::conflict(
                             format!(
                                 "path {:?} with these methods is already routed by rule {:?}",
-                                rule.path, o.name
+                                rule.path,
+                                o.id.as_deref()
+                                    .filter(|_| o.name.is_empty())
+                                    .unwrap_or(&o.name)
                             ),
                             format!("{rp}.path"),
                         ));
@@ -970,18 +1035,14 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             }
         }
 
-        let mut names = HashSet::new();
         for (ki, key) in gw.keys.iter().enumerate() {
             let kp = format!("{gp}.keys[{ki}]");
             check_id(&key.id, &format!("{kp}.id"), &mut key_ids)?;
             check_parent(&key.gateway_id, gw, &format!("{kp}.gateway_id"))?;
+            check_time(&key.created_at, &format!("{kp}.created_at"))?;
+            check_time(&key.updated_at, &format!("{kp}.updated_at"))?;
+            // Like gateways, keys are told apart by id, not name.
             nonempty(&key.name, &format!("{kp}.name"))?;
-            if !names.insert(key.name.as_str()) {
-                return Err(ConfigError::conflict(
-                    format!("a key named {:?} already exists in this gateway", key.name),
-                    format!("{kp}.name"),
-                ));
-            }
             let hash = match (&key.key, &key.key_hash) {
                 (Some(k), _) if k.is_empty() => {
                     return Err(ConfigError::invalid(
@@ -1269,6 +1330,40 @@ mod tests {
     }
 
     #[test]
+    fn least_conn_is_least_connections() {
+        let mut v = base();
+        v["gateways"][0]["upstreams"][0]["algorithm"] = json!("least-conn");
+        let cfg = load_value(&v).expect("accepted");
+        assert_eq!(
+            cfg.gateways[0].upstreams[0].algorithm,
+            crate::config::model::Algorithm::LeastConnections
+        );
+    }
+
+    /// TrustGate's benchmark flow runs twice: same gateway and key names,
+    /// rules without a name.
+    #[test]
+    fn duplicate_gateway_and_key_names_and_nameless_rules_are_accepted() {
+        let mut v = base();
+        let mut second = v["gateways"][0].clone();
+        second["subdomain"] = json!("other");
+        second["keys"] = json!([{"name": "app", "key": "other"}, {"name": "app", "key": "third"}]);
+        second["rules"] =
+            json!([{"path": "/a", "service": "chat"}, {"path": "/b", "service": "chat"}]);
+        v["gateways"].as_array_mut().unwrap().push(second);
+        let cfg = load_value(&v).expect("accepted");
+        let snap = crate::config::compile(&cfg, 1);
+        // A nameless rule is labelled by its path.
+        assert_eq!(snap.gateways[1].rules[0].name, "/a");
+        // Named rules stay unique (policies name them).
+        let (kind, field) = refused(|v| v["gateways"][0]["rules"][1]["name"] = json!("openai"));
+        assert_eq!(
+            (kind, field.as_str()),
+            (ErrorKind::Conflict, "gateways[0].rules[1].name")
+        );
+    }
+
+    #[test]
     fn validation_errors_name_their_field() {
         use ErrorKind::{Conflict, Invalid};
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;
@@ -1277,16 +1372,6 @@ mod tests {
                 Box::new(|v| v["gateways"][0]["name"] = json!(" ")),
                 Invalid,
                 "gateways[0].name",
-            ),
-            (
-                Box::new(|v| {
-                    let mut second = v["gateways"][0].clone();
-                    second["subdomain"] = json!("other");
-                    second["keys"] = json!([]);
-                    v["gateways"].as_array_mut().unwrap().push(second);
-                }),
-                Conflict,
-                "gateways[1].name",
             ),
             (
                 Box::new(|v| {
@@ -1473,16 +1558,6 @@ mod tests {
                 }),
                 Invalid,
                 "gateways[0].rules[1].plugin_chain[0].settings",
-            ),
-            (
-                Box::new(|v| {
-                    v["gateways"][0]["keys"]
-                        .as_array_mut()
-                        .unwrap()
-                        .push(json!({"name": "app", "key": "other"}));
-                }),
-                Conflict,
-                "gateways[0].keys[1].name",
             ),
             (
                 Box::new(|v| {

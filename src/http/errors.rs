@@ -69,6 +69,27 @@ pub fn write_error(
     out.extend_from_slice(br#""}"#);
 }
 
+/// Writes a complete error response with a ready JSON `body` (same head
+/// as [`write_error`]).
+pub fn write_error_body(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    request_id: &str,
+    extra_headers: &[u8],
+    keep_alive: bool,
+) {
+    write_head(
+        out,
+        status,
+        body.len(),
+        Some(request_id),
+        extra_headers,
+        keep_alive,
+    );
+    out.extend_from_slice(body);
+}
+
 /// Writes a complete response with a ready JSON `body` (same head as
 /// [`write_error`], without extra headers).
 pub fn write_json(

@@ -4,19 +4,25 @@
 //! `Access-Control-Request-Method`) is answered by the gateway: 204 when
 //! allowed, 403 when not, and never reaches the upstream. Other requests
 //! from an allowed origin get `Access-Control-Allow-Origin` (and friends)
-//! on the response; from another origin they pass without them, and the
-//! browser withholds the response.
+//! on the response; from another origin they are refused (403); without an
+//! `Origin` header (not a browser) they pass untouched.
 //!
-//! The preflight must reach the rule like any request: the rule's `methods`
-//! must admit `OPTIONS` (or be empty) and, since browsers send no
-//! credentials on a preflight, the rule is public (a subdomain gateway) or
-//! the client sends its key.
+//! Browsers send no credentials on a preflight, so it needs no key: the
+//! proxy finds the rule the announced request (`Access-Control-Request-Method`
+//! on the same path) would take — in the key's gateway if a key is sent, the
+//! Host subdomain's, or else any gateway's whose rule allows the origin —
+//! and lets its `cors` plugin answer (`proxy::plan::preflight`). The rule's
+//! `methods` need not list `OPTIONS`.
 //!
 //! ```json
 //! {"allowed_origins": ["https://app.example.com", "https://*.example.org"],
 //!  "allowed_methods": ["GET", "POST"], "allowed_headers": ["Content-Type", "Authorization"],
 //!  "expose_headers": ["X-Request-Id"], "allow_credentials": true, "max_age": 600}
 //! ```
+//!
+//! TrustGate's settings work as written: `max_age` may be a duration string
+//! (`"12h"`, sent as seconds), `log_violations: true` logs refusals at info,
+//! and a preflight for a method not allowed gets 405.
 
 use serde::Deserialize;
 
@@ -55,8 +61,12 @@ pub struct Settings {
     pub expose_headers: Vec<String>,
     #[serde(default)]
     pub allow_credentials: bool,
+    /// Seconds, or a duration such as TrustGate's `"12h"`.
     #[serde(default)]
-    pub max_age: Option<u64>,
+    pub max_age: Option<super::Window>,
+    /// Log refused origins and preflights (info).
+    #[serde(default)]
+    pub log_violations: bool,
 }
 
 #[derive(Debug)]
@@ -77,6 +87,7 @@ pub struct Cors {
     expose_line: String,
     credentials: bool,
     max_age: Option<u64>,
+    log_violations: bool,
 }
 
 impl Cors {
@@ -161,11 +172,13 @@ impl Cors {
                 .collect(),
             expose_line: s.expose_headers.join(", "),
             credentials: s.allow_credentials,
-            max_age: s.max_age,
+            max_age: s.max_age.map(|w| w.0.as_secs()),
+            log_violations: s.log_violations,
         })
     }
 
-    fn allows(&self, origin: &[u8]) -> bool {
+    /// Whether `origin` is one of the allowed origins.
+    pub fn allows(&self, origin: &[u8]) -> bool {
         let Ok(o) = std::str::from_utf8(origin) else {
             return false;
         };
@@ -198,13 +211,28 @@ impl Cors {
         }
     }
 
+    fn violation(&self, what: &str, value: &[u8]) {
+        if self.log_violations {
+            log::info!(
+                "cors: {what} {:?} not allowed",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+
     pub fn on_request(&self, req: &RequestView<'_>, out: &mut Vec<u8>) -> Option<Stop> {
         let origin = trim(req.header("origin")?);
         let preflight_method = req
             .header("access-control-request-method")
             .filter(|_| req.head.is_method(req.buf, "OPTIONS"));
         let Some(method) = preflight_method else {
-            if self.allows(origin) {
+            if !self.allows(origin) {
+                // A browser would withhold the answer anyway: refuse it
+                // (403, as TrustGate answers) rather than spend the upstream
+                // call. Requests without Origin (not from a browser) pass.
+                self.violation("origin", origin);
+                return Some(Stop::Reject(403, "CORS origin not allowed".into()));
+            } else {
                 self.allow_origin(out, origin);
                 if !self.expose_line.is_empty() {
                     push_header(
@@ -217,6 +245,7 @@ impl Cors {
             return None;
         };
         if !self.allows(origin) {
+            self.violation("origin", origin);
             return Some(Stop::Reject(403, "CORS origin not allowed".into()));
         }
         let method = trim(method);
@@ -225,7 +254,9 @@ impl Cors {
             .iter()
             .any(|m| eq_ignore_case(m.as_bytes(), method))
         {
-            return Some(Stop::Reject(403, "CORS method not allowed".into()));
+            self.violation("preflight method", method);
+            // 405, as TrustGate answers a preflight for a method it does not allow.
+            return Some(Stop::Reject(405, "CORS method not allowed".into()));
         }
         if let Some(list) = req.header("access-control-request-headers") {
             for h in list
@@ -234,6 +265,7 @@ impl Cors {
                 .filter(|h| !h.is_empty())
             {
                 if !self.headers.iter().any(|a| eq_ignore_case(a.as_bytes(), h)) {
+                    self.violation("preflight header", h);
                     return Some(Stop::Reject(403, "CORS header not allowed".into()));
                 }
             }

@@ -6,6 +6,9 @@
 //! ```json
 //! {"ips": ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"], "trusted_proxies": ["127.0.0.1"]}
 //! ```
+//! TrustGate's spelling compiles to the same plugin: `{"enabled": true,
+//! "ips": ["192.168.1.7"], "cidrs": ["10.0.0.0/8"]}`; `enabled: false` lets
+//! every client through.
 
 use std::net::IpAddr;
 
@@ -18,8 +21,14 @@ use crate::http::headers::trim;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    #[serde(alias = "allowed_ips")]
+    #[serde(default, alias = "allowed_ips")]
     pub ips: Vec<String>,
+    /// TrustGate's CIDR list (ringgate's `ips` takes both forms).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// TrustGate's switch: `false` lets every client through.
+    #[serde(default)]
+    pub enabled: Option<bool>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
 }
@@ -77,6 +86,8 @@ impl Cidr {
 
 #[derive(Debug)]
 pub struct IpWhitelist {
+    /// `enabled: false`: every client passes.
+    enabled: bool,
     allowed: Vec<Cidr>,
     trusted: Vec<Cidr>,
 }
@@ -98,11 +109,19 @@ fn parse_list(list: &[String], field: &str, name: &str) -> Result<Vec<Cidr>, Con
 
 impl IpWhitelist {
     pub fn new(s: Settings, field: &str) -> Result<IpWhitelist, ConfigError> {
-        if s.ips.is_empty() {
-            return Err(bad(field, "ips", "needs at least one address or CIDR"));
+        let enabled = s.enabled != Some(false);
+        if enabled && s.ips.is_empty() && s.cidrs.is_empty() {
+            return Err(bad(
+                field,
+                "ips",
+                "needs at least one address or CIDR (ips or cidrs)",
+            ));
         }
+        let mut allowed = parse_list(&s.ips, field, "ips")?;
+        allowed.extend(parse_list(&s.cidrs, field, "cidrs")?);
         Ok(IpWhitelist {
-            allowed: parse_list(&s.ips, field, "ips")?,
+            enabled,
+            allowed,
             trusted: parse_list(&s.trusted_proxies, field, "trusted_proxies")?,
         })
     }
@@ -132,6 +151,9 @@ impl IpWhitelist {
     }
 
     pub fn check(&self, req: &RequestView<'_>) -> Option<Stop> {
+        if !self.enabled {
+            return None;
+        }
         match self.client_ip(req) {
             Some(ip) if self.allowed.iter().any(|c| c.contains(ip)) => None,
             _ => Some(Stop::Reject(403, "client IP address not allowed".into())),

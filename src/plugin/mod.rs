@@ -24,6 +24,7 @@
 pub mod cors;
 pub mod counters;
 pub mod data_masking;
+pub mod external_api;
 pub mod injection_protection;
 pub mod ip_whitelist;
 pub mod rate_limiter;
@@ -44,7 +45,7 @@ use crate::http::{BodyKind, RequestHead};
 pub use counters::Counters;
 
 /// The names every plugin is configured by.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "rate_limiter",
     "token_rate_limiter",
     "request_size_limiter",
@@ -52,6 +53,7 @@ pub const NAMES: [&str; 7] = [
     "ip_whitelist",
     "data_masking",
     "injection_protection",
+    "external_api",
 ];
 
 /// One configured plugin, settings compiled.
@@ -64,6 +66,7 @@ pub enum Kind {
     IpWhitelist(ip_whitelist::IpWhitelist),
     DataMasking(data_masking::DataMasking),
     InjectionProtection(injection_protection::InjectionProtection),
+    ExternalApi(external_api::ExternalApi),
 }
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
             Kind::IpWhitelist(_) => "ip_whitelist",
             Kind::DataMasking(_) => "data_masking",
             Kind::InjectionProtection(_) => "injection_protection",
+            Kind::ExternalApi(_) => "external_api",
         }
     }
 }
@@ -153,6 +157,9 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
         "injection_protection" => Kind::InjectionProtection(
             injection_protection::InjectionProtection::new(settings(s, &sf)?, &sf)?,
         ),
+        "external_api" => {
+            Kind::ExternalApi(external_api::ExternalApi::new(settings(s, &sf)?, &sf)?)
+        }
         other => {
             return Err(ConfigError::invalid(
                 format!("unknown plugin {other:?} (known: {})", NAMES.join(", ")),
@@ -190,7 +197,7 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
     }
     let needs_full_body = plugins.iter().any(|p| match &p.kind {
         Kind::RequestSizeLimiter(s) => s.max_chars.is_some(),
-        Kind::TokenRateLimiter(_) | Kind::DataMasking(_) => true,
+        Kind::TokenRateLimiter(_) | Kind::DataMasking(_) | Kind::ExternalApi(_) => true,
         Kind::InjectionProtection(i) => i.inspect_body,
         _ => false,
     });
@@ -237,6 +244,9 @@ impl<'de> Deserialize<'de> for Window {
 pub enum Stop {
     /// Answer `status` with a JSON error (headers already in the buffer).
     Reject(u16, Cow<'static, str>),
+    /// A rate limit's refusal: like `Reject`, and the body also says
+    /// `"retry_after"` (TrustGate's shape).
+    Limited(u16, Cow<'static, str>, String),
     /// Answer a CORS preflight: 204 with the headers in the buffer.
     Preflight,
 }
@@ -272,7 +282,7 @@ impl RequestView<'_> {
 
 /// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
 pub fn count_refusal(metrics: &crate::metrics::ShardMetrics, flow: &Flow<'_>, stop: &Stop) {
-    if let (Stop::Reject(..), Some(name)) = (stop, flow.stopped_by) {
+    if let (Stop::Reject(..) | Stop::Limited(..), Some(name)) = (stop, flow.stopped_by) {
         metrics.plugin_rejection(name);
     }
 }
@@ -301,7 +311,7 @@ pub async fn on_request<'s>(
                 }
                 None
             }
-            Kind::TokenRateLimiter(_) => None,
+            Kind::TokenRateLimiter(_) | Kind::ExternalApi(_) => None,
         };
         if stop.is_some() {
             flow.stopped_by = Some(p.kind.name());
@@ -366,6 +376,7 @@ pub async fn on_body(
                 t.reserve(counters, p.scope, peer, key_id, body, flow, headers)
                     .await
             }
+            Kind::ExternalApi(x) => x.check(body).await,
             _ => None,
         };
         if stop.is_some() {
@@ -414,6 +425,23 @@ pub(crate) fn push_header_num(out: &mut Vec<u8>, name: &str, n: u64) {
         }
     }
     push_header(out, name, &digits[i..]);
+}
+
+/// One setting in two spellings (ringgate's `ours`, TrustGate's `theirs`):
+/// whichever is set, refused when both are.
+pub(crate) fn either<T>(
+    prefix: &str,
+    ours: (Option<T>, &str),
+    theirs: (Option<T>, &str),
+) -> Result<Option<T>, ConfigError> {
+    match (ours.0, theirs.0) {
+        (Some(_), Some(_)) => Err(bad(
+            prefix,
+            theirs.1,
+            format!("set {} or {}, not both", ours.1, theirs.1),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// An invalid-setting error for `field` below `prefix`.

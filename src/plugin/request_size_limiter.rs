@@ -6,10 +6,14 @@
 //! ```json
 //! {"max_bytes": 1048576, "max_chars": 200000, "require_content_length": false}
 //! ```
+//! TrustGate's spelling compiles to the same plugin:
+//! `{"allowed_payload_size": 10, "size_unit": "megabytes", "max_chars_per_request": 100000}`
+//! (`size_unit`: `bytes`, `kilobytes` or `megabytes`, the default; 1 KB =
+//! 1024 bytes).
 
 use serde::Deserialize;
 
-use super::{bad, RequestView, Stop};
+use super::{bad, either, RequestView, Stop};
 use crate::config::ConfigError;
 use crate::http::BodyKind;
 
@@ -22,6 +26,23 @@ pub struct Settings {
     pub max_chars: Option<u64>,
     #[serde(default)]
     pub require_content_length: bool,
+    /// TrustGate's `max_bytes`, in `size_unit`s.
+    #[serde(default)]
+    pub allowed_payload_size: Option<u64>,
+    #[serde(default)]
+    pub size_unit: Option<SizeUnit>,
+    /// TrustGate's `max_chars`.
+    #[serde(default)]
+    pub max_chars_per_request: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeUnit {
+    Bytes,
+    Kilobytes,
+    #[default]
+    Megabytes,
 }
 
 #[derive(Debug)]
@@ -32,7 +53,30 @@ pub struct RequestSizeLimiter {
 }
 
 impl RequestSizeLimiter {
-    pub fn new(s: Settings, field: &str) -> Result<RequestSizeLimiter, ConfigError> {
+    pub fn new(mut s: Settings, field: &str) -> Result<RequestSizeLimiter, ConfigError> {
+        // One setting, two spellings: ringgate's or TrustGate's, not both.
+        if s.allowed_payload_size == Some(0) {
+            return Err(bad(field, "allowed_payload_size", "must be at least 1"));
+        }
+        if s.size_unit.is_some() && s.allowed_payload_size.is_none() {
+            return Err(bad(field, "size_unit", "only with allowed_payload_size"));
+        }
+        let unit: u64 = match s.size_unit.unwrap_or_default() {
+            SizeUnit::Bytes => 1,
+            SizeUnit::Kilobytes => 1 << 10,
+            SizeUnit::Megabytes => 1 << 20,
+        };
+        let payload = s.allowed_payload_size.map(|n| n.saturating_mul(unit));
+        s.max_bytes = either(
+            field,
+            (s.max_bytes, "max_bytes"),
+            (payload, "allowed_payload_size"),
+        )?;
+        s.max_chars = either(
+            field,
+            (s.max_chars, "max_chars"),
+            (s.max_chars_per_request, "max_chars_per_request"),
+        )?;
         if s.max_bytes.is_none() && s.max_chars.is_none() && !s.require_content_length {
             return Err(bad(
                 field,
@@ -41,7 +85,12 @@ impl RequestSizeLimiter {
             ));
         }
         if s.max_chars == Some(0) {
-            return Err(bad(field, "max_chars", "must be at least 1"));
+            let name = if s.max_chars_per_request.is_some() {
+                "max_chars_per_request"
+            } else {
+                "max_chars"
+            };
+            return Err(bad(field, name, "must be at least 1"));
         }
         Ok(RequestSizeLimiter {
             max_bytes: s.max_bytes,

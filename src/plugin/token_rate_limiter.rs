@@ -19,6 +19,16 @@
 //! more reserved than the budget in any window); what is charged after
 //! settlement can exceed it only when a response used more tokens than its
 //! estimate (a `max_tokens` the upstream ignored).
+//!
+//! TrustGate's settings compile to the same plugin:
+//! `{"tokens_per_request": 500, "tokens_per_minute": 1000, "bucket_size": 5000,
+//! "requests_per_minute": 60}` — a budget of `bucket_size` tokens over the
+//! time `tokens_per_minute` takes to refill it (a minute without it), each
+//! request's reservation capped at `tokens_per_request` (a request whose
+//! prompt alone needs more is refused), and at most `requests_per_minute`
+//! requests a minute. Answers also carry TrustGate's
+//! `X-Ratelimit-{Limit,Remaining,Reset}-Tokens` (and `-Requests`), resets as
+//! `"<n>s"`.
 
 use std::time::Duration;
 
@@ -61,12 +71,22 @@ pub struct Settings {
     pub default_max_tokens: u64,
     #[serde(default = "default_cpt")]
     pub chars_per_token: u64,
+    #[serde(default)]
+    pub tokens_per_request: Option<u64>,
+    #[serde(default)]
+    pub bucket_size: Option<u64>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
 }
 
 #[derive(Debug)]
 pub struct TokenRateLimiter {
     limit: u64,
     window: Duration,
+    /// The most one request reserves (TrustGate's `tokens_per_request`).
+    per_request: Option<u64>,
+    /// Requests a minute (TrustGate's `requests_per_minute`).
+    requests_per_minute: Option<u64>,
     per: Per,
     default_max_tokens: u64,
     chars_per_token: u64,
@@ -83,6 +103,21 @@ pub struct Reservation {
 impl TokenRateLimiter {
     pub fn new(s: Settings, field: &str) -> Result<TokenRateLimiter, ConfigError> {
         let (limit, window) = match (s.tokens_per_minute, s.limit, s.window) {
+            (_, None, None) if s.bucket_size.is_some() => {
+                let size = s.bucket_size.unwrap_or(0);
+                // A full bucket refills in size / rate minutes.
+                let window = match s.tokens_per_minute {
+                    Some(0) => return Err(bad(field, "tokens_per_minute", "must be at least 1")),
+                    Some(rate) => {
+                        Duration::from_secs((size.saturating_mul(60) / rate).clamp(1, 7 * 86_400))
+                    }
+                    None => Duration::from_secs(60),
+                };
+                if size == 0 {
+                    return Err(bad(field, "bucket_size", "must be at least 1"));
+                }
+                (size, window)
+            }
             (Some(t), None, None) => (t, Duration::from_secs(60)),
             (None, Some(l), Some(w)) => (l, w.0),
             (None, Some(_), None) => return Err(bad(field, "window", "limit needs a window")),
@@ -115,9 +150,20 @@ impl TokenRateLimiter {
         if s.chars_per_token == 0 {
             return Err(bad(field, "chars_per_token", "must be at least 1"));
         }
+        super::either(field, (s.limit, "limit"), (s.bucket_size, "bucket_size"))?;
+        for (v, name) in [
+            (s.tokens_per_request, "tokens_per_request"),
+            (s.requests_per_minute, "requests_per_minute"),
+        ] {
+            if v == Some(0) {
+                return Err(bad(field, name, "must be at least 1"));
+            }
+        }
         Ok(TokenRateLimiter {
             limit,
             window,
+            per_request: s.tokens_per_request,
+            requests_per_minute: s.requests_per_minute,
             per: s.per,
             default_max_tokens: s.default_max_tokens,
             chars_per_token: s.chars_per_token,
@@ -158,7 +204,35 @@ impl TokenRateLimiter {
             _ => b"",
         };
         let key = fnv1a64(who) ^ scope.rotate_left(13) ^ 0x7f4a_7c15_9e37_79b9;
-        let estimate = self.estimate(body);
+        let mut estimate = self.estimate(body);
+        if let Some(cap) = self.per_request {
+            if (body.len() as u64).div_ceil(self.chars_per_token) > cap {
+                return Some(Stop::Reject(
+                    429,
+                    "request needs more tokens than tokens_per_request".into(),
+                ));
+            }
+            estimate = estimate.min(cap);
+        }
+        if let Some(rpm) = self.requests_per_minute {
+            let minute = Duration::from_secs(60);
+            let d = counters.take_one(key ^ 0x5245_5153, rpm, minute).await;
+            if d.unavailable {
+                return Some(Stop::Reject(503, "token rate limiter unavailable".into()));
+            }
+            push_header_num(headers, "X-Ratelimit-Limit-Requests", rpm);
+            push_header_num(headers, "X-Ratelimit-Remaining-Requests", d.remaining);
+            push_secs(headers, "X-Ratelimit-Reset-Requests", d.reset_us);
+            if !d.allowed {
+                let retry = d.retry_us.div_ceil(1_000_000).max(1);
+                push_header_num(headers, "Retry-After", retry);
+                return Some(Stop::Limited(
+                    429,
+                    "Rate limit exceeded. No requests remaining.".into(),
+                    retry.to_string(),
+                ));
+            }
+        }
         let d = counters
             .take_shared(key, estimate, self.limit, self.window)
             .await;
@@ -167,6 +241,9 @@ impl TokenRateLimiter {
         }
         push_header_num(headers, "X-TokenLimit-Limit", self.limit);
         push_header_num(headers, "X-TokenLimit-Remaining", d.remaining);
+        push_header_num(headers, "X-Ratelimit-Limit-Tokens", self.limit);
+        push_header_num(headers, "X-Ratelimit-Remaining-Tokens", d.remaining);
+        push_secs(headers, "X-Ratelimit-Reset-Tokens", d.reset_us);
         if !d.allowed {
             push_header_num(
                 headers,
@@ -195,6 +272,13 @@ impl Reservation {
         let delta = actual as i64 - self.estimate as i64;
         counters.adjust(self.key, self.bucket, delta).await;
     }
+}
+
+/// `Name: <n>s` (TrustGate's reset format), whole seconds rounded up.
+fn push_secs(headers: &mut Vec<u8>, name: &str, us: u64) {
+    let mut v = us.div_ceil(1_000_000).to_string();
+    v.push('s');
+    super::push_header(headers, name, v.as_bytes());
 }
 
 /// The number after `"name"` and a colon, if any.

@@ -9,7 +9,10 @@
 //! without `strip_path`. The deployment is the target's `azure_deployment`,
 //! else the request's `model` (Azure deployments are commonly named after
 //! their model). The client's own `api-version` query parameter, when it
-//! sends one (as Azure's SDKs do), wins over the target's.
+//! sends one (as Azure's SDKs do), wins over the target's (`api_version`,
+//! or TrustGate's `credentials.azure_version`). A target without `host`
+//! reaches the resource in `credentials.azure_endpoint` (see
+//! [`super::endpoint`]).
 
 use crate::config::model::Target;
 use crate::config::validate::ConfigError;
@@ -33,6 +36,7 @@ impl Azure {
             api_version: t
                 .api_version
                 .clone()
+                .or_else(|| t.credentials.as_ref()?.azure_version.clone())
                 .unwrap_or_else(|| crate::config::model::AZURE_API_VERSION.to_string()),
         })
     }
@@ -111,9 +115,14 @@ fn is_name(s: &str) -> bool {
 /// The admin API's checks of the Azure fields of target `tp`.
 pub fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
     let azure = is_azure(t.provider.as_deref());
+    let creds = t.credentials.as_ref();
     for (value, name) in [
         (&t.azure_deployment, "azure_deployment"),
         (&t.api_version, "api_version"),
+        (
+            creds.map_or(&None, |c| &c.azure_version),
+            "credentials.azure_version",
+        ),
     ] {
         let Some(v) = value else { continue };
         if !azure {

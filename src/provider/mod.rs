@@ -8,6 +8,7 @@
 //! exchange.
 
 pub mod azure;
+pub mod endpoint;
 pub mod sse;
 pub mod translate;
 
@@ -67,6 +68,29 @@ pub fn translate_path(path: &[u8], from: Format, to: Format, out: &mut Vec<u8>) 
     out.extend_from_slice(to.endpoint().as_bytes());
 }
 
+/// The upstream path of a chat call in the `client` dialect to a target
+/// speaking `target`, from `base` (the target's path and what the rule
+/// forwards): a path ending in the client's endpoint gets the target's
+/// instead (`/v1/chat/completions` → `/v1/messages`), one ending in the
+/// target's endpoint is kept (a target `path` naming its endpoint, as
+/// TrustGate configurations do), and any other (a rule that stripped the
+/// whole path) gets the provider's endpoint appended (`/` →
+/// `/v1/messages`).
+pub fn endpoint_path(base: &[u8], client: Format, target: Format, out: &mut Vec<u8>) {
+    if base.ends_with(client.endpoint().as_bytes()) {
+        translate_path(base, client, target, out);
+    } else if base.ends_with(target.endpoint().as_bytes()) {
+        out.extend_from_slice(base);
+    } else {
+        let stem = base.strip_suffix(b"/").unwrap_or(base);
+        out.extend_from_slice(stem);
+        if !stem.ends_with(b"/v1") {
+            out.extend_from_slice(b"/v1");
+        }
+        out.extend_from_slice(target.endpoint().as_bytes());
+    }
+}
+
 /// The few fields routing needs; serde skips the rest of the body without
 /// copying it.
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +99,9 @@ pub struct Peek<'a> {
     pub model: Option<Cow<'a, str>>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// Present when the body is a chat call in either dialect.
+    #[serde(default)]
+    pub messages: Option<serde::de::IgnoredAny>,
 }
 
 /// Reads `model` and `stream` from a JSON body. `Err`: not a JSON object.
@@ -170,6 +197,23 @@ mod tests {
         out.clear();
         translate_path(b"/v1/messages", Format::Anthropic, Format::OpenAi, &mut out);
         assert_eq!(out, b"/v1/chat/completions");
+    }
+
+    #[test]
+    fn endpoint_paths() {
+        let ep = |base: &[u8], c, t| {
+            let mut out = Vec::new();
+            endpoint_path(base, c, t, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        use Format::{Anthropic as A, OpenAi as O};
+        assert_eq!(ep(b"/v1/chat/completions", O, A), "/v1/messages");
+        assert_eq!(ep(b"/pre/v1/messages", A, O), "/pre/v1/chat/completions");
+        assert_eq!(ep(b"/v1/messages", O, A), "/v1/messages");
+        assert_eq!(ep(b"", O, A), "/v1/messages");
+        assert_eq!(ep(b"/", O, O), "/v1/chat/completions");
+        assert_eq!(ep(b"/echo", O, A), "/echo/v1/messages");
+        assert_eq!(ep(b"/api/v1/", A, A), "/api/v1/messages");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub(crate) struct Ai {
     pub model: Option<String>,
     /// The client's dialect, when the request is a buffered JSON chat call.
     client: Option<Format>,
+    /// A chat call (a POST whose body has `messages`) whose path names no
+    /// dialect: it is taken to speak each target's own.
+    chat: bool,
     /// The body was buffered and could be inspected.
     inspected: bool,
     pub include_usage: bool,
@@ -65,17 +68,21 @@ impl Ai {
             return Ok(ai);
         };
         let method = &fwd[plan.method.0 as usize..plan.method.1 as usize];
-        let path = &fwd[plan.path.0 as usize..plan.path.1 as usize];
-        let client = if method == b"POST" {
-            Format::of_path(path)
-        } else {
-            None
-        };
+        // The dialect is the client's: the path it called, not what a
+        // stripping rule leaves of it.
+        let path = &fwd[plan.full_path.0 as usize..plan.full_path.1 as usize];
+        let post = method == b"POST";
+        let client = if post { Format::of_path(path) } else { None };
+        // No dialect in the path: the body may still be a chat call for a
+        // provider target, which then gets its provider's endpoint.
+        let maybe_chat =
+            post && client.is_none() && up.targets.iter().any(|t| t.provider.is_some());
         let needed = needs_body(up, client);
-        // SSE keep-alive only wants to know whether it is a stream: a body
-        // that is no JSON is forwarded as before.
+        // SSE keep-alive only wants to know whether it is a stream, and a
+        // maybe-chat whether it is one: a body that is no JSON (an upload)
+        // is forwarded as before.
         let pings = up.targets.iter().any(|t| t.sse_ping.is_some());
-        if !needed && !pings {
+        if !needed && !pings && !maybe_chat {
             return Ok(ai);
         }
         ai.client = client;
@@ -88,6 +95,7 @@ impl Ai {
             Err(e) => return Err(e),
         };
         ai.inspected = true;
+        ai.chat = maybe_chat && peek.messages.is_some();
         ai.model = peek.model.map(|m| m.into_owned());
         ai.stream = peek.stream == Some(true);
         if let Some(m) = &ai.model {
@@ -114,28 +122,58 @@ impl Ai {
         self.stream
     }
 
-    /// Makes the body and path for `target`. `Err((status, message))`:
-    /// refuse the request.
+    /// The client's dialect toward `target`, for a chat call.
+    fn dialect(&self, target: &Target) -> Option<Format> {
+        self.client.or(self.chat.then_some(target.format))
+    }
+
+    /// Makes the body and path for `target`; `fwd_path` is what the rule
+    /// forwards (the rest after a stripped rule path, else the whole path)
+    /// and `whole` says the target's path replaces it (a rule without
+    /// `strip_path`). `Err((status, message))`: refuse the request.
     pub fn prepare(
         &mut self,
         target: &Target,
         fwd_path: &[u8],
+        whole: bool,
         body: &[u8],
     ) -> Result<(), (u16, String)> {
-        self.prepare_body(target, fwd_path, body)?;
+        self.prepare_body(target, body)?;
+        self.path.clear();
+        let dialect = self.dialect(target);
+        // A chat call to a provider target (or translated) goes to its
+        // provider's endpoint, whatever the rule left of the client's path.
+        let endpoint = dialect.filter(|_| self.translate.is_some() || target.provider.is_some());
         if let Some(az) = &target.azure {
-            self.azure_path(target, az, fwd_path)?;
+            // Its `path` is a prefix before the deployment, never the whole path.
+            let mut ep = Vec::new();
+            match endpoint {
+                Some(c) => provider::endpoint_path(fwd_path, c, target.format, &mut ep),
+                None => ep.extend_from_slice(fwd_path),
+            }
+            return self.azure_path(target, az, &ep);
+        }
+        let rest: &[u8] = if whole && !target.path.is_empty() {
+            b""
+        } else {
+            fwd_path
+        };
+        if let Some(c) = endpoint {
+            let mut base = target.path.as_bytes().to_vec();
+            base.extend_from_slice(rest);
+            provider::endpoint_path(&base, c, target.format, &mut self.path);
         }
         Ok(())
     }
 
-    /// The deployment path of an `azure` target, after any translation
-    /// (the `api-version` query is added by [`push_query`]).
+    /// The deployment path of an `azure` target (the `api-version` query is
+    /// added by [`push_query`]); `endpoint` is the forwarded path, already
+    /// turned into the target's endpoint for a chat call.
     fn azure_path(
         &mut self,
         target: &Target,
         az: &crate::provider::azure::Azure,
-        fwd_path: &[u8],
+        endpoint: &[u8],
     ) -> Result<(), (u16, String)> {
         if az.deployment.is_none() && !self.inspected {
             return Err((
@@ -149,26 +187,13 @@ impl Ai {
             .as_deref()
             .or(target.default_model.as_deref().filter(|_| self.inspected));
         let deployment = az.deployment(model).map_err(|e| (400, e))?;
-        if self.path.is_empty() {
-            az.push_path(&target.path, deployment, fwd_path, &mut self.path);
-        } else {
-            // Translated: `path` is the target's prefix + the new endpoint.
-            let translated = self.path.split_off(target.path.len());
-            self.path.clear();
-            az.push_path(&target.path, deployment, &translated, &mut self.path);
-        }
+        az.push_path(&target.path, deployment, endpoint, &mut self.path);
         Ok(())
     }
 
-    fn prepare_body(
-        &mut self,
-        target: &Target,
-        fwd_path: &[u8],
-        body: &[u8],
-    ) -> Result<(), (u16, String)> {
+    fn prepare_body(&mut self, target: &Target, body: &[u8]) -> Result<(), (u16, String)> {
         self.rewritten = false;
         self.translate = None;
-        self.path.clear();
         let translate_to = self.client.filter(|&c| c != target.format);
         if translate_to.is_some() && !self.inspected {
             return Err((
@@ -207,8 +232,6 @@ impl Ai {
                 }
             }
             .map_err(|e| (400, e))?;
-            self.path.extend_from_slice(target.path.as_bytes());
-            provider::translate_path(fwd_path, client, target.format, &mut self.path);
         }
         self.body.clear();
         serde_json::to_writer(&mut self.body, &v).map_err(|e| (500, e.to_string()))?;
@@ -235,17 +258,22 @@ impl Ai {
     }
 }
 
-/// Appends the upstream query: the client's, and for an `azure` target its
-/// `api-version`.
+/// Appends the upstream query: the client's, for an `azure` target its
+/// `api-version`, and a credential sent as a query parameter.
 pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8]>) {
+    let start = out.len();
     match &target.azure {
         Some(az) => az.push_query(client, out),
         None => {
-            if let Some(q) = client {
+            if let Some(q) = client.filter(|q| !q.is_empty()) {
                 out.push(b'?');
                 out.extend_from_slice(q);
             }
         }
+    }
+    if let Some(extra) = &target.query {
+        out.push(if out.len() > start { b'&' } else { b'?' });
+        out.extend_from_slice(extra.as_bytes());
     }
 }
 
@@ -253,12 +281,8 @@ pub(crate) fn push_query(out: &mut Vec<u8>, target: &Target, client: Option<&[u8
 mod tests {
     use super::*;
 
-    fn azure_target(deployment: Option<&str>) -> Target {
-        let mut t = serde_json::json!({"host": "127.0.0.1", "port": 9, "provider": "azure",
-                                       "path": "/az", "credentials": {"api_key": "k"}});
-        if let Some(d) = deployment {
-            t["azure_deployment"] = d.into();
-        }
+    /// The compiled form of one configured target.
+    fn compiled(t: serde_json::Value) -> Target {
         let cfg = serde_json::json!({"gateways": [{"name": "g",
             "upstreams": [{"name": "u", "targets": [t]}]}]});
         let cfg =
@@ -272,6 +296,71 @@ mod tests {
             .remove(0)
     }
 
+    fn azure_target(deployment: Option<&str>) -> Target {
+        let mut t = serde_json::json!({"host": "127.0.0.1", "port": 9, "provider": "azure",
+                                       "path": "/az", "credentials": {"api_key": "k"}});
+        if let Some(d) = deployment {
+            t["azure_deployment"] = d.into();
+        }
+        compiled(t)
+    }
+
+    fn provider_target(provider: &str, path: Option<&str>) -> Target {
+        let mut t = serde_json::json!({"provider": provider, "credentials": {"api_key": "k"}});
+        if let Some(p) = path {
+            t["path"] = p.into();
+        }
+        compiled(t)
+    }
+
+    /// A chat call reaches a provider target's endpoint whatever the rule
+    /// left of the client's path; a target `path` naming the endpoint (as
+    /// TrustGate configurations do) is the whole path.
+    #[test]
+    fn provider_targets_get_their_endpoint() {
+        let body = br#"{"model":"m","messages":[]}"#;
+        let openai_client = || Ai {
+            client: Some(Format::OpenAi),
+            inspected: true,
+            ..Ai::default()
+        };
+        let mut ai = openai_client();
+        ai.prepare(&provider_target("anthropic", None), b"/", true, body)
+            .unwrap();
+        assert_eq!(
+            (ai.path.as_slice(), ai.translate.is_some()),
+            (&b"/v1/messages"[..], true)
+        );
+        let mut ai = openai_client();
+        ai.prepare(&provider_target("openai", None), b"", false, body)
+            .unwrap();
+        assert_eq!(ai.path, b"/v1/chat/completions");
+        // Rule without strip_path, target path = the endpoint.
+        let mut ai = openai_client();
+        let t = provider_target("openai", Some("/v1/chat/completions"));
+        ai.prepare(&t, b"/chat", true, body).unwrap();
+        assert_eq!(ai.path, b"/v1/chat/completions");
+        // A chat body on a path that names no dialect speaks the target's.
+        let mut ai = Ai {
+            chat: true,
+            inspected: true,
+            ..Ai::default()
+        };
+        ai.prepare(&provider_target("anthropic", None), b"/", false, body)
+            .unwrap();
+        assert_eq!(
+            (ai.path.as_slice(), ai.translate.is_some()),
+            (&b"/v1/messages"[..], false)
+        );
+        // Azure from its endpoint fields.
+        let t = compiled(serde_json::json!({"provider": "azure", "models": ["m"],
+            "credentials": {"api_key": "k", "azure_endpoint": "https://res.openai.azure.com"},
+            "azure_deployment": "dep"}));
+        let mut ai = openai_client();
+        ai.prepare(&t, b"/", true, body).unwrap();
+        assert_eq!(ai.path, b"/openai/deployments/dep/chat/completions");
+    }
+
     #[test]
     fn azure_paths_follow_translation() {
         let body = br#"{"model":"claude-x","max_tokens":8,"messages":[]}"#;
@@ -281,12 +370,12 @@ mod tests {
             model: Some("claude-x".into()),
             ..Ai::default()
         };
-        ai.prepare(&azure_target(Some("dep")), b"/v1/messages", body)
+        ai.prepare(&azure_target(Some("dep")), b"/v1/messages", false, body)
             .unwrap();
         assert!(matches!(ai.translate, Some(Direction::OpenAiToAnthropic)));
         assert_eq!(ai.path, b"/az/openai/deployments/dep/chat/completions");
         // Without a fixed deployment the model names it.
-        ai.prepare(&azure_target(None), b"/v1/messages", body)
+        ai.prepare(&azure_target(None), b"/v1/messages", false, body)
             .unwrap();
         assert_eq!(ai.path, b"/az/openai/deployments/claude-x/chat/completions");
         // Not inspected (a large body): no model to name the deployment.
@@ -295,11 +384,16 @@ mod tests {
             ..Ai::default()
         };
         let err = big
-            .prepare(&azure_target(None), b"/v1/chat/completions", b"")
+            .prepare(&azure_target(None), b"/v1/chat/completions", false, b"")
             .unwrap_err();
         assert_eq!(err.0, 413);
-        big.prepare(&azure_target(Some("dep")), b"/v1/chat/completions", b"")
-            .unwrap();
+        big.prepare(
+            &azure_target(Some("dep")),
+            b"/v1/chat/completions",
+            false,
+            b"",
+        )
+        .unwrap();
         assert_eq!(big.path, b"/az/openai/deployments/dep/chat/completions");
     }
 }

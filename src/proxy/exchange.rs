@@ -146,7 +146,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
             .await;
         };
         let rest = &conn.fwd[plan.path.0 as usize..plan.path.1 as usize];
-        if let Err((status, msg)) = ai.prepare(target, rest, &conn.body) {
+        if let Err((status, msg)) = ai.prepare(target, rest, !plan.rule.strip_path, &conn.body) {
             let keep_alive = keep(&plan, &pending);
             return respond_error(shard, conn, status, &msg, rid.as_bytes(), keep_alive).await;
         }
@@ -496,6 +496,10 @@ fn compose_head(conn: &mut Client, plan: &Plan<'_>, target: &Target, pending: &P
     let rest = &fwd[plan.path.0 as usize..plan.path.1 as usize];
     if !ai.path.is_empty() {
         out.extend_from_slice(&ai.path); // translated endpoint, with the target's prefix
+    } else if !plan.rule.strip_path && !target.path.is_empty() {
+        // Without strip_path the target's path is the whole upstream path
+        // (TrustGate's forwarding: a rule `/post` to a target path `/post`).
+        out.extend_from_slice(target.path.as_bytes());
     } else {
         out.extend_from_slice(target.path.as_bytes());
         if !rest.is_empty() {

@@ -400,6 +400,20 @@ async fn answer(
         }
     }
 
+    if let Some(cors) = plan::preflight(view, head, buf) {
+        // Answered here, key or not, and never forwarded.
+        conn.plugin_headers.clear();
+        let req = crate::plugin::RequestView {
+            head,
+            buf,
+            peer: conn.peer,
+            key_id: None,
+        };
+        if let Some(stop) = cors.on_request(&req, &mut conn.plugin_headers) {
+            return stopped(shard, conn, head, stop, &rid, can_keep).await;
+        }
+    }
+
     let mut plan = match Plan::build(view, conn, head, rid) {
         Ok(plan) => plan,
         Err((status, message, rid)) => {
@@ -433,16 +447,29 @@ async fn answer(
         .await;
         if let Some(stop) = stop {
             crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
-            let skipped = skip_body(shard, conn, head).await;
-            let next = Box::pin(plugin_answer(shard, conn, stop, &rid, can_keep && skipped)).await;
-            if next == Next::Close && !skipped {
-                Box::pin(linger_close(conn)).await;
-            }
-            return next;
+            return Box::pin(stopped(shard, conn, head, stop, &rid, can_keep)).await;
         }
     }
     conn.buf.consume(head.head_len);
     exchange::run(shard, conn, plan).await
+}
+
+/// A plugin stopped the request on its head: its answer, the body skipped
+/// when it can be (else the connection closes).
+async fn stopped(
+    shard: &Shard,
+    conn: &mut Client,
+    head: &RequestHead,
+    stop: crate::plugin::Stop,
+    rid: &plan::RequestId,
+    can_keep: bool,
+) -> Next {
+    let skipped = skip_body(shard, conn, head).await;
+    let next = plugin_answer(shard, conn, stop, rid, can_keep && skipped).await;
+    if next == Next::Close && !skipped {
+        linger_close(conn).await;
+    }
+    next
 }
 
 /// Consumes the head and, when the gateway answers without forwarding,
@@ -507,6 +534,19 @@ pub(crate) async fn plugin_answer(
                 keep_alive,
             )
             .await
+        }
+        crate::plugin::Stop::Limited(status, message, retry_after) => {
+            conn.out.clear();
+            let body = serde_json::json!({"error": message, "retry_after": retry_after});
+            http::errors::write_error_body(
+                &mut conn.out,
+                status,
+                body.to_string().as_bytes(),
+                std::str::from_utf8(rid.as_bytes()).unwrap_or("-"),
+                &extra,
+                keep_alive,
+            );
+            send_own_answer(shard, conn, status, keep_alive).await
         }
         crate::plugin::Stop::Preflight => {
             conn.out.clear();

@@ -82,6 +82,9 @@ pub struct Plan<'s> {
     pub method: Piece,
     /// Appended to the target's path prefix.
     pub path: Piece,
+    /// The path the client sent (its dialect is read from it, not from
+    /// what a stripping rule leaves of it).
+    pub full_path: Piece,
     pub query: Option<Piece>,
     pub host: Option<Piece>,
     pub forwarded_for: Option<Piece>,
@@ -116,13 +119,15 @@ impl<'s> Plan<'s> {
                 };
                 conn.obs.api_key(&hash);
                 conn.obs.gateway(snap.gateways[k.gateway].key);
+                // 401 like an unknown key, as TrustGate answers: the key
+                // does not authenticate this request.
                 if !k.active {
-                    return Err((403, "API key is inactive", rid));
+                    return Err((401, "API key is inactive", rid));
                 }
                 if k.expires_at
                     .is_some_and(|t| t <= std::time::SystemTime::now())
                 {
-                    return Err((403, "API key has expired", rid));
+                    return Err((401, "API key has expired", rid));
                 }
                 (&snap.gateways[k.gateway], Some(k))
             }
@@ -151,7 +156,7 @@ impl<'s> Plan<'s> {
                     .as_ref()
                     .is_some_and(|p| !p.contains(&found.rule)) =>
             {
-                return Err((403, "API key may not use this rule", rid))
+                return Err((401, "API key may not use this rule", rid))
             }
             _ => {}
         }
@@ -171,12 +176,14 @@ impl<'s> Plan<'s> {
             (start, fwd.len() as u32)
         };
         let method = piece(fwd, head.method.get(buf));
-        let rest = if rule.strip_path {
-            &path[found.matched_len..]
+        // The client's whole path; what is forwarded is its rest after the
+        // rule path when the rule strips it (a suffix: no second copy).
+        let full_path = piece(fwd, path);
+        let path = if rule.strip_path {
+            (full_path.0 + found.matched_len as u32, full_path.1)
         } else {
-            path
+            full_path
         };
-        let path = piece(fwd, rest);
         let query = head.query.map(|q| piece(fwd, q.get(buf)));
         let host = head.host.map(|h| piece(fwd, h.get(buf)));
         let mut forwarded_for = None;
@@ -196,6 +203,7 @@ impl<'s> Plan<'s> {
                 continue;
             }
             if skip_request_header(name, source)
+                || key.is_some_and(|k| carries_key(value, k))
                 || (n_conn > 0 && connection_lists(&connection[..n_conn], name))
             {
                 continue;
@@ -211,6 +219,7 @@ impl<'s> Plan<'s> {
             targets,
             method,
             path,
+            full_path,
             query,
             host,
             forwarded_for,
@@ -248,6 +257,82 @@ fn skip_request_header(name: &[u8], source: KeySource) -> bool {
         KeySource::XApiKey => eq_ignore_case(name, b"x-api-key"),
         _ => false,
     }
+}
+
+/// A browser's CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) that a rule's `cors` plugin answers: the
+/// rule the request it announces would take, and that plugin. Browsers send
+/// no credentials on a preflight, so the gateway comes from a valid key if
+/// one is sent anyway, else from the Host subdomain, else from the rules
+/// (of any gateway) that route the announced request and whose `cors`
+/// settings allow the origin. `None`: not a preflight, or no such rule (the
+/// request then takes the ordinary path).
+pub fn preflight<'s>(
+    snap: &'s Snapshot,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Option<&'s crate::plugin::cors::Cors> {
+    if !head.is_method(buf, "OPTIONS") {
+        return None;
+    }
+    let origin = trim(head.header(buf, "origin")?);
+    let method = trim(head.header(buf, "access-control-request-method")?);
+    let path = head.path.get(buf);
+    let header = |name: &str| head.header(buf, name);
+    let cors_of = |gw: &'s Gateway| {
+        // The rule the announced method takes; else one of the path's rules
+        // for another method, whose cors plugin then refuses the method
+        // (405) instead of the preflight falling through to a 401.
+        let found = gw.router.find(method, path, &header).or_else(|| {
+            ["POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                .iter()
+                .find_map(|m| gw.router.find(m.as_bytes(), path, &header))
+        })?;
+        gw.rules[found.rule]
+            .plugins
+            .plugins
+            .iter()
+            .find_map(|p| match &p.kind {
+                crate::plugin::Kind::Cors(c) => Some(c),
+                _ => None,
+            })
+    };
+    let known = match find_key(head, buf).0 {
+        Some(key) => {
+            let hash: [u8; 32] = Sha256::digest(key).into();
+            snap.keys.get(&hash).map(|k| &snap.gateways[k.gateway])
+        }
+        None => None,
+    };
+    if let Some(gw) = known.or_else(|| subdomain_gateway(snap, head, buf)) {
+        // An inactive gateway answers nothing itself (the ordinary path's 403).
+        return cors_of(gw).filter(|_| gw.active);
+    }
+    let mut refusing = None;
+    for gw in snap.gateways.iter().filter(|g| g.active) {
+        if let Some(c) = cors_of(gw) {
+            if c.allows(origin) {
+                return Some(c);
+            }
+            refusing.get_or_insert(c);
+        }
+    }
+    // Only rules that refuse this origin: one of them says so (403).
+    refusing
+}
+
+/// Whether a header value carries the gateway key: the key itself, or
+/// `<scheme> <key>` (`Bearer <key>`). Every such header is dropped, not only
+/// the one the key was read from: a client that sends the key twice
+/// (`X-TG-API-Key` and `Authorization: Bearer`) must not leak the copy.
+fn carries_key(value: &[u8], key: &[u8]) -> bool {
+    let v = trim(value);
+    if v == key {
+        return true;
+    }
+    v.iter()
+        .position(|&b| b == b' ')
+        .is_some_and(|sp| trim(&v[sp..]) == key)
 }
 
 /// The gateway named by the Host header's first label, if any.

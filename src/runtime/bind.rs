@@ -37,11 +37,20 @@ fn explain(what: &str, addr: SocketAddr, e: std::io::Error) -> String {
 
 /// `shards` sockets on one address with `SO_REUSEPORT`: the kernel spreads
 /// new connections over them, and each shard accepts only on its own.
+///
+/// `SO_REUSEPORT` would also let a second gateway (same user) join the group
+/// and silently take half the connections, so unless `share` is set the
+/// address is first probed with a socket that does not ask to share it:
+/// that bind fails while anyone listens there.
 pub fn proxy_listeners(
     addr: SocketAddr,
     shards: usize,
     backlog: i32,
+    share: bool,
 ) -> Result<ProxySockets, String> {
+    if !share && addr.port() != 0 {
+        probe_unshared(addr)?;
+    }
     let first = socket(addr, true, backlog).map_err(|e| explain("proxy", addr, e))?;
     let local_addr = first
         .local_addr()
@@ -57,6 +66,24 @@ pub fn proxy_listeners(
         local_addr,
         sockets,
     })
+}
+
+/// Fails when some process already listens on `addr`.
+fn probe_unshared(addr: SocketAddr) -> Result<(), String> {
+    let taken = |e: std::io::Error| {
+        match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "proxy address {addr} is already in use (another gateway listens there?): pick another with --proxy, or pass --share-proxy-port on to share it on purpose (zero-downtime upgrade: start the new binary, then stop the old one)"
+        ),
+        _ => explain("proxy", addr, e),
+    }
+    };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| explain("proxy", addr, e))?;
+    s.set_reuse_address(true)
+        .map_err(|e| explain("proxy", addr, e))?;
+    s.bind(&addr.into()).map_err(taken)?;
+    Ok(())
 }
 
 /// The admin listener (one socket, served by the control thread).

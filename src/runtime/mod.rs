@@ -59,7 +59,12 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
     let store = crate::admin::Store::open(&settings)?;
     let snapshot = store.snapshot();
 
-    let proxy = bind::proxy_listeners(settings.proxy, settings.shards, settings.backlog)?;
+    let proxy = bind::proxy_listeners(
+        settings.proxy,
+        settings.shards,
+        settings.backlog,
+        settings.share_proxy_port,
+    )?;
     let admin = bind::admin_listener(settings.admin, settings.backlog)?;
     let proxy_addr = proxy.local_addr;
     let admin_addr = admin

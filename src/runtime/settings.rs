@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// transparent huge pages for the heap: on or off (default off: a smaller, steadier RSS) [RINGGATE_HUGE_PAGES]
     #[argh(option)]
     pub huge_pages: Option<String>,
+    /// join a proxy port another ringgate already listens on: on or off (default off: refused; on for a zero-downtime upgrade, start the new binary then drain the old) [RINGGATE_SHARE_PROXY_PORT]
+    #[argh(option)]
+    pub share_proxy_port: Option<String>,
     /// access log: off, stdout, or a file path (appended; SIGHUP reopens it) (default off) [RINGGATE_ACCESS_LOG]
     #[argh(option)]
     pub access_log: Option<String>,
@@ -192,6 +195,9 @@ pub struct Settings {
     pub metrics: bool,
     /// Leave transparent huge pages on for this process (`--huge-pages on`).
     pub huge_pages: bool,
+    /// Join a proxy port another process already listens on
+    /// (`--share-proxy-port on`, for a zero-downtime upgrade).
+    pub share_proxy_port: bool,
     pub access_log: crate::access_log::Destination,
     /// Share of requests logged, 0..=1.
     pub access_log_sample: f64,
@@ -307,6 +313,7 @@ impl Settings {
         Ok(Settings {
             metrics: on_off(&a.metrics, "metrics", true)?,
             huge_pages: on_off(&a.huge_pages, "huge-pages", false)?,
+            share_proxy_port: on_off(&a.share_proxy_port, "share-proxy-port", false)?,
             access_log: crate::access_log::Destination::parse(
                 &pick(&a.access_log, "access-log").unwrap_or_default(),
             ),

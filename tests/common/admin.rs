@@ -164,8 +164,13 @@ impl Gateway {
 
 fn serve_command(data_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringgate"));
-    cmd.args(["serve", "--proxy", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--data-dir")
+    cmd.arg("serve");
+    for flag in ["--proxy", "--admin"] {
+        if !extra.contains(&flag) {
+            cmd.args([flag, "127.0.0.1:0"]);
+        }
+    }
+    cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--log-level", "error", "--max-connections", "1024"]);
     if !extra.contains(&"--shards") {

@@ -151,6 +151,12 @@ def main():
             return f"{type(e).__name__}: {e}"
         raise AssertionError("the stream ended without an error")
 
+    # A rule on the whole endpoint path with strip_path (nothing of the
+    # client's path is left): the dialect is still the client's.
+    check("openai client -> endpoint rule with strip_path -> anthropic target",
+          lambda: openai_chat("/claude/v1", "claude-x"))
+    check("openai client -> endpoint rule with strip_path -> anthropic target, stream",
+          lambda: openai_stream("/claude/v1", "claude-x"))
     check("anthropic client -> openai target", lambda: anthropic_message("/toai"))
     check("anthropic client -> openai target, stream", lambda: anthropic_stream("/toai"))
     check("anthropic native", lambda: anthropic_message("/anth"))
@@ -161,7 +167,7 @@ def main():
     check("anthropic error event after sse keep-alive pings (translated)",
           anthropic_keepalive_error)
 
-    print(f"sdk checks: {12 - len(failed)} ok, {len(failed)} failing"
+    print(f"sdk checks: {14 - len(failed)} ok, {len(failed)} failing"
           f" (openai {openai.__version__}, anthropic {anthropic.__version__})")
     return 1 if failed else 0
 
