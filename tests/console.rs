@@ -413,15 +413,24 @@ fn plugin_settings_show_the_servers_validation_message_then_apply() {
 fn a_conflict_says_what_conflicts() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let gw = start(&temp_dir("console-conflict"), &[]);
-    create_gateway_by_api(gw.admin, "taken", None);
+    // Gateway names may repeat (as in TrustGate); subdomains may not.
+    let (s, v) = call(
+        gw.admin,
+        "POST",
+        "/api/v1/gateways",
+        Some(&json!({"name": "first", "subdomain": "taken"})),
+        None,
+    );
+    assert_eq!(s, 201, "{v}");
     let b = Browser::start();
     b.goto(&url(gw.admin, "#/gateways"));
-    b.fill("form.create-gateway input[name=name]", "taken");
+    b.fill("form.create-gateway input[name=name]", "second");
+    b.fill("form.create-gateway input[name=subdomain]", "taken");
     b.click("form.create-gateway button[type=submit]");
-    b.wait_for("form.create-gateway [data-error-for=name]", WAIT);
+    b.wait_for("form.create-gateway [data-error-for=subdomain]", WAIT);
     let message = b.text("form.create-gateway .field-error");
     assert!(
-        message.starts_with("Conflict:") && message.contains("\"taken\" already exists"),
+        message.starts_with("Conflict:") && message.contains("\"taken\" is already used"),
         "{message:?}"
     );
     let (_, gws) = call(gw.admin, "GET", "/api/v1/gateways", None, None);

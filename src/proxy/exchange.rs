@@ -102,7 +102,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         Ok(ai) => ai,
         Err(msg) => {
             let keep_alive = keep(&plan, &pending);
-            return respond_error(shard, conn, 400, &msg, rid.as_bytes(), keep_alive).await;
+            return Box::pin(refuse(shard, conn, 400, &msg, rid.as_bytes(), keep_alive)).await;
         }
     };
     ai.identity = plan.plugins.mask_response.is_some();
@@ -121,34 +121,42 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
                 match shard.balancer.choose_where(up, &avoid, |t| ai.serves(t)) {
                     Some(i) => &up.targets[i],
                     None => {
-                        return respond_error(
+                        return Box::pin(refuse(
                             shard,
                             conn,
                             503,
                             "no healthy upstream target",
                             rid.as_bytes(),
                             keep(&plan, &pending),
-                        )
+                        ))
                         .await
                     }
                 }
             }
         };
         let Some(addr) = target.pool_key() else {
-            return respond_error(
+            return Box::pin(refuse(
                 shard,
                 conn,
                 502,
                 "upstream host could not be resolved",
                 rid.as_bytes(),
                 keep(&plan, &pending),
-            )
+            ))
             .await;
         };
         let rest = &conn.fwd[plan.path.0 as usize..plan.path.1 as usize];
         if let Err((status, msg)) = ai.prepare(target, rest, !plan.rule.strip_path, &conn.body) {
             let keep_alive = keep(&plan, &pending);
-            return respond_error(shard, conn, status, &msg, rid.as_bytes(), keep_alive).await;
+            return Box::pin(refuse(
+                shard,
+                conn,
+                status,
+                &msg,
+                rid.as_bytes(),
+                keep_alive,
+            ))
+            .await;
         }
         let _in_flight = shard.balancer.start(target);
         let replayable = matches!(pending, Pending::None);
@@ -221,12 +229,15 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
                     ),
                 };
                 let keep_alive = keep(&plan, &pending);
-                let next =
-                    respond_error(shard, conn, status, message, rid.as_bytes(), keep_alive).await;
-                if !keep_alive {
-                    linger_close(conn).await;
-                }
-                return next;
+                return Box::pin(refuse(
+                    shard,
+                    conn,
+                    status,
+                    message,
+                    rid.as_bytes(),
+                    keep_alive,
+                ))
+                .await;
             }
         };
         shard.balancer.record(target, health, resp.status < 500);
@@ -263,6 +274,24 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
         }
         return next.client;
     }
+}
+
+/// The gateway's own error answer; when the connection cannot stay open
+/// (the client may still be sending its body), a linger-close follows, so
+/// the client reads the answer rather than a reset.
+async fn refuse(
+    shard: &Shard,
+    conn: &mut Client,
+    status: u16,
+    message: &str,
+    rid: &[u8],
+    keep_alive: bool,
+) -> Next {
+    let next = respond_error(shard, conn, status, message, rid, keep_alive).await;
+    if !keep_alive {
+        linger_close(conn).await;
+    }
+    next
 }
 
 /// Whether the client connection may stay open after an error answer.
