@@ -180,7 +180,8 @@ impl Accept {
     fn new(settings: &Settings, index: usize, fd: RawFd) -> Result<Accept, String> {
         use crate::runtime::settings::IoPath;
         if settings.io != IoPath::Glommio {
-            match crate::runtime::uring::Driver::start(settings.limits.send_timeout) {
+            match crate::runtime::uring::Driver::start(settings.limits.send_timeout, settings.spin)
+            {
                 Ok(driver) => {
                     if index == 0 {
                         log::info!("data path: each shard's own io_uring");

@@ -263,6 +263,8 @@ pub struct Driver {
     /// Operations were queued since the last turn.
     queued: Cell<bool>,
     eventfd: OwnedFd,
+    /// How long an idle driver watches for work before parking.
+    spin: Duration,
 }
 
 thread_local! {
@@ -326,13 +328,17 @@ impl Driver {
             waiting: RefCell::new(None),
             queued: Cell::new(false),
             eventfd,
+            spin: Duration::ZERO,
         })
     }
 
     /// Makes this thread's driver and starts its task on the current glommio
     /// executor. Must run on the shard's thread, inside its executor.
-    pub fn start(linger: Duration) -> Result<Rc<Driver>, String> {
-        let driver = Rc::new(Driver::build(linger)?);
+    /// `spin`: how long an idle driver watches for work before it parks.
+    pub fn start(linger: Duration, spin: Duration) -> Result<Rc<Driver>, String> {
+        let mut driver = Driver::build(linger)?;
+        driver.spin = spin;
+        let driver = Rc::new(driver);
         CURRENT.with(|c| *c.borrow_mut() = Some(driver.clone()));
         let task = driver.clone();
         glommio::spawn_local(async move { task.run().await }).detach();
@@ -366,7 +372,13 @@ impl Driver {
                 futures_lite::future::yield_now().await;
                 continue;
             }
-            // Nothing to do: let the kernel ring the eventfd when work arrives.
+            // Nothing to do. Watch the task-run flag for a moment first: an
+            // answer that is microseconds away is then taken without the
+            // eventfd's round through glommio's ring.
+            if self.spin_for_work().await {
+                continue;
+            }
+            // Still nothing: let the kernel ring the eventfd when work arrives.
             if self.prepare_park() {
                 continue;
             }
@@ -386,6 +398,32 @@ impl Driver {
                 bell = None;
             }
             self.inner.borrow_mut().ring.completion().disable_eventfd();
+        }
+    }
+
+    /// Yields to the shard's other tasks, watching the task-run flag and the
+    /// queue, for up to `spin`. True when work arrived.
+    async fn spin_for_work(&self) -> bool {
+        if self.spin.is_zero() {
+            return false;
+        }
+        let until = std::time::Instant::now() + self.spin;
+        loop {
+            futures_lite::future::yield_now().await;
+            if self.queued.get() {
+                return true;
+            }
+            let waiting = {
+                let mut inner = self.inner.borrow_mut();
+                let sq = inner.ring.submission();
+                sq.taskrun() || sq.cq_overflow()
+            };
+            if waiting {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
         }
     }
 
