@@ -107,13 +107,7 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             |t| t.retries,
         ),
     ];
-    for (name, help, field) in counters {
-        header(&mut out, name, "counter", help);
-        for (k, t) in &targets {
-            let labels = target_labels(k);
-            sample(&mut out, name, &borrowed(&labels), field(t));
-        }
-    }
+    counter_families(&mut out, &counters, &targets, |k| target_labels(k).to_vec());
     header(
         &mut out,
         "ringgate_upstream_duration_seconds",
@@ -201,12 +195,12 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
                 |r| r.no_buffers,
             ),
         ];
-        for (name, help, field) in series {
-            header(&mut out, name, "counter", help);
-            for (shard, r) in &rings {
-                sample(&mut out, name, &[("shard", shard)], field(r));
-            }
-        }
+        counter_families(
+            &mut out,
+            &series,
+            rings.iter().map(|(k, v)| (k, v)),
+            |shard| vec![("shard", shard.to_string())],
+        );
     }
 
     // Pools and connections, per shard.
@@ -401,6 +395,23 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         1,
     );
     out
+}
+
+/// Counter families over the same items: for each `(name, help, field)` a
+/// header, then one sample per item, labelled by `labels`.
+fn counter_families<'a, K: 'a, T: 'a>(
+    out: &mut String,
+    families: &[(&str, &str, fn(&T) -> u64)],
+    items: impl IntoIterator<Item = (&'a K, &'a T)> + Clone,
+    labels: impl Fn(&K) -> Vec<(&'static str, String)>,
+) {
+    for (name, help, field) in families {
+        header(out, name, "counter", help);
+        for (k, t) in items.clone() {
+            let l = labels(k);
+            sample(out, name, &borrowed(&l), field(t));
+        }
+    }
 }
 
 fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {

@@ -229,14 +229,17 @@ impl Socket {
         }
     }
 
-    pub async fn readable(&self, deadline: u64) -> io::Result<()> {
-        let guard = WaitGuard {
-            socket: self,
-            read: true,
-        };
-        let r = poll_fn(|cx| self.poll_readable(cx, deadline)).await;
+    /// Polls `f` to completion; a wait dropped midway (a timeout, a race)
+    /// forgets its waker and deadline, so neither can fire later.
+    async fn wait<T>(&self, read: bool, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
+        let guard = WaitGuard { socket: self, read };
+        let r = poll_fn(|cx| f(cx)).await;
         std::mem::forget(guard);
         r
+    }
+
+    pub async fn readable(&self, deadline: u64) -> io::Result<()> {
+        self.wait(true, |cx| self.poll_readable(cx, deadline)).await
     }
 
     /// Queues `src` to be sent once the previous send finished.
@@ -336,34 +339,19 @@ impl Socket {
     }
 
     pub async fn read(&self, dst: &mut [u8], deadline: u64) -> io::Result<usize> {
-        let guard = WaitGuard {
-            socket: self,
-            read: true,
-        };
-        let r = poll_fn(|cx| self.poll_read(cx, dst, deadline)).await;
-        std::mem::forget(guard);
-        r
+        self.wait(true, |cx| self.poll_read(cx, dst, deadline))
+            .await
     }
 
     /// Queues all of `src` (waiting for the previous send first).
     pub async fn send_all(&self, src: &[u8], deadline: u64) -> io::Result<()> {
-        let guard = WaitGuard {
-            socket: self,
-            read: false,
-        };
-        let r = poll_fn(|cx| self.poll_write(cx, src, deadline)).await;
-        std::mem::forget(guard);
-        r.map(drop)
+        self.wait(false, |cx| self.poll_write(cx, src, deadline))
+            .await
+            .map(drop)
     }
 
     pub async fn flush(&self, deadline: u64) -> io::Result<()> {
-        let guard = WaitGuard {
-            socket: self,
-            read: false,
-        };
-        let r = poll_fn(|cx| self.poll_flush(cx, deadline)).await;
-        std::mem::forget(guard);
-        r
+        self.wait(false, |cx| self.poll_flush(cx, deadline)).await
     }
 
     /// Sends a FIN once everything written went out.
