@@ -48,6 +48,79 @@ enum UpstreamError {
     Invalid,
 }
 
+impl UpstreamError {
+    /// The client's answer for this failure, and what it counts against the target.
+    fn answer(&self) -> (u16, &'static str, Option<UpstreamEvent>) {
+        match self {
+            UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => (
+                504,
+                "upstream connect timed out",
+                Some(UpstreamEvent::Timeout),
+            ),
+            UpstreamError::Connect(_) => (
+                502,
+                "upstream refused the connection",
+                Some(UpstreamEvent::ConnectError),
+            ),
+            UpstreamError::Closed { .. } => (
+                502,
+                "upstream closed the connection without a response",
+                None,
+            ),
+            UpstreamError::Timeout => (
+                504,
+                "upstream did not answer in time",
+                Some(UpstreamEvent::Timeout),
+            ),
+            UpstreamError::Invalid => (502, "upstream sent an invalid response", None),
+            UpstreamError::Tls => (
+                502,
+                "upstream TLS handshake failed (certificate not trusted or wrong name)",
+                None,
+            ),
+        }
+    }
+}
+
+/// What follows a failed attempt (nothing has reached the client yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A pooled connection the upstream had dropped: again, once, free.
+    Stale,
+    /// Another attempt, on another target where there is one (failover).
+    Failover,
+    /// Answer the client with the failure.
+    No,
+}
+
+/// The retry decision, pure: `attempt` attempts were counted before this
+/// one, of `attempts` allowed; `healthy_left` says whether any target could
+/// still take one (asked only when it matters).
+fn after_failure(
+    failure: &UpstreamError,
+    replayable: bool,
+    stale_retried: bool,
+    attempt: u32,
+    attempts: u32,
+    healthy_left: impl FnOnce() -> bool,
+) -> Retry {
+    if !replayable {
+        return Retry::No;
+    }
+    if matches!(failure, UpstreamError::Closed { reused: true }) && !stale_retried {
+        return Retry::Stale;
+    }
+    let retryable = matches!(
+        failure,
+        UpstreamError::Connect(_) | UpstreamError::Tls | UpstreamError::Closed { .. }
+    );
+    if retryable && attempt + 1 < attempts && healthy_left() {
+        Retry::Failover
+    } else {
+        Retry::No
+    }
+}
+
 /// Why a client-side step failed.
 enum ClientError {
     /// Gone, or broke the protocol mid-body: close without an answer.
@@ -170,64 +243,26 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>
                 return Box::pin(client_failed(shard, conn, client, rid.as_bytes())).await
             }
             Err(Ok(failure)) => {
-                let retry_stale = matches!(failure, UpstreamError::Closed { reused: true })
-                    && replayable
-                    && !stale_retry;
-                if retry_stale {
-                    // A pooled connection the upstream had dropped: once, free.
-                    stale_retry = true;
+                let decision =
+                    after_failure(&failure, replayable, stale_retry, attempt, attempts, || {
+                        failover::any_healthy(shard, &plan.targets, |t| ai.serves(t))
+                    });
+                if decision != Retry::Stale {
+                    shard.balancer.record(target, health, false);
+                    avoid.push(target.key);
+                    attempt += 1;
+                }
+                if decision != Retry::No {
+                    stale_retry |= decision == Retry::Stale;
                     shard
                         .metrics
                         .upstream_event(target.key, UpstreamEvent::Retry);
                     continue;
                 }
-                shard.balancer.record(target, health, false);
-                avoid.push(target.key);
-                attempt += 1;
-                // Nothing reached the client: another target may answer (failover).
-                let may_retry = replayable
-                    && matches!(
-                        failure,
-                        UpstreamError::Connect(_)
-                            | UpstreamError::Tls
-                            | UpstreamError::Closed { .. }
-                    )
-                    && attempt < attempts
-                    && failover::any_healthy(shard, &plan.targets, |t| ai.serves(t));
-                if may_retry {
-                    shard
-                        .metrics
-                        .upstream_event(target.key, UpstreamEvent::Retry);
-                    continue;
+                let (status, message, event) = failure.answer();
+                if let Some(event) = event {
+                    shard.metrics.upstream_event(target.key, event);
                 }
-                let (status, message) = match failure {
-                    UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        shard
-                            .metrics
-                            .upstream_event(target.key, UpstreamEvent::Timeout);
-                        (504, "upstream connect timed out")
-                    }
-                    UpstreamError::Connect(_) => {
-                        shard
-                            .metrics
-                            .upstream_event(target.key, UpstreamEvent::ConnectError);
-                        (502, "upstream refused the connection")
-                    }
-                    UpstreamError::Closed { .. } => {
-                        (502, "upstream closed the connection without a response")
-                    }
-                    UpstreamError::Timeout => {
-                        shard
-                            .metrics
-                            .upstream_event(target.key, UpstreamEvent::Timeout);
-                        (504, "upstream did not answer in time")
-                    }
-                    UpstreamError::Invalid => (502, "upstream sent an invalid response"),
-                    UpstreamError::Tls => (
-                        502,
-                        "upstream TLS handshake failed (certificate not trusted or wrong name)",
-                    ),
-                };
                 let keep_alive = keep(&plan, &pending);
                 return Box::pin(refuse(
                     shard,
@@ -842,4 +877,82 @@ async fn finish_truncated(shard: &Shard, conn: &mut Client, first: bool) -> Fini
     }
     conn.out.clear();
     Finished::Truncated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(reused: bool) -> UpstreamError {
+        UpstreamError::Closed { reused }
+    }
+
+    #[test]
+    fn retry_decisions() {
+        let refused = UpstreamError::Connect(io::ErrorKind::ConnectionRefused.into());
+        // A dropped pooled connection is retried once, whatever the budget.
+        assert_eq!(
+            after_failure(&closed(true), true, false, 0, 1, || false),
+            Retry::Stale
+        );
+        assert_eq!(
+            after_failure(&closed(true), true, true, 0, 1, || true),
+            Retry::No
+        );
+        assert_eq!(
+            after_failure(&closed(true), true, true, 0, 2, || true),
+            Retry::Failover
+        );
+        // Failover needs budget, a healthy target and a body we still hold.
+        assert_eq!(
+            after_failure(&refused, true, false, 0, 2, || true),
+            Retry::Failover
+        );
+        assert_eq!(
+            after_failure(&refused, true, false, 1, 2, || true),
+            Retry::No
+        );
+        assert_eq!(
+            after_failure(&refused, true, false, 0, 2, || false),
+            Retry::No
+        );
+        assert_eq!(
+            after_failure(&refused, false, false, 0, 3, || true),
+            Retry::No
+        );
+        assert_eq!(
+            after_failure(&closed(true), false, false, 0, 3, || true),
+            Retry::No
+        );
+        // A timeout or an invalid answer may have been acted on: never retried.
+        assert_eq!(
+            after_failure(&UpstreamError::Timeout, true, false, 0, 3, || true),
+            Retry::No
+        );
+        assert_eq!(
+            after_failure(&UpstreamError::Invalid, true, false, 0, 3, || true),
+            Retry::No
+        );
+        // The healthy-target question is asked only when the rest allows a retry.
+        assert_eq!(
+            after_failure(
+                &UpstreamError::Timeout,
+                true,
+                false,
+                0,
+                3,
+                || unreachable!()
+            ),
+            Retry::No
+        );
+    }
+
+    #[test]
+    fn failures_answer_502_or_504() {
+        let timed_out = UpstreamError::Connect(io::ErrorKind::TimedOut.into());
+        assert_eq!(timed_out.answer().0, 504);
+        assert_eq!(UpstreamError::Timeout.answer().0, 504);
+        assert_eq!(closed(false).answer().0, 502);
+        assert_eq!(UpstreamError::Tls.answer().0, 502);
+    }
 }
