@@ -64,6 +64,10 @@ async fn route(admin: &Admin, req: &Request) -> Answer {
             "DELETE" => delete_gateway(admin, gid).await,
             _ => Err(not_allowed()),
         },
+        ["gateways", gid, "keys", kid, "spend"] => match m {
+            "GET" => Ok(admin.spend(req, gid, kid).await),
+            _ => Err(not_allowed()),
+        },
         ["gateways", gid, kind] | ["gateways", gid, kind, _] => {
             let id = segs.get(3).copied();
             match *kind {

@@ -35,6 +35,9 @@ fn default_interval() -> u64 {
 pub struct Config {
     #[serde(default)]
     pub gateways: Vec<Gateway>,
+    /// Prices per model overriding the built-in examples (`crate::cost`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, crate::cost::PriceUsd>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -721,6 +721,7 @@ fn methods_overlap(a: &[String], b: &[String]) -> bool {
 /// Checks everything SPEC §2 asks of a configuration. Expects a
 /// [`normalize`]d configuration, though references by name are accepted.
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    crate::cost::validate(&cfg.prices)?;
     let mut gateway_names = HashSet::new();
     let mut subdomains = HashSet::new();
     let mut key_hashes: HashSet<String> = HashSet::new();

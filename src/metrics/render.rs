@@ -326,6 +326,32 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         }
     }
 
+    // Cost.
+    let mut costs: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
+    for c in shards.iter().flat_map(|s| &s.costs) {
+        *costs
+            .entry((
+                names.gateway(c.gateway),
+                c.key_id.as_str(),
+                c.model.as_str(),
+            ))
+            .or_default() += c.micros;
+    }
+    header(
+        &mut out,
+        "ringgate_cost_micro_usd_total",
+        "counter",
+        "Cost of answers in micro-dollars (1e-6 USD) from their usage and the price table, by gateway, key id and model (unpriced models are not counted).",
+    );
+    for ((gateway, key, model), n) in &costs {
+        sample(
+            &mut out,
+            "ringgate_cost_micro_usd_total",
+            &[("gateway", gateway), ("key", key), ("model", model)],
+            *n,
+        );
+    }
+
     // Configuration and process.
     header(
         &mut out,
