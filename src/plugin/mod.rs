@@ -21,6 +21,7 @@
 //! chain: a head check of a later plugin runs before a body check of an
 //! earlier one.
 
+pub mod budget;
 pub mod cors;
 pub mod counters;
 pub mod data_masking;
@@ -44,7 +45,7 @@ use crate::http::{BodyKind, RequestHead};
 pub use counters::Counters;
 
 /// The names every plugin is configured by.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "rate_limiter",
     "token_rate_limiter",
     "request_size_limiter",
@@ -52,6 +53,7 @@ pub const NAMES: [&str; 7] = [
     "ip_whitelist",
     "data_masking",
     "injection_protection",
+    "budget",
 ];
 
 /// One configured plugin, settings compiled.
@@ -64,6 +66,7 @@ pub enum Kind {
     IpWhitelist(ip_whitelist::IpWhitelist),
     DataMasking(data_masking::DataMasking),
     InjectionProtection(injection_protection::InjectionProtection),
+    Budget(budget::Budget),
 }
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
             Kind::IpWhitelist(_) => "ip_whitelist",
             Kind::DataMasking(_) => "data_masking",
             Kind::InjectionProtection(_) => "injection_protection",
+            Kind::Budget(_) => "budget",
         }
     }
 }
@@ -153,6 +157,7 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
         "injection_protection" => Kind::InjectionProtection(
             injection_protection::InjectionProtection::new(settings(s, &sf)?, &sf)?,
         ),
+        "budget" => Kind::Budget(budget::Budget::new(settings(s, &sf)?, &sf)?),
         other => {
             return Err(ConfigError::invalid(
                 format!("unknown plugin {other:?} (known: {})", NAMES.join(", ")),
@@ -190,7 +195,7 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
     }
     let needs_full_body = plugins.iter().any(|p| match &p.kind {
         Kind::RequestSizeLimiter(s) => s.max_chars.is_some(),
-        Kind::TokenRateLimiter(_) | Kind::DataMasking(_) => true,
+        Kind::TokenRateLimiter(_) | Kind::DataMasking(_) | Kind::Budget(_) => true,
         Kind::InjectionProtection(i) => i.inspect_body,
         _ => false,
     });
@@ -250,6 +255,10 @@ pub struct Flow<'s> {
     /// A token reservation to settle when the response ends.
     pub tokens: Option<token_rate_limiter::Reservation>,
     pub usage: token_rate_limiter::UsageScan,
+    /// A dollar reservation to settle when the response ends.
+    pub budget: Option<Box<budget::Reservation>>,
+    /// The price table of the configuration serving the request.
+    pub prices: Option<&'s crate::cost::Prices>,
     /// The plugin that stopped the request, if one did.
     pub stopped_by: Option<&'static str>,
 }
@@ -301,7 +310,7 @@ pub async fn on_request<'s>(
                 }
                 None
             }
-            Kind::TokenRateLimiter(_) => None,
+            Kind::TokenRateLimiter(_) | Kind::Budget(_) => None,
         };
         if stop.is_some() {
             flow.stopped_by = Some(p.kind.name());
@@ -366,6 +375,9 @@ pub async fn on_body(
                 t.reserve(counters, p.scope, peer, key_id, body, flow, headers)
                     .await
             }
+            Kind::Budget(b) => {
+                Box::pin(b.reserve(counters, p.scope, key_id, body, flow, headers)).await
+            }
             _ => None,
         };
         if stop.is_some() {
@@ -379,7 +391,7 @@ pub async fn on_body(
 /// Sees response body bytes as they pass (for the `usage` of a token
 /// reservation).
 pub fn observe_response(flow: &mut Flow<'_>, bytes: &[u8]) {
-    if flow.tokens.is_some() {
+    if flow.tokens.is_some() || flow.budget.is_some() {
         flow.usage.feed(bytes);
     }
 }
@@ -389,6 +401,10 @@ pub async fn on_response_end(counters: &Counters, flow: &mut Flow<'_>, status: u
     if let Some(r) = flow.tokens.take() {
         // Boxed: the request path's future stays small without token limits.
         Box::pin(r.settle(counters, flow.usage.total(), status)).await;
+    }
+    if let Some(b) = flow.budget.take() {
+        let used = flow.usage.usage().map(|u| u.billed());
+        Box::pin(b.settle(counters, used, status)).await;
     }
 }
 
