@@ -22,6 +22,7 @@
 //! earlier one.
 
 pub mod budget;
+pub mod cache;
 pub mod cors;
 pub mod counters;
 pub mod data_masking;
@@ -45,7 +46,7 @@ use crate::http::{BodyKind, RequestHead};
 pub use counters::Counters;
 
 /// The names every plugin is configured by.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "rate_limiter",
     "token_rate_limiter",
     "request_size_limiter",
@@ -54,6 +55,7 @@ pub const NAMES: [&str; 8] = [
     "data_masking",
     "injection_protection",
     "budget",
+    "cache",
 ];
 
 /// One configured plugin, settings compiled.
@@ -67,6 +69,7 @@ pub enum Kind {
     DataMasking(data_masking::DataMasking),
     InjectionProtection(injection_protection::InjectionProtection),
     Budget(budget::Budget),
+    Cache(cache::Cache),
 }
 
 impl Kind {
@@ -81,6 +84,7 @@ impl Kind {
             Kind::DataMasking(_) => "data_masking",
             Kind::InjectionProtection(_) => "injection_protection",
             Kind::Budget(_) => "budget",
+            Kind::Cache(_) => "cache",
         }
     }
 }
@@ -158,6 +162,7 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
             injection_protection::InjectionProtection::new(settings(s, &sf)?, &sf)?,
         ),
         "budget" => Kind::Budget(budget::Budget::new(settings(s, &sf)?, &sf)?),
+        "cache" => Kind::Cache(cache::Cache::new(settings(s, &sf)?, &sf, scope)?),
         other => {
             return Err(ConfigError::invalid(
                 format!("unknown plugin {other:?} (known: {})", NAMES.join(", ")),
@@ -200,9 +205,11 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
         _ => false,
     });
     let wants_body = needs_full_body
-        || plugins
-            .iter()
-            .any(|p| matches!(&p.kind, Kind::RequestSizeLimiter(s) if s.max_bytes.is_some()));
+        || plugins.iter().any(|p| match &p.kind {
+            Kind::RequestSizeLimiter(s) => s.max_bytes.is_some(),
+            Kind::Cache(_) => true,
+            _ => false,
+        });
     Chain {
         plugins,
         wants_body,
@@ -244,6 +251,8 @@ pub enum Stop {
     Reject(u16, Cow<'static, str>),
     /// Answer a CORS preflight: 204 with the headers in the buffer.
     Preflight,
+    /// Answer from the response cache.
+    Cached(std::sync::Arc<cache::Entry>),
 }
 
 /// Per-request plugin state carried from the head to the response.
@@ -259,6 +268,8 @@ pub struct Flow<'s> {
     pub budget: Option<Box<budget::Reservation>>,
     /// The price table of the configuration serving the request.
     pub prices: Option<&'s crate::cost::Prices>,
+    /// The response cache's lookup and recording.
+    pub cache: Option<Box<cache::Pending<'s>>>,
     /// The plugin that stopped the request, if one did.
     pub stopped_by: Option<&'static str>,
 }
@@ -308,6 +319,10 @@ pub async fn on_request<'s>(
                 if m.mask_response {
                     flow.mask_response = Some(m);
                 }
+                None
+            }
+            Kind::Cache(c) => {
+                c.on_request(p.scope, req, flow);
                 None
             }
             Kind::TokenRateLimiter(_) | Kind::Budget(_) => None,
@@ -378,6 +393,7 @@ pub async fn on_body(
             Kind::Budget(b) => {
                 Box::pin(b.reserve(counters, p.scope, key_id, body, flow, headers)).await
             }
+            Kind::Cache(c) => c.on_body(body, flow, headers),
             _ => None,
         };
         if stop.is_some() {
@@ -394,10 +410,16 @@ pub fn observe_response(flow: &mut Flow<'_>, bytes: &[u8]) {
     if flow.tokens.is_some() || flow.budget.is_some() {
         flow.usage.feed(bytes);
     }
+    if let Some(c) = flow.cache.as_mut() {
+        c.record(bytes);
+    }
 }
 
 /// The response is over: settles a token reservation.
 pub async fn on_response_end(counters: &Counters, flow: &mut Flow<'_>, status: u16) {
+    if let Some(c) = flow.cache.take() {
+        c.finish(status);
+    }
     if let Some(r) = flow.tokens.take() {
         // Boxed: the request path's future stays small without token limits.
         Box::pin(r.settle(counters, flow.usage.total(), status)).await;
