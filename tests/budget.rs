@@ -51,15 +51,9 @@ fn post(addr: SocketAddr, path: &str, body: &[u8]) -> common::Response {
 }
 
 fn spend(gw: &Gateway, period: &str) -> u64 {
-    let (s, v) = call(
-        gw.admin,
-        "GET",
-        &format!("/api/v1/gateways/g1/keys/k1/spend?period={period}"),
-        None,
-        None,
-    );
-    assert_eq!(s, 200, "{v}");
-    v["spend_micro_usd"].as_u64().unwrap()
+    common::admin::spend(gw.admin, "g1", "k1", period)["spend_micro_usd"]
+        .as_u64()
+        .unwrap()
 }
 
 /// Waits until the spend endpoint shows `want` (answers are counted as

@@ -166,14 +166,7 @@ fn cost_of_json_streamed_and_translated_answers() {
     // Spend per key: today and this month hold everything above.
     let total = json_cost + stream_cost + 150 + default_cost;
     for period in ["day", "month"] {
-        let (s, v) = call(
-            gw.admin,
-            "GET",
-            &format!("/api/v1/gateways/g1/keys/k1/spend?period={period}"),
-            None,
-            None,
-        );
-        assert_eq!(s, 200, "{v}");
+        let v = common::admin::spend(gw.admin, "g1", "k1", period);
         assert_eq!(v["spend_micro_usd"], total, "{v}");
         assert_eq!(v["period"], period);
         assert!(v["period_start"].as_str().unwrap().ends_with("T00:00:00Z"));

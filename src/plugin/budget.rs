@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::counters::Counters;
-use super::token_rate_limiter::estimate_tokens;
+use super::token_rate_limiter::{default_cpt, default_max_tokens, estimate_tokens};
 use super::{bad, Flow, Stop};
 use crate::config::ConfigError;
 use crate::cost::{Price, Tokens};
@@ -46,14 +46,6 @@ pub enum Per {
     #[default]
     Key,
     Gateway,
-}
-
-fn default_max_tokens() -> u64 {
-    1024
-}
-
-fn default_cpt() -> u64 {
-    4
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,11 +38,11 @@ pub enum Per {
     Global,
 }
 
-fn default_max_tokens() -> u64 {
+pub(super) fn default_max_tokens() -> u64 {
     1024
 }
 
-fn default_cpt() -> u64 {
+pub(super) fn default_cpt() -> u64 {
     4
 }
 
