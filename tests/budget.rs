@@ -133,16 +133,7 @@ fn budget_settles_to_the_answers_cost_and_says_when_it_resets() {
     let r = post(gw.proxy, "/x", stream);
     assert_eq!(r.0, 200);
     assert!(header(&r.1, "x-budget-remaining-usd").is_some());
-    let text = String::from_utf8_lossy(&r.2).into_owned();
-    let usage = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .find(|v| v["usage"].is_object())
-        .expect("usage event")["usage"]
-        .clone();
-    let stream_cost = usage["prompt_tokens"].as_u64().unwrap() * 1000
-        + usage["completion_tokens"].as_u64().unwrap() * 2000;
+    let stream_cost = common::priced_stream_cost(&r.2);
     spend_reaches(&gw, "day", stream_cost);
 
     // An upstream that never answers gives its reservation back.

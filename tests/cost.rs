@@ -99,16 +99,7 @@ fn cost_of_json_streamed_and_translated_answers() {
     sreq["stream"] = json!(true);
     let (s, body) = chat(&gw, "/gpt/v1/chat/completions", &sreq);
     assert_eq!(s, 200);
-    let text = String::from_utf8_lossy(&body);
-    let usage: Value = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .find(|v| v["usage"].is_object())
-        .expect("usage event")["usage"]
-        .clone();
-    let stream_cost = usage["prompt_tokens"].as_u64().unwrap() * 1000
-        + usage["completion_tokens"].as_u64().unwrap() * 2000;
+    let stream_cost = common::priced_stream_cost(&body);
 
     // Translated (OpenAI client, Anthropic target): 9 in, 3 out at $10/$20 per M.
     let treq = json!({"model": "claude-priced", "messages": [{"role": "user", "content": "hi"}]});
