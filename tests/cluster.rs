@@ -403,6 +403,41 @@ fn a_token_budget_holds_across_both_nodes() {
     b.stop();
 }
 
+#[test]
+fn a_dollar_budget_holds_across_both_nodes() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-budget"));
+    // Every request costs exactly its estimate: 1 prompt token at 1000 µ$ and
+    // 3 completion tokens at 2000 µ$ (the mock reports 1 and 3): 7000 µ$.
+    // $0.07 a day covers 10 of them, wherever they arrive.
+    let config = json!({
+        "prices": {"priced": {"input": 1000, "output": 2000}},
+        "gateways": [{
+            "name": "demo",
+            "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": m.port(), "path": "/v1/chat/completions"}]}],
+            "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+            "rules": [{"name": "r", "path": "/x", "service": "svc", "strip_path": true,
+                "plugin_chain": [{"name": "budget", "settings": {"daily_usd": 0.07, "chars_per_token": 100000}}]}],
+            "keys": [{"name": "k", "key": KEY}],
+        }]
+    });
+    let (a, b) = two_nodes(&redis, ["cluster-a7", "cluster-b7"], &config);
+    let body: &'static [u8] = br#"{"model":"priced","max_tokens":3,"messages":[]}"#;
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
+    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(
+        (a_ok + b_ok, a_limited + b_limited),
+        (10, 70),
+        "A {a_ok}, B {b_ok}"
+    );
+    a.stop();
+    b.stop();
+}
+
 /// Low traffic is not under-admitted: both nodes send one request at a time,
 /// 300 ms apart, to a limit of 60 per 6 s — together at most ~44 in any
 /// window, so every one must pass. (With fixed leases of limit / 20 that
