@@ -213,3 +213,41 @@ fn two_shards_hit_as_often_as_one() {
         assert_eq!(metric(gw.admin, "ringgate_cache_misses_total"), 10);
     }
 }
+
+#[test]
+fn translated_answers_are_cached_as_the_client_got_them() {
+    let (_mock, m) = spawn_mock(&["--stream-interval-ms", "1"]);
+    let mut anth = common::target(m);
+    anth["provider"] = json!("anthropic");
+    anth["credentials"] = json!({"api_key": "sk-ant"});
+    let config = json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "claude", "targets": [anth]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "claude"}],
+        "rules": [{"name": "c", "path": "/v1", "service": "svc",
+                   "plugin_chain": [{"name": "cache", "settings": {}}]}],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    let gw = spawn_gateway(&config, &["--shards", "1"]);
+    let plain = chat("translate me");
+    let first = post(gw.proxy, &plain);
+    assert_eq!((first.status, first.cache.as_deref()), (200, Some("MISS")));
+    let v: Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(v["object"], "chat.completion", "OpenAI format: {v}");
+    let hit = post(gw.proxy, &plain);
+    assert_eq!((hit.cache.as_deref(), hit.body), (Some("HIT"), first.body));
+
+    let stream = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+                        "messages": [{"role": "user", "content": "translate me"}]})
+    .to_string();
+    let first = post(gw.proxy, &stream);
+    assert_eq!(first.cache.as_deref(), Some("MISS"));
+    assert!(
+        first.body.contains("chat.completion.chunk"),
+        "{}",
+        first.body
+    );
+    let hit = post(gw.proxy, &stream);
+    assert_eq!(hit.cache.as_deref(), Some("HIT"));
+    assert_eq!(hit.body, first.body);
+}
