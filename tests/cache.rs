@@ -154,10 +154,18 @@ fn streams_are_replayed_with_their_usage_chunk() {
     assert_eq!(hit.cache.as_deref(), Some("HIT"));
     assert_eq!(hit.content_type.as_deref(), Some("text/event-stream"));
     assert_eq!(hit.body, first.body);
-    // The plain request is a different one: it gets JSON, not the stream.
+    // The same request without `stream` gets the recorded stream as JSON.
     let plain = post(gw.proxy, &chat("hi"));
-    assert_eq!(plain.cache.as_deref(), Some("MISS"));
-    assert!(plain.body.starts_with('{'));
+    assert_eq!(plain.cache.as_deref(), Some("HIT"));
+    assert_eq!(plain.content_type.as_deref(), Some("application/json"));
+    let v: Value = serde_json::from_str(&plain.body).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "tok0 tok1 tok2 tok3 tok4 ");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0, "{v}");
+    // A stream asked for without the usage chunk is another recording.
+    let bare = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(post(gw.proxy, &bare.to_string()).cache.as_deref(), Some("MISS"));
 }
 
 #[test]

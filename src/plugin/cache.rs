@@ -11,9 +11,12 @@
 //! **What is kept.** Successful (200) answers that arrived whole: JSON
 //! bodies (they must parse) and SSE streams (they must end with OpenAI's
 //! `[DONE]` or Anthropic's `message_stop`), as the client received them
-//! (translated, masked). `stream` is part of the request, so a streamed
-//! request is answered from a recorded stream (the events, usage chunk
-//! included, in one response) and a plain one from a recorded JSON body.
+//! (translated, masked). A streamed request is answered from a recorded
+//! stream of the same request (same `stream_options`): the events, usage
+//! chunk included, in one response. A plain request is answered from a
+//! recorded JSON body, else from a recorded OpenAI chat stream of the same
+//! request assembled into its `chat.completion` JSON (not for tool calls or
+//! several choices).
 //!
 //! **Bounds.** Entries live `ttl`; at most `max_entries` and `max_bytes`
 //! per node, least recently used evicted first; an answer larger than
@@ -351,9 +354,21 @@ impl Cache {
     pub fn on_body(&self, body: &[u8], flow: &mut Flow<'_>, headers: &mut Vec<u8>) -> Option<Stop> {
         let p = flow.cache.as_mut()?;
         let store = self.store.as_ref()?;
-        let key = self.key(&p.route, body)?;
+        let keys = self.keys(&p.route, body)?;
         if p.read {
-            if let Some(e) = store.get(&key) {
+            let hit = store.get(&keys.own).or_else(|| {
+                // A plain request: the same request's recorded stream, as JSON.
+                keys.streams.iter().find_map(|k| {
+                    let e = store.get(k)?;
+                    Some(Arc::new(Entry {
+                        body: stream_to_json(&e.body)?,
+                        sse: false,
+                        stored: e.stored,
+                        tokens: e.tokens,
+                    }))
+                })
+            });
+            if let Some(e) = hit {
                 store.hits.fetch_add(1, Ordering::Relaxed);
                 store.tokens_saved.fetch_add(e.tokens, Ordering::Relaxed);
                 flow.cache = None;
@@ -363,13 +378,13 @@ impl Cache {
         }
         push_header(headers, "X-Cache", b"MISS");
         if p.write {
-            p.key = Some(key);
+            p.key = Some(keys.own);
         }
         None
     }
 
-    /// The key of a cacheable body, `None` when it is not one.
-    fn key(&self, route: &[u8; 32], body: &[u8]) -> Option<Key> {
+    /// The keys of a cacheable body, `None` when it is not one.
+    fn keys(&self, route: &[u8; 32], body: &[u8]) -> Option<Keys> {
         let serde_json::Value::Object(mut v) = serde_json::from_slice(body).ok()? else {
             return None;
         };
@@ -383,13 +398,91 @@ impl Cache {
         for f in &self.ignore_fields {
             v.remove(f);
         }
+        let stream = v.remove("stream") == Some(serde_json::Value::Bool(true));
+        let options = v.remove("stream_options");
         // serde_json's map is ordered by key: this is the canonical form.
         let canonical = serde_json::to_vec(&v).ok()?;
-        let mut h = Sha256::new();
-        h.update(route);
-        h.update(&canonical);
-        Some(h.finalize().into())
+        let key = |kind: &[u8], options: Option<&serde_json::Value>| -> Key {
+            let mut h = Sha256::new();
+            h.update(route);
+            h.update(&canonical);
+            h.update(kind);
+            if let Some(o) = options {
+                h.update(serde_json::to_vec(o).unwrap_or_default());
+            }
+            h.finalize().into()
+        };
+        let usage = serde_json::json!({"include_usage": true});
+        Some(Keys {
+            own: if stream {
+                key(b"sse", options.as_ref())
+            } else {
+                key(b"json", None)
+            },
+            streams: if stream {
+                Vec::new()
+            } else {
+                vec![key(b"sse", Some(&usage)), key(b"sse", None)]
+            },
+        })
     }
+}
+
+/// Where a request's answer is kept, and where a plain request may find
+/// its streamed twin.
+struct Keys {
+    own: Key,
+    streams: Vec<Key>,
+}
+
+/// An OpenAI chat stream as the `chat.completion` JSON a plain request
+/// gets; `None` for anything else (Anthropic events, tool calls, several
+/// choices).
+fn stream_to_json(sse: &[u8]) -> Option<Vec<u8>> {
+    use serde_json::{json, Value};
+    let text = std::str::from_utf8(sse).ok()?;
+    let (mut id, mut created, mut model) = (Value::Null, Value::Null, Value::Null);
+    let (mut content, mut role, mut finish, mut usage) =
+        (String::new(), "assistant".to_string(), Value::Null, None);
+    for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+        let data = data.trim();
+        if data == "[DONE]" {
+            break;
+        }
+        let c: Value = serde_json::from_str(data).ok()?;
+        if c["object"] != "chat.completion.chunk" {
+            return None;
+        }
+        id = c["id"].clone();
+        created = c["created"].clone();
+        model = c["model"].clone();
+        if c["usage"].is_object() {
+            usage = Some(c["usage"].clone());
+        }
+        for choice in c["choices"].as_array()? {
+            let d = &choice["delta"];
+            if choice["index"].as_u64() != Some(0) || !d["tool_calls"].is_null() {
+                return None;
+            }
+            if let Some(r) = d["role"].as_str() {
+                role = r.to_string();
+            }
+            if let Some(t) = d["content"].as_str() {
+                content.push_str(t);
+            }
+            if !choice["finish_reason"].is_null() {
+                finish = choice["finish_reason"].clone();
+            }
+        }
+    }
+    let mut out = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": role, "content": content}, "finish_reason": finish}],
+    });
+    if let Some(u) = usage {
+        out["usage"] = u;
+    }
+    serde_json::to_vec(&out).ok()
 }
 
 impl Pending<'_> {
@@ -499,6 +592,14 @@ pub fn write_hit(out: &mut Vec<u8>, e: &Entry, extra: &[u8], rid: &[u8], keep_al
 mod tests {
     use super::*;
 
+    /// The key of a plain request.
+    struct Keyer(Cache);
+    impl Keyer {
+        fn key(&self, route: &[u8; 32], body: &[u8]) -> Option<Key> {
+            self.0.keys(route, body).map(|k| k.own)
+        }
+    }
+
     fn cache(v: serde_json::Value, scope: u64) -> Cache {
         Cache::new(serde_json::from_value(v).unwrap(), "s", scope).unwrap()
     }
@@ -506,6 +607,7 @@ mod tests {
     #[test]
     fn canonical_keys_ignore_order_whitespace_and_ignored_fields() {
         let c = cache(serde_json::json!({}), 0);
+        let c = Keyer(c);
         let r = [1u8; 32];
         let a = c.key(
             &r,
@@ -534,8 +636,43 @@ mod tests {
         assert_eq!(c.key(&r, br#"{"model":"m","temperature":0.7}"#), None);
         assert_eq!(c.key(&r, b"[1,2]"), None);
         assert_eq!(c.key(&r, b"not json"), None);
-        let any = cache(serde_json::json!({"only_deterministic": false}), 0);
+        let any = Keyer(cache(serde_json::json!({"only_deterministic": false}), 0));
         assert!(any.key(&r, br#"{"model":"m","temperature":0.7}"#).is_some());
+    }
+
+    #[test]
+    fn a_recorded_stream_answers_a_plain_request() {
+        let sse = concat!(
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2,\"total_tokens\":4}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&stream_to_json(sse.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "c1", "object": "chat.completion", "created": 5, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}})
+        );
+        assert_eq!(
+            stream_to_json(b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"),
+            None
+        );
+        // The keys: a plain request looks for its streamed twins.
+        let c = cache(serde_json::json!({}), 0);
+        let r = [0u8; 32];
+        let plain = c.keys(&r, br#"{"model":"m","messages":[]}"#).unwrap();
+        let streamed = c
+            .keys(&r, br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#)
+            .unwrap();
+        let bare = c
+            .keys(&r, br#"{"model":"m","messages":[],"stream":true}"#)
+            .unwrap();
+        assert_eq!(plain.streams, [streamed.own, bare.own]);
+        assert_ne!(plain.own, streamed.own);
+        assert!(streamed.streams.is_empty());
     }
 
     #[test]
