@@ -160,12 +160,44 @@ fn streams_are_replayed_with_their_usage_chunk() {
     assert_eq!(plain.content_type.as_deref(), Some("application/json"));
     let v: Value = serde_json::from_str(&plain.body).unwrap();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["choices"][0]["message"]["content"], "tok0 tok1 tok2 tok3 tok4 ");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 "
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0, "{v}");
-    // A stream asked for without the usage chunk is another recording.
-    let bare = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    assert_eq!(post(gw.proxy, &bare.to_string()).cache.as_deref(), Some("MISS"));
+    // A stream asked for without the usage chunk is another request; its
+    // plain twin was served from the cache, so no JSON was recorded: a miss.
+    let bare =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        post(gw.proxy, &bare.to_string()).cache.as_deref(),
+        Some("MISS")
+    );
+
+    // A JSON answer recorded first serves a streamed request as a stream.
+    let json_first = post(gw.proxy, &chat("json first"));
+    assert_eq!(json_first.cache.as_deref(), Some("MISS"));
+    let want: Value = serde_json::from_str(&json_first.body).unwrap();
+    let streamed = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+                          "messages": [{"role": "user", "content": "json first"}]});
+    let s = post(gw.proxy, &streamed.to_string());
+    assert_eq!(s.cache.as_deref(), Some("HIT"));
+    assert_eq!(s.content_type.as_deref(), Some("text/event-stream"));
+    let events: Vec<Value> = s
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(
+        events[0]["choices"][0]["delta"]["content"],
+        want["choices"][0]["message"]["content"]
+    );
+    assert_eq!(events[1]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(events[2]["usage"], want["usage"]);
+    assert!(s.body.ends_with("data: [DONE]\n\n"));
 }
 
 #[test]
@@ -246,7 +278,7 @@ fn translated_answers_are_cached_as_the_client_got_them() {
     assert_eq!((hit.cache.as_deref(), hit.body), (Some("HIT"), first.body));
 
     let stream = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
-                        "messages": [{"role": "user", "content": "translate me"}]})
+                        "messages": [{"role": "user", "content": "stream me"}]})
     .to_string();
     let first = post(gw.proxy, &stream);
     assert_eq!(first.cache.as_deref(), Some("MISS"));

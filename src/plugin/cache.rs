@@ -15,8 +15,10 @@
 //! stream of the same request (same `stream_options`): the events, usage
 //! chunk included, in one response. A plain request is answered from a
 //! recorded JSON body, else from a recorded OpenAI chat stream of the same
-//! request assembled into its `chat.completion` JSON (not for tool calls or
-//! several choices).
+//! request assembled into its `chat.completion` JSON; a streamed request
+//! without a recorded stream gets a recorded `chat.completion` as a stream
+//! (the message in one chunk, then the finish reason and, when asked for,
+//! the usage chunk). Not for tool calls or several choices.
 //!
 //! **Bounds.** Entries live `ttl`; at most `max_entries` and `max_bytes`
 //! per node, least recently used evicted first; an answer larger than
@@ -357,12 +359,16 @@ impl Cache {
         let keys = self.keys(&p.route, body)?;
         if p.read {
             let hit = store.get(&keys.own).or_else(|| {
-                // A plain request: the same request's recorded stream, as JSON.
-                keys.streams.iter().find_map(|k| {
+                // The same request's twin recorded in the other form.
+                keys.twins.iter().find_map(|k| {
                     let e = store.get(k)?;
+                    let body = match keys.stream {
+                        Stream::No => stream_to_json(&e.body)?,
+                        Stream::Yes { usage } => json_to_stream(&e.body, usage)?,
+                    };
                     Some(Arc::new(Entry {
-                        body: stream_to_json(&e.body)?,
-                        sse: false,
+                        body,
+                        sse: keys.stream != Stream::No,
                         stored: e.stored,
                         tokens: e.tokens,
                     }))
@@ -413,26 +419,78 @@ impl Cache {
             h.finalize().into()
         };
         let usage = serde_json::json!({"include_usage": true});
-        Some(Keys {
-            own: if stream {
-                key(b"sse", options.as_ref())
-            } else {
-                key(b"json", None)
-            },
-            streams: if stream {
-                Vec::new()
-            } else {
-                vec![key(b"sse", Some(&usage)), key(b"sse", None)]
-            },
+        Some(if stream {
+            Keys {
+                own: key(b"sse", options.as_ref()),
+                twins: vec![key(b"json", None)],
+                stream: Stream::Yes {
+                    usage: options.is_some_and(|o| o["include_usage"] == true),
+                },
+            }
+        } else {
+            Keys {
+                own: key(b"json", None),
+                twins: vec![key(b"sse", Some(&usage)), key(b"sse", None)],
+                stream: Stream::No,
+            }
         })
     }
 }
 
-/// Where a request's answer is kept, and where a plain request may find
-/// its streamed twin.
+/// Where a request's answer is kept, and where its twin in the other form
+/// (streamed or plain) would be.
 struct Keys {
     own: Key,
-    streams: Vec<Key>,
+    twins: Vec<Key>,
+    stream: Stream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    No,
+    /// `usage`: the client asked for the usage chunk.
+    Yes {
+        usage: bool,
+    },
+}
+
+/// A `chat.completion` JSON answer as the OpenAI stream a streamed request
+/// gets: the message in one chunk, the finish reason, the usage chunk when
+/// asked for, `[DONE]`. `None` for anything else.
+fn json_to_stream(body: &[u8], usage: bool) -> Option<Vec<u8>> {
+    use serde_json::{json, Value};
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let choices = v["choices"].as_array()?;
+    if v["object"] != "chat.completion" || choices.len() != 1 {
+        return None;
+    }
+    let m = &choices[0]["message"];
+    if !m["tool_calls"].is_null() || !m["content"].is_string() {
+        return None;
+    }
+    let chunk = |choices: Value| {
+        json!({"id": v["id"], "object": "chat.completion.chunk", "created": v["created"],
+               "model": v["model"], "choices": choices})
+    };
+    let mut events = vec![
+        chunk(
+            json!([{"index": 0, "delta": {"role": m["role"], "content": m["content"]}, "finish_reason": null}]),
+        ),
+        chunk(json!([{"index": 0, "delta": {}, "finish_reason": choices[0]["finish_reason"]}])),
+    ];
+    if usage && v["usage"].is_object() {
+        let mut u = chunk(json!([]));
+        u["usage"] = v["usage"].clone();
+        events.push(u);
+    }
+    let mut out = Vec::new();
+    for e in events {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&serde_json::to_vec(&e).ok()?);
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    Some(out)
 }
 
 /// An OpenAI chat stream as the `chat.completion` JSON a plain request
@@ -670,9 +728,21 @@ mod tests {
         let bare = c
             .keys(&r, br#"{"model":"m","messages":[],"stream":true}"#)
             .unwrap();
-        assert_eq!(plain.streams, [streamed.own, bare.own]);
+        assert_eq!(plain.twins, [streamed.own, bare.own]);
         assert_ne!(plain.own, streamed.own);
-        assert!(streamed.streams.is_empty());
+        assert_eq!(streamed.twins, [plain.own]);
+        assert_eq!(streamed.stream, Stream::Yes { usage: true });
+        assert_eq!(bare.stream, Stream::Yes { usage: false });
+        // And back: the assembled JSON as a stream again.
+        let again = json_to_stream(&stream_to_json(sse.as_bytes()).unwrap(), true).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&stream_to_json(&again).unwrap()).unwrap(),
+            v
+        );
+        let no_usage =
+            String::from_utf8(json_to_stream(&serde_json::to_vec(&v).unwrap(), false).unwrap())
+                .unwrap();
+        assert!(!no_usage.contains("usage") && no_usage.ends_with("data: [DONE]\n\n"));
     }
 
     #[test]
