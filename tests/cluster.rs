@@ -438,6 +438,47 @@ fn a_dollar_budget_holds_across_both_nodes() {
     b.stop();
 }
 
+#[test]
+fn the_shared_cache_tier_serves_one_nodes_answer_on_the_other() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-cache"));
+    let config = json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": m.port()}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [{"name": "r", "path": "/v1", "service": "svc",
+            "plugin_chain": [{"name": "cache", "settings": {"shared": true}}]}],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    let (a, b) = two_nodes(&redis, ["cluster-a8", "cluster-b8"], &config);
+    let ask = |n: &Gateway, extra: &str| {
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "shared"}]}).to_string();
+        let (mut s, mut r) = common::connect_buffered(n.proxy);
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let (status, headers, body) = common::read_response(&mut r).unwrap();
+        let cache = common::header(&headers, "x-cache").map(str::to_string);
+        (status, cache, body)
+    };
+    let (status, miss, first) = ask(&a, "");
+    assert_eq!((status, miss.as_deref()), (200, Some("MISS")));
+    // The write to Redis goes out after the answer: B may ask before it
+    // lands. B never stores its own answers (`no-store`), so its hit is A's.
+    let mut from_b = None;
+    within("B serves A's answer", CONVERGE, || {
+        let (status, c, body) = ask(&b, "Cache-Control: no-store\r\n");
+        from_b = Some(body);
+        status == 200 && c.as_deref() == Some("HIT")
+    });
+    assert_eq!(from_b.unwrap(), first, "A's answer, its id included");
+    a.stop();
+    b.stop();
+}
+
 /// Low traffic is not under-admitted: both nodes send one request at a time,
 /// 300 ms apart, to a limit of 60 per 6 s — together at most ~44 in any
 /// window, so every one must pass. (With fixed leases of limit / 20 that

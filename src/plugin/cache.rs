@@ -32,6 +32,13 @@
 //! happen before any reservation of `budget` or `token_rate_limiter`
 //! placed after the cache in the chain: a hit costs nothing.
 //!
+//! **Shared tier** (`"shared": true`, cluster mode only: `--store
+//! redis://`): a local miss asks Redis (`GET ringgate:cache:<key>`, at
+//! most [`REDIS_TIMEOUT`]; an error or timeout is a miss) and keeps a hit
+//! locally; a stored answer is also written there (`SET … PX ttl`, after
+//! the answer went out, without waiting). So one node's answer serves the
+//! others. Redis's own memory policy bounds it; entries expire with `ttl`.
+//!
 //! **Client control.** `Cache-Control: no-cache` skips the lookup (the
 //! answer is still stored), `no-store` skips storing. Answers carry
 //! `X-Cache: HIT` (with `Age` in seconds) or `X-Cache: MISS`.
@@ -42,6 +49,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -50,6 +58,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{bad, push_header, push_header_num, Flow, RequestView, Stop, Window};
+use crate::cluster::resp::Client;
 use crate::config::ConfigError;
 
 fn default_ttl() -> Window {
@@ -71,9 +80,14 @@ fn yes() -> bool {
     true
 }
 
+/// The longest a request waits for the shared tier.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    #[serde(default)]
+    pub shared: bool,
     #[serde(default = "default_ttl")]
     pub ttl: Window,
     #[serde(default = "default_max_entries")]
@@ -108,6 +122,7 @@ pub struct Cache {
     per_key: bool,
     ignore_fields: Vec<String>,
     only_deterministic: bool,
+    shared: bool,
     /// The node's store for this scope (none while only validating).
     store: Option<Arc<Store>>,
 }
@@ -197,7 +212,12 @@ impl Store {
         Some(e)
     }
 
+    #[cfg(test)]
     fn put(&self, k: Key, e: Entry) {
+        self.put_arc(k, Arc::new(e));
+    }
+
+    fn put_arc(&self, k: Key, e: Arc<Entry>) {
         let b = self.bounds();
         let size = e.body.len() as u64;
         if size > b.max_bytes || b.max_entries == 0 {
@@ -219,7 +239,7 @@ impl Store {
         let t = lru.tick;
         lru.order.insert(t, k);
         lru.bytes += size;
-        lru.map.insert(k, (Arc::new(e), t));
+        lru.map.insert(k, (e, t));
         drop(lru);
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
@@ -268,7 +288,6 @@ pub fn totals() -> [u64; 6] {
 }
 
 /// Per-request cache state.
-#[derive(Debug)]
 pub struct Pending<'s> {
     cache: &'s Cache,
     /// Look up (no `Cache-Control: no-cache`).
@@ -281,6 +300,8 @@ pub struct Pending<'s> {
     key: Option<Key>,
     recording: Vec<u8>,
     overflow: bool,
+    /// The shared tier's connection, when the plugin uses it.
+    redis: Option<Rc<Client>>,
 }
 
 impl Cache {
@@ -320,6 +341,7 @@ impl Cache {
             per_key: s.per_key,
             ignore_fields: s.ignore_fields,
             only_deterministic: s.only_deterministic,
+            shared: s.shared,
             store,
         })
     }
@@ -349,31 +371,32 @@ impl Cache {
             key: None,
             recording: Vec::new(),
             overflow: false,
+            redis: None,
         }));
     }
 
     /// The body stage: a hit answers; a miss arms the recording.
-    pub fn on_body(&self, body: &[u8], flow: &mut Flow<'_>, headers: &mut Vec<u8>) -> Option<Stop> {
+    pub async fn on_body(
+        &self,
+        redis: Option<&Rc<Client>>,
+        body: &[u8],
+        flow: &mut Flow<'_>,
+        headers: &mut Vec<u8>,
+    ) -> Option<Stop> {
         let p = flow.cache.as_mut()?;
         let store = self.store.as_ref()?;
         let keys = self.keys(&p.route, body)?;
+        let redis = redis.filter(|_| self.shared);
+        p.redis = redis.cloned();
         if p.read {
-            let hit = store.get(&keys.own).or_else(|| {
-                // The same request's twin recorded in the other form.
-                keys.twins.iter().find_map(|k| {
-                    let e = store.get(k)?;
-                    let body = match keys.stream {
-                        Stream::No => stream_to_json(&e.body)?,
-                        Stream::Yes { usage } => json_to_stream(&e.body, usage)?,
-                    };
-                    Some(Arc::new(Entry {
-                        body,
-                        sse: keys.stream != Stream::No,
-                        stored: e.stored,
-                        tokens: e.tokens,
-                    }))
-                })
-            });
+            let mut hit = self.lookup(store, &keys);
+            if let (None, Some(r)) = (&hit, redis) {
+                if let Some(e) = remote_get(r, &keys.own).await {
+                    let e = Arc::new(e);
+                    store.put_arc(keys.own, e.clone());
+                    hit = Some(e);
+                }
+            }
             if let Some(e) = hit {
                 store.hits.fetch_add(1, Ordering::Relaxed);
                 store.tokens_saved.fetch_add(e.tokens, Ordering::Relaxed);
@@ -387,6 +410,26 @@ impl Cache {
             p.key = Some(keys.own);
         }
         None
+    }
+
+    /// The local store's answer: the request's own, or its twin converted.
+    fn lookup(&self, store: &Store, keys: &Keys) -> Option<Arc<Entry>> {
+        store.get(&keys.own).or_else(|| {
+            // The same request's twin recorded in the other form.
+            keys.twins.iter().find_map(|k| {
+                let e = store.get(k)?;
+                let body = match keys.stream {
+                    Stream::No => stream_to_json(&e.body)?,
+                    Stream::Yes { usage } => json_to_stream(&e.body, usage)?,
+                };
+                Some(Arc::new(Entry {
+                    body,
+                    sse: keys.stream != Stream::No,
+                    stored: e.stored,
+                    tokens: e.tokens,
+                }))
+            })
+        })
     }
 
     /// The keys of a cacheable body, `None` when it is not one.
@@ -434,6 +477,17 @@ impl Cache {
                 stream: Stream::No,
             }
         })
+    }
+}
+
+impl std::fmt::Debug for Pending<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .field("recording", &self.recording.len())
+            .field("shared", &self.redis.is_some())
+            .finish()
     }
 }
 
@@ -583,16 +637,86 @@ impl Pending<'_> {
             return;
         }
         let tokens = crate::metrics::usage::scan(&body).map_or(0, |u| u.prompt + u.completion);
-        store.put(
-            key,
-            Entry {
-                body,
-                sse,
-                stored: Instant::now(),
-                tokens,
-            },
-        );
+        let e = Arc::new(Entry {
+            body,
+            sse,
+            stored: Instant::now(),
+            tokens,
+        });
+        store.put_arc(key, e.clone());
+        if let Some(r) = self.redis {
+            remote_put(r, &key, &e, store.bounds().ttl);
+        }
     }
+}
+
+/// The shared tier's name of `key`.
+fn remote_name(key: &Key) -> Vec<u8> {
+    let mut name = b"ringgate:cache:".to_vec();
+    for b in key {
+        name.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    name
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `[1, sse, tokens u64 LE, stored unix ms u64 LE, body]`.
+fn encode(e: &Entry) -> Vec<u8> {
+    let stored = unix_ms().saturating_sub(e.age().as_millis() as u64);
+    let mut v = Vec::with_capacity(18 + e.body.len());
+    v.push(1);
+    v.push(u8::from(e.sse));
+    v.extend_from_slice(&e.tokens.to_le_bytes());
+    v.extend_from_slice(&stored.to_le_bytes());
+    v.extend_from_slice(&e.body);
+    v
+}
+
+fn decode(v: &[u8]) -> Option<Entry> {
+    if v.len() < 18 || v[0] != 1 {
+        return None;
+    }
+    let tokens = u64::from_le_bytes(v[2..10].try_into().ok()?);
+    let stored = u64::from_le_bytes(v[10..18].try_into().ok()?);
+    let age = Duration::from_millis(unix_ms().saturating_sub(stored));
+    Some(Entry {
+        body: v[18..].to_vec(),
+        sse: v[1] == 1,
+        stored: Instant::now().checked_sub(age)?,
+        tokens,
+    })
+}
+
+/// The shared tier's entry for `key`; an error or a timeout is a miss.
+async fn remote_get(r: &Client, key: &Key) -> Option<Entry> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match r.call(&[b"GET", &remote_name(key)]).await {
+        Ok(OwnedFrame::BulkString(v)) => decode(&v),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("cache: shared tier lookup failed: {e}");
+            None
+        }
+    }
+}
+
+/// Writes `e` to the shared tier in the background.
+fn remote_put(r: Rc<Client>, key: &Key, e: &Entry, ttl: Duration) {
+    let name = remote_name(key);
+    let value = encode(e);
+    let ms = ttl.as_millis().max(1).to_string();
+    glommio::spawn_local(async move {
+        let args: [&[u8]; 5] = [b"SET", &name, &value, b"PX", ms.as_bytes()];
+        if let Err(e) = r.call(&args).await {
+            log::debug!("cache: shared tier write failed: {e}");
+        }
+    })
+    .detach();
 }
 
 /// The body of a recorded answer: after the head when there is one (chunked
@@ -769,6 +893,23 @@ mod tests {
         assert_eq!(s.evictions.load(Ordering::Relaxed), 3);
         s.put([5; 32], e(11)); // larger than the whole store: not kept
         assert!(s.get(&[5; 32]).is_none());
+    }
+
+    #[test]
+    fn shared_tier_encoding_round_trips() {
+        let e = Entry {
+            body: b"data: x\n\n".to_vec(),
+            sse: true,
+            stored: Instant::now() - Duration::from_secs(3),
+            tokens: 42,
+        };
+        let d = decode(&encode(&e)).unwrap();
+        assert_eq!((&d.body, d.sse, d.tokens), (&e.body, true, 42));
+        let age = d.age().as_secs_f64();
+        assert!((2.9..4.0).contains(&age), "{age}");
+        assert!(decode(b"\x02rest-of-it-long-enough").is_none());
+        assert!(decode(b"\x01").is_none());
+        assert_eq!(&remote_name(&[0xab; 32])[..17], b"ringgate:cache:ab");
     }
 
     #[test]

@@ -393,7 +393,10 @@ pub async fn on_body(
             Kind::Budget(b) => {
                 Box::pin(b.reserve(counters, p.scope, key_id, body, flow, headers)).await
             }
-            Kind::Cache(c) => c.on_body(body, flow, headers),
+            Kind::Cache(c) => {
+                let redis = counters.cache_redis.as_ref();
+                Box::pin(c.on_body(redis, body, flow, headers)).await
+            }
             _ => None,
         };
         if stop.is_some() {
