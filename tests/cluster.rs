@@ -362,6 +362,22 @@ fn a_bad_store_or_an_unreachable_redis_stops_start_up() {
 /// Token budgets count across nodes too: 1000 tokens per minute, each
 /// request reserves 100 (20 body bytes + max_tokens 95; the echo reports no
 /// usage, so each stays charged at its estimate): exactly 10 pass over both.
+/// 8 connections × 5 requests of `body` on each node at once: exactly 10
+/// pass, 70 are refused, nothing else.
+fn assert_ten_of_eighty(a: &Gateway, b: &Gateway, body: &'static [u8]) {
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
+    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(
+        (a_ok + b_ok, a_limited + b_limited),
+        (10, 70),
+        "A {a_ok}, B {b_ok}"
+    );
+}
+
 #[test]
 fn a_token_budget_holds_across_both_nodes() {
     let (_mock, m) = spawn_mock(&[]);
@@ -388,17 +404,7 @@ fn a_token_budget_holds_across_both_nodes() {
         assert_eq!(common::read_response(&mut r).unwrap().0, 500, "request {i}");
     }
 
-    let (pa, pb) = (a.proxy, b.proxy);
-    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
-    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
-    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
-    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
-    assert_eq!((a_other, b_other), (0, 0));
-    assert_eq!(
-        (a_ok + b_ok, a_limited + b_limited),
-        (10, 70),
-        "A {a_ok}, B {b_ok}"
-    );
+    assert_ten_of_eighty(&a, &b, body);
     a.stop();
     b.stop();
 }
@@ -423,17 +429,7 @@ fn a_dollar_budget_holds_across_both_nodes() {
     });
     let (a, b) = two_nodes(&redis, ["cluster-a7", "cluster-b7"], &config);
     let body: &'static [u8] = br#"{"model":"priced","max_tokens":3,"messages":[]}"#;
-    let (pa, pb) = (a.proxy, b.proxy);
-    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
-    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
-    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
-    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
-    assert_eq!((a_other, b_other), (0, 0));
-    assert_eq!(
-        (a_ok + b_ok, a_limited + b_limited),
-        (10, 70),
-        "A {a_ok}, B {b_ok}"
-    );
+    assert_ten_of_eighty(&a, &b, body);
     a.stop();
     b.stop();
 }
