@@ -9,7 +9,8 @@
 //! it. When the response ends, the reservation is settled with the
 //! `usage.total_tokens` the response carried (plain JSON, or the final
 //! usage event of a stream), or kept as estimated when it carried none
-//! (an error answer from the upstream gives it all back).
+//! (an error answer from the upstream, or no answer at all — a later plugin
+//! refused, a cache hit, the upstream unreachable — gives it all back).
 //! `X-TokenLimit-Limit` / `X-TokenLimit-Remaining` report the budget.
 //!
 //! ```json
