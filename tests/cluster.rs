@@ -244,8 +244,15 @@ fn two_nodes(redis: &Redis, tags: [&str; 2], config: &serde_json::Value) -> (Gat
     let a = node(redis, tags[0]);
     let b = node(redis, tags[1]);
     expect(a.admin, "PUT", "/api/v1/config", Some(config), 200);
-    within("B has A's configuration", CONVERGE, || {
-        generation(&b) == generation(&a)
+    // B's admin API shows a generation before its shards serve it: wait
+    // for the shards too, or B's first requests may meet the old one.
+    within("B's shards serve A's configuration", CONVERGE, || {
+        let want = generation(&a);
+        let status = call(b.admin, "GET", "/api/v1/status", None, None).1;
+        status["config_generation"] == want
+            && status["shards"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|s| s["config_generation"] == want))
     });
     (a, b)
 }
