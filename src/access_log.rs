@@ -256,6 +256,8 @@ pub struct Line<'a> {
     pub upstream_latency: Option<Duration>,
     pub total: Duration,
     pub tokens: Option<(u64, u64)>,
+    /// Micro-dollars, when the answer reported usage of a priced model.
+    pub cost: Option<u64>,
 }
 
 impl Line<'_> {
@@ -300,6 +302,12 @@ impl Line<'_> {
                 let _ = write!(out, ",\"prompt_tokens\":{p},\"completion_tokens\":{c}");
             }
             None => out.extend_from_slice(b",\"prompt_tokens\":null,\"completion_tokens\":null"),
+        }
+        match self.cost {
+            Some(c) => {
+                let _ = write!(out, ",\"cost_usd\":{}.{:06}", c / 1_000_000, c % 1_000_000);
+            }
+            None => out.extend_from_slice(b",\"cost_usd\":null"),
         }
         out.extend_from_slice(b"}\n");
     }
@@ -362,6 +370,7 @@ mod tests {
             upstream_latency: Some(Duration::from_micros(1500)),
             total: Duration::from_micros(2_000_007),
             tokens: Some((3, 4)),
+            cost: Some(1_002_500),
         };
         let mut out = Vec::new();
         line.format(&mut out);
@@ -373,6 +382,7 @@ mod tests {
         assert_eq!(v["upstream_ms"], 1.5);
         assert_eq!(v["total_ms"], 2000.007);
         assert_eq!(v["completion_tokens"], 4);
+        assert_eq!(v["cost_usd"], 1.0025);
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
     }
 

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod buf;
 pub mod cluster;
 pub mod config;
+pub mod cost;
 pub mod http;
 pub mod metrics;
 pub mod mock_upstream;

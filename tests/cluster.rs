@@ -369,6 +369,22 @@ fn a_bad_store_or_an_unreachable_redis_stops_start_up() {
 /// Token budgets count across nodes too: 1000 tokens per minute, each
 /// request reserves 100 (20 body bytes + max_tokens 95; the echo reports no
 /// usage, so each stays charged at its estimate): exactly 10 pass over both.
+/// 8 connections × 5 requests of `body` on each node at once: exactly 10
+/// pass, 70 are refused, nothing else.
+fn assert_ten_of_eighty(a: &Gateway, b: &Gateway, body: &'static [u8]) {
+    let (pa, pb) = (a.proxy, b.proxy);
+    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
+    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
+    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
+    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
+    assert_eq!((a_other, b_other), (0, 0));
+    assert_eq!(
+        (a_ok + b_ok, a_limited + b_limited),
+        (10, 70),
+        "A {a_ok}, B {b_ok}"
+    );
+}
+
 #[test]
 fn a_token_budget_holds_across_both_nodes() {
     let (_mock, m) = spawn_mock(&[]);
@@ -395,17 +411,73 @@ fn a_token_budget_holds_across_both_nodes() {
         assert_eq!(common::read_response(&mut r).unwrap().0, 500, "request {i}");
     }
 
-    let (pa, pb) = (a.proxy, b.proxy);
-    let on_a = std::thread::spawn(move || hammer_with(pa, 8, 5, body));
-    let on_b = std::thread::spawn(move || hammer_with(pb, 8, 5, body));
-    let (a_ok, a_limited, a_other) = on_a.join().unwrap();
-    let (b_ok, b_limited, b_other) = on_b.join().unwrap();
-    assert_eq!((a_other, b_other), (0, 0));
-    assert_eq!(
-        (a_ok + b_ok, a_limited + b_limited),
-        (10, 70),
-        "A {a_ok}, B {b_ok}"
-    );
+    assert_ten_of_eighty(&a, &b, body);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_dollar_budget_holds_across_both_nodes() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-budget"));
+    // Every request costs exactly its estimate: 1 prompt token at 1000 µ$ and
+    // 3 completion tokens at 2000 µ$ (the mock reports 1 and 3): 7000 µ$.
+    // $0.07 a day covers 10 of them, wherever they arrive.
+    let config = json!({
+        "prices": {"priced": {"input": 1000, "output": 2000}},
+        "gateways": [{
+            "name": "demo",
+            "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": m.port(), "path": "/v1/chat/completions"}]}],
+            "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+            "rules": [{"name": "r", "path": "/x", "service": "svc", "strip_path": true,
+                "plugin_chain": [{"name": "budget", "settings": {"daily_usd": 0.07, "chars_per_token": 100000}}]}],
+            "keys": [{"name": "k", "key": KEY}],
+        }]
+    });
+    let (a, b) = two_nodes(&redis, ["cluster-a7", "cluster-b7"], &config);
+    let body: &'static [u8] = br#"{"model":"priced","max_tokens":3,"messages":[]}"#;
+    assert_ten_of_eighty(&a, &b, body);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn the_shared_cache_tier_serves_one_nodes_answer_on_the_other() {
+    let (_mock, m) = spawn_mock(&[]);
+    let redis = Redis::start(&temp_dir("cluster-redis-cache"));
+    let config = json!({"gateways": [{
+        "name": "demo",
+        "upstreams": [{"name": "llm", "targets": [{"host": "127.0.0.1", "port": m.port()}]}],
+        "services": [{"name": "svc", "type": "upstream", "upstream": "llm"}],
+        "rules": [{"name": "r", "path": "/v1", "service": "svc",
+            "plugin_chain": [{"name": "cache", "settings": {"shared": true}}]}],
+        "keys": [{"name": "k", "key": KEY}],
+    }]});
+    let (a, b) = two_nodes(&redis, ["cluster-a8", "cluster-b8"], &config);
+    let ask = |n: &Gateway, extra: &str| {
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "shared"}]}).to_string();
+        let (mut s, mut r) = common::connect_buffered(n.proxy);
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {KEY}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let (status, headers, body) = common::read_response(&mut r).unwrap();
+        let cache = common::header(&headers, "x-cache").map(str::to_string);
+        (status, cache, body)
+    };
+    let (status, miss, first) = ask(&a, "");
+    assert_eq!((status, miss.as_deref()), (200, Some("MISS")));
+    // The write to Redis goes out after the answer: B may ask before it
+    // lands. B never stores its own answers (`no-store`), so its hit is A's.
+    let mut from_b = None;
+    within("B serves A's answer", CONVERGE, || {
+        let (status, c, body) = ask(&b, "Cache-Control: no-store\r\n");
+        from_b = Some(body);
+        status == 200 && c.as_deref() == Some("HIT")
+    });
+    assert_eq!(from_b.unwrap(), first, "A's answer, its id included");
     a.stop();
     b.stop();
 }

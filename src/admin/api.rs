@@ -1,4 +1,4 @@
-//! The `/api/v1` routes of SPEC §3.
+//! The `/api/v1` routes (the README's "Admin API" lists them).
 //!
 //! Reads answer from the store's in-memory configuration. Every change runs
 //! the same sequence, one change at a time ([`mutate`]): clone the whole
@@ -70,6 +70,10 @@ async fn route(admin: &Admin, req: &Request) -> Answer {
             }
             "PUT" => put_gateway(admin, req, gid).await,
             "DELETE" => delete_gateway(admin, gid).await,
+            _ => Err(not_allowed()),
+        },
+        ["gateways", gid, "keys", kid, "spend"] => match m {
+            "GET" => Ok(admin.spend(req, gid, kid).await),
             _ => Err(not_allowed()),
         },
         ["gateways", gid, kind] | ["gateways", gid, kind, _] => {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod console;
 pub mod server;
+pub mod spend;
 pub mod stats;
 pub mod status;
 pub mod store;

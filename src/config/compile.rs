@@ -40,6 +40,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
         gateways: Vec::with_capacity(cfg.gateways.len()),
         keys: HashMap::new(),
         subdomains: HashMap::new(),
+        prices: crate::cost::Prices::new(&cfg.prices),
     };
     for (gi, gw) in cfg.gateways.iter().enumerate() {
         let gateway = compile_gateway(gw);

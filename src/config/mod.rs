@@ -1,4 +1,4 @@
-//! The data model of SPEC §2 (`model`), its validation (`validate`) and its
+//! The data model (`model`), its validation (`validate`) and its
 //! compilation into the immutable per-shard [`Snapshot`] (`compile`).
 //!
 //! The flow: [`parse`] → [`normalize`] (ids, name references, key hashes)

@@ -1,4 +1,4 @@
-//! The serde model of SPEC §2: the declarative file (`serve --config`,
+//! The serde model of the configuration: the declarative file (`serve --config`,
 //! `PUT /api/v1/config`), the export (`GET /api/v1/config`) and the stored
 //! state (ids filled) all use these types.
 //!
@@ -35,6 +35,9 @@ fn default_interval() -> u64 {
 pub struct Config {
     #[serde(default)]
     pub gateways: Vec<Gateway>,
+    /// Prices per model overriding the built-in examples (`crate::cost`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, crate::cost::PriceUsd>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub keys: HashMap<KeyHash, ApiKey>,
     /// Lower-case subdomain → index into `gateways`.
     pub subdomains: HashMap<String, usize>,
+    /// The price table: built-in examples and the configuration's `prices`.
+    pub prices: crate::cost::Prices,
 }
 
 impl Snapshot {
@@ -70,6 +72,7 @@ impl Snapshot {
             gateways: Vec::new(),
             keys: HashMap::new(),
             subdomains: HashMap::new(),
+            prices: crate::cost::Prices::new(&Default::default()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Parsing, normalization and validation of a [`Config`] (SPEC §2).
+//! Parsing, normalization and validation of a [`Config`].
 //!
 //! Every error names the offending field as a JSON path such as
 //! `gateways[0].rules[2].service`; the first error found, in document
@@ -778,9 +778,10 @@ fn methods_overlap(a: &[String], b: &[String]) -> bool {
             .any(|m| b.iter().any(|n| m.eq_ignore_ascii_case(n)))
 }
 
-/// Checks everything SPEC §2 asks of a configuration. Expects a
+/// Checks everything a configuration must satisfy. Expects a
 /// [`normalize`]d configuration, though references by name are accepted.
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    crate::cost::validate(&cfg.prices)?;
     let mut subdomains = HashSet::new();
     let mut key_hashes: HashSet<String> = HashSet::new();
     let mut gateway_ids = HashSet::new();

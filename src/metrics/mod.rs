@@ -20,6 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::config::snapshot::{KeyHash, Snapshot, Target};
+use crate::cost::Period;
 use crate::runtime::shard::Shard;
 
 #[derive(Default)]
@@ -31,6 +32,8 @@ pub struct ShardMetrics {
     routes: RefCell<Map<RouteStats>>,
     targets: RefCell<Map<TargetStats>>,
     tokens: RefCell<Map<TokenStats>>,
+    costs: RefCell<Map<CostStats>>,
+    spend: RefCell<Map<SpendStats>>,
     plugins: RefCell<Vec<(&'static str, u64)>>,
 }
 
@@ -68,6 +71,50 @@ impl ShardMetrics {
         self.tokens
             .borrow_mut()
             .retain(|_, t| t.gateway == 0 || live.gateways.contains(&t.gateway));
+        self.costs
+            .borrow_mut()
+            .retain(|_, t| t.gateway == 0 || live.gateways.contains(&t.gateway));
+    }
+
+    /// Adds an answer's cost to (gateway, key, model) and to the key's
+    /// spend in the current day and month (older periods than the previous
+    /// ones are forgotten).
+    pub fn count_cost(&self, gateway: u64, key_id: &str, model: &[u8], micros: u64) {
+        let k = fnv(key_id.as_bytes());
+        self.costs
+            .borrow_mut()
+            .entry(mix(gateway, mix(k, fnv(model))))
+            .or_insert_with(|| CostStats {
+                gateway,
+                key_id: key_id.to_string(),
+                model: String::from_utf8_lossy(model).into_owned(),
+                micros: 0,
+            })
+            .micros += micros;
+        if key_id.is_empty() {
+            return;
+        }
+        let (day, month) = crate::cost::Period::now();
+        let mut spend = self.spend.borrow_mut();
+        for period in [day, month] {
+            let slot = mix(k, period_key(period));
+            if !spend.contains_key(&slot) {
+                spend.retain(|_, s| match (s.period, period) {
+                    (Period::Day(a), Period::Day(b)) | (Period::Month(a), Period::Month(b)) => {
+                        a + 1 >= b
+                    }
+                    _ => true,
+                });
+            }
+            spend
+                .entry(slot)
+                .or_insert_with(|| SpendStats {
+                    key_id: key_id.to_string(),
+                    period,
+                    micros: 0,
+                })
+                .micros += micros;
+        }
     }
 
     /// Counts a request refused by a plugin (`plugin` is its name).
@@ -120,6 +167,13 @@ impl ShardMetrics {
             });
         t.prompt += prompt;
         t.completion += completion;
+    }
+}
+
+fn period_key(p: Period) -> u64 {
+    match p {
+        Period::Day(d) => d as u64,
+        Period::Month(m) => (m as u64) | 1 << 63,
     }
 }
 
@@ -211,6 +265,24 @@ pub struct TokenStats {
     pub completion: u64,
 }
 
+/// Micro-dollars spent by (gateway, key, model); `key_id` is empty for
+/// requests without a key.
+#[derive(Debug, Clone)]
+pub struct CostStats {
+    pub gateway: u64,
+    pub key_id: String,
+    pub model: String,
+    pub micros: u64,
+}
+
+/// Micro-dollars one key spent in one calendar day or month (UTC).
+#[derive(Debug, Clone)]
+pub struct SpendStats {
+    pub key_id: String,
+    pub period: Period,
+    pub micros: u64,
+}
+
 /// A copy of one shard's counters, sent to the control thread on a scrape.
 #[derive(Debug, Clone, Default)]
 pub struct ShardStats {
@@ -225,6 +297,8 @@ pub struct ShardStats {
     pub routes: Vec<RouteStats>,
     pub targets: Vec<(u64, TargetStats)>,
     pub tokens: Vec<TokenStats>,
+    pub costs: Vec<CostStats>,
+    pub spend: Vec<SpendStats>,
     pub plugins: Vec<(&'static str, u64)>,
     /// Each known target's health verdicts on this shard.
     pub health: Vec<(u64, crate::upstream::balance::TargetHealth)>,
@@ -254,6 +328,8 @@ pub fn collect(shard: &Shard, cpu: usize) -> ShardStats {
             .map(|(k, v)| (*k, v.clone()))
             .collect(),
         tokens: m.tokens.borrow().values().cloned().collect(),
+        costs: m.costs.borrow().values().cloned().collect(),
+        spend: m.spend.borrow().values().cloned().collect(),
         plugins: m.plugins.borrow().clone(),
         health: shard.balancer.health(),
         log_lines: shard.access_log.written.get(),
@@ -317,6 +393,8 @@ pub struct Record {
     /// Tokens the provider reported where the body is not kept (translated
     /// answers read `usage` themselves).
     reported: Option<(u64, u64)>,
+    /// The model of a translated answer (the request's).
+    reported_model: Vec<u8>,
     /// The last bytes of a streamed (chunked) answer: its `usage` event is
     /// among the last few, and the stream itself is never kept.
     tail: usage::Tail,
@@ -351,6 +429,7 @@ impl Record {
             body: Vec::new(),
             body_complete: true,
             reported: None,
+            reported_model: Vec::new(),
             tail: usage::Tail::default(),
             sampled: false,
             request_id: [0; 64],
@@ -457,9 +536,12 @@ impl Record {
         self.tail.feed(bytes);
     }
 
-    /// Tokens a translated answer reported.
-    pub fn reported_usage(&mut self, prompt: u64, completion: u64) {
+    /// Tokens a translated answer reported, for the request's `model`.
+    pub fn reported_usage(&mut self, prompt: u64, completion: u64, model: Option<&str>) {
         self.reported = Some((prompt, completion));
+        self.reported_model.clear();
+        self.reported_model
+            .extend_from_slice(model.unwrap_or("").as_bytes());
     }
 
     /// Response body bytes with a known length: kept while the whole body
@@ -495,12 +577,23 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
         }
     }
     let mut tokens = None;
+    let mut cost = None;
+    let key = rec.key.as_ref().and_then(|h| view.keys.get(h));
+    // Prices the answer and counts its cost (metrics on).
+    let charge = |model: &[u8], billed: crate::cost::Tokens| {
+        let c = view.prices.get(model).map(|p| p.cost(billed));
+        if let (Some(c), true) = (c, shard.settings.metrics) {
+            m.count_cost(rec.gateway, key.map_or("", |k| &k.id), model, c);
+        }
+        c
+    };
     if rec.body_complete && !rec.body.is_empty() {
         if let Some(u) = usage::scan(&rec.body) {
             if shard.settings.metrics {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }
             tokens = Some((u.prompt, u.completion));
+            cost = charge(u.model, u.billed());
         }
         rec.body.clear();
     }
@@ -510,6 +603,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }
             tokens = Some((u.prompt, u.completion));
+            cost = charge(u.model, u.billed());
         }
     }
     rec.tail.clear();
@@ -519,6 +613,12 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
                 m.count_tokens(rec.gateway, b"", prompt, completion);
             }
             tokens = Some((prompt, completion));
+            let billed = crate::cost::Tokens {
+                input: prompt,
+                cached: 0,
+                output: completion,
+            };
+            cost = charge(&rec.reported_model, billed);
         }
     }
     if rec.sampled {
@@ -526,7 +626,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
             request_id: &rec.request_id[..rec.request_id_len as usize],
             gateway: view.gateways.iter().find(|g| g.key == rec.gateway),
             rule: rec.rule.map(|r| r.0 as usize),
-            key: rec.key.as_ref().and_then(|h| view.keys.get(h)),
+            key,
             method: &rec.method,
             path: &rec.path,
             status,
@@ -536,6 +636,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
             upstream_latency: rec.upstream_latency,
             total,
             tokens,
+            cost,
         };
         shard.access_log.write(&line);
     }

@@ -320,6 +320,76 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         }
     }
 
+    // Cost.
+    let mut costs: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
+    for c in shards.iter().flat_map(|s| &s.costs) {
+        *costs
+            .entry((
+                names.gateway(c.gateway),
+                c.key_id.as_str(),
+                c.model.as_str(),
+            ))
+            .or_default() += c.micros;
+    }
+    header(
+        &mut out,
+        "ringgate_cost_micro_usd_total",
+        "counter",
+        "Cost of answers in micro-dollars (1e-6 USD) from their usage and the price table, by gateway, key id and model (unpriced models are not counted).",
+    );
+    for ((gateway, key, model), n) in &costs {
+        sample(
+            &mut out,
+            "ringgate_cost_micro_usd_total",
+            &[("gateway", gateway), ("key", key), ("model", model)],
+            *n,
+        );
+    }
+
+    // Response cache (node-wide stores, see `plugin::cache`).
+    let [hits, misses, evictions, saved, entries, bytes] = crate::plugin::cache::totals();
+    for (name, kind, help, v) in [
+        (
+            "ringgate_cache_hits_total",
+            "counter",
+            "Requests answered from the response cache.",
+            hits,
+        ),
+        (
+            "ringgate_cache_misses_total",
+            "counter",
+            "Cacheable requests the response cache did not hold.",
+            misses,
+        ),
+        (
+            "ringgate_cache_evictions_total",
+            "counter",
+            "Entries evicted from the response cache to stay within its bounds.",
+            evictions,
+        ),
+        (
+            "ringgate_cache_tokens_saved_total",
+            "counter",
+            "Tokens (prompt plus completion) of the answers served from the cache.",
+            saved,
+        ),
+        (
+            "ringgate_cache_entries",
+            "gauge",
+            "Entries in the response cache.",
+            entries,
+        ),
+        (
+            "ringgate_cache_bytes",
+            "gauge",
+            "Bytes of answers in the response cache.",
+            bytes,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        sample(&mut out, name, &[], v);
+    }
+
     // Configuration and process.
     header(
         &mut out,

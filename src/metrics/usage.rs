@@ -10,6 +10,28 @@ pub struct Usage<'a> {
     pub model: &'a [u8],
     pub prompt: u64,
     pub completion: u64,
+    /// Prompt tokens read from the provider's cache (OpenAI
+    /// `prompt_tokens_details.cached_tokens`, counted in `prompt`;
+    /// Anthropic `cache_read_input_tokens`, not counted in `prompt`).
+    pub cached: u64,
+    /// Cached tokens are part of `prompt` (OpenAI) rather than beside it.
+    pub cached_in_prompt: bool,
+}
+
+impl Usage<'_> {
+    /// The tokens as they are billed.
+    pub fn billed(&self) -> crate::cost::Tokens {
+        let input = if self.cached_in_prompt {
+            self.prompt.saturating_sub(self.cached)
+        } else {
+            self.prompt
+        };
+        crate::cost::Tokens {
+            input,
+            cached: self.cached,
+            output: self.completion,
+        }
+    }
 }
 
 /// The end of a response whose bytes pass in pieces (a stream, or a body
@@ -65,10 +87,19 @@ pub fn scan(body: &[u8]) -> Option<Usage<'_>> {
     if prompt.is_none() && completion.is_none() {
         return None;
     }
+    let (cached, cached_in_prompt) = match number(usage, b"cached_tokens") {
+        Some(c) => (c, true),
+        None => (
+            number(usage, b"cache_read_input_tokens").unwrap_or(0),
+            false,
+        ),
+    };
     Some(Usage {
         model: string(body, b"model").unwrap_or(b""),
         prompt: prompt.unwrap_or(0),
         completion: completion.unwrap_or(0),
+        cached,
+        cached_in_prompt,
     })
 }
 
@@ -136,7 +167,7 @@ fn number(hay: &[u8], name: &[u8]) -> Option<u64> {
 }
 
 /// A string value without escapes (model names have none).
-fn string<'a>(hay: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn string<'a>(hay: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let at = key(hay, name)?;
     if hay.get(at) != Some(&b'"') {
         return None;
@@ -173,7 +204,9 @@ mod tests {
             Some(Usage {
                 model: b"gpt-4o",
                 prompt: 12,
-                completion: 5
+                completion: 5,
+                cached: 0,
+                cached_in_prompt: true,
             })
         );
     }
@@ -186,9 +219,21 @@ mod tests {
             Some(Usage {
                 model: b"claude-3",
                 prompt: 7,
-                completion: 3
+                completion: 3,
+                cached: 0,
+                cached_in_prompt: false,
             })
         );
+    }
+
+    #[test]
+    fn cached_prompt_tokens_are_billed_apart() {
+        let openai = br#"{"model":"gpt-4o","usage":{"prompt_tokens":100,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":60}}}"#;
+        let t = scan(openai).unwrap().billed();
+        assert_eq!((t.input, t.cached, t.output), (40, 60, 5));
+        let anthropic = br#"{"model":"claude-sonnet-4","usage":{"input_tokens":10,"cache_read_input_tokens":90,"output_tokens":2}}"#;
+        let t = scan(anthropic).unwrap().billed();
+        assert_eq!((t.input, t.cached, t.output), (10, 90, 2));
     }
 
     #[test]
@@ -203,7 +248,9 @@ mod tests {
             Some(Usage {
                 model: b"",
                 prompt: 1,
-                completion: 0
+                completion: 0,
+                cached: 0,
+                cached_in_prompt: false,
             })
         );
     }

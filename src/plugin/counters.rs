@@ -252,6 +252,9 @@ pub struct Counters {
     inserts: Cell<u64>,
     /// Cluster mode: leases of the windows Redis keeps for all nodes.
     cluster: Option<Rc<crate::cluster::limits::Leases>>,
+    /// Cluster mode: this shard's connection for the response cache's
+    /// shared tier (`plugin::cache`).
+    pub cache_redis: Option<Rc<crate::cluster::resp::Client>>,
 }
 
 impl Counters {
@@ -268,11 +271,18 @@ impl Counters {
             next_id: Cell::new(0),
             inserts: Cell::new(0),
             cluster: None,
+            cache_redis: None,
         }
     }
 
     /// Cluster mode: `take_shared` counts across every node through Redis.
     pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
+        self.cache_redis = redis.as_ref().map(|t| {
+            Rc::new(crate::cluster::resp::Client::new(
+                t.clone(),
+                crate::plugin::cache::REDIS_TIMEOUT,
+            ))
+        });
         self.cluster = redis.map(|t| Rc::new(crate::cluster::limits::Leases::new(t)));
         self
     }

@@ -21,6 +21,8 @@
 //! chain: a head check of a later plugin runs before a body check of an
 //! earlier one.
 
+pub mod budget;
+pub mod cache;
 pub mod cors;
 pub mod counters;
 pub mod data_masking;
@@ -45,7 +47,7 @@ use crate::http::{BodyKind, RequestHead};
 pub use counters::Counters;
 
 /// The names every plugin is configured by.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 10] = [
     "rate_limiter",
     "token_rate_limiter",
     "request_size_limiter",
@@ -54,6 +56,8 @@ pub const NAMES: [&str; 8] = [
     "data_masking",
     "injection_protection",
     "external_api",
+    "budget",
+    "cache",
 ];
 
 /// One configured plugin, settings compiled.
@@ -67,6 +71,8 @@ pub enum Kind {
     DataMasking(data_masking::DataMasking),
     InjectionProtection(injection_protection::InjectionProtection),
     ExternalApi(external_api::ExternalApi),
+    Budget(budget::Budget),
+    Cache(cache::Cache),
 }
 
 impl Kind {
@@ -81,6 +87,8 @@ impl Kind {
             Kind::DataMasking(_) => "data_masking",
             Kind::InjectionProtection(_) => "injection_protection",
             Kind::ExternalApi(_) => "external_api",
+            Kind::Budget(_) => "budget",
+            Kind::Cache(_) => "cache",
         }
     }
 }
@@ -160,6 +168,8 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
         "external_api" => {
             Kind::ExternalApi(external_api::ExternalApi::new(settings(s, &sf)?, &sf)?)
         }
+        "budget" => Kind::Budget(budget::Budget::new(settings(s, &sf)?, &sf)?),
+        "cache" => Kind::Cache(cache::Cache::new(settings(s, &sf)?, &sf, scope)?),
         other => {
             return Err(ConfigError::invalid(
                 format!("unknown plugin {other:?} (known: {})", NAMES.join(", ")),
@@ -197,14 +207,19 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
     }
     let needs_full_body = plugins.iter().any(|p| match &p.kind {
         Kind::RequestSizeLimiter(s) => s.max_chars.is_some(),
-        Kind::TokenRateLimiter(_) | Kind::DataMasking(_) | Kind::ExternalApi(_) => true,
+        Kind::TokenRateLimiter(_)
+        | Kind::DataMasking(_)
+        | Kind::ExternalApi(_)
+        | Kind::Budget(_) => true,
         Kind::InjectionProtection(i) => i.inspect_body,
         _ => false,
     });
     let wants_body = needs_full_body
-        || plugins
-            .iter()
-            .any(|p| matches!(&p.kind, Kind::RequestSizeLimiter(s) if s.max_bytes.is_some()));
+        || plugins.iter().any(|p| match &p.kind {
+            Kind::RequestSizeLimiter(s) => s.max_bytes.is_some(),
+            Kind::Cache(_) => true,
+            _ => false,
+        });
     Chain {
         plugins,
         wants_body,
@@ -249,6 +264,8 @@ pub enum Stop {
     Limited(u16, Cow<'static, str>, String),
     /// Answer a CORS preflight: 204 with the headers in the buffer.
     Preflight,
+    /// Answer from the response cache.
+    Cached(std::sync::Arc<cache::Entry>),
 }
 
 /// Per-request plugin state carried from the head to the response.
@@ -260,6 +277,12 @@ pub struct Flow<'s> {
     /// A token reservation to settle when the response ends.
     pub tokens: Option<token_rate_limiter::Reservation>,
     pub usage: token_rate_limiter::UsageScan,
+    /// A dollar reservation to settle when the response ends.
+    pub budget: Option<Box<budget::Reservation>>,
+    /// The price table of the configuration serving the request.
+    pub prices: Option<&'s crate::cost::Prices>,
+    /// The response cache's lookup and recording.
+    pub cache: Option<Box<cache::Pending<'s>>>,
     /// The plugin that stopped the request, if one did.
     pub stopped_by: Option<&'static str>,
 }
@@ -311,7 +334,11 @@ pub async fn on_request<'s>(
                 }
                 None
             }
-            Kind::TokenRateLimiter(_) | Kind::ExternalApi(_) => None,
+            Kind::Cache(c) => {
+                c.on_request(p.scope, req, flow);
+                None
+            }
+            Kind::TokenRateLimiter(_) | Kind::ExternalApi(_) | Kind::Budget(_) => None,
         };
         if stop.is_some() {
             flow.stopped_by = Some(p.kind.name());
@@ -377,6 +404,13 @@ pub async fn on_body(
                     .await
             }
             Kind::ExternalApi(x) => x.check(body).await,
+            Kind::Budget(b) => {
+                Box::pin(b.reserve(counters, p.scope, key_id, body, flow, headers)).await
+            }
+            Kind::Cache(c) => {
+                let redis = counters.cache_redis.as_ref();
+                Box::pin(c.on_body(redis, body, flow, headers)).await
+            }
             _ => None,
         };
         if stop.is_some() {
@@ -390,16 +424,26 @@ pub async fn on_body(
 /// Sees response body bytes as they pass (for the `usage` of a token
 /// reservation).
 pub fn observe_response(flow: &mut Flow<'_>, bytes: &[u8]) {
-    if flow.tokens.is_some() {
+    if flow.tokens.is_some() || flow.budget.is_some() {
         flow.usage.feed(bytes);
+    }
+    if let Some(c) = flow.cache.as_mut() {
+        c.record(bytes);
     }
 }
 
 /// The response is over: settles a token reservation.
 pub async fn on_response_end(counters: &Counters, flow: &mut Flow<'_>, status: u16) {
+    if let Some(c) = flow.cache.take() {
+        c.finish(status);
+    }
     if let Some(r) = flow.tokens.take() {
         // Boxed: the request path's future stays small without token limits.
         Box::pin(r.settle(counters, flow.usage.total(), status)).await;
+    }
+    if let Some(b) = flow.budget.take() {
+        let used = flow.usage.usage().map(|u| u.billed());
+        Box::pin(b.settle(counters, used, status)).await;
     }
 }
 

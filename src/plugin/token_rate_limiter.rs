@@ -9,7 +9,8 @@
 //! it. When the response ends, the reservation is settled with the
 //! `usage.total_tokens` the response carried (plain JSON, or the final
 //! usage event of a stream), or kept as estimated when it carried none
-//! (an error answer from the upstream gives it all back).
+//! (an error answer from the upstream, or no answer at all — a later plugin
+//! refused, a cache hit, the upstream unreachable — gives it all back).
 //! `X-TokenLimit-Limit` / `X-TokenLimit-Remaining` report the budget.
 //!
 //! ```json
@@ -48,11 +49,11 @@ pub enum Per {
     Global,
 }
 
-fn default_max_tokens() -> u64 {
+pub(super) fn default_max_tokens() -> u64 {
     1024
 }
 
-fn default_cpt() -> u64 {
+pub(super) fn default_cpt() -> u64 {
     4
 }
 
@@ -172,10 +173,7 @@ impl TokenRateLimiter {
 
     /// The estimated cost of a request body.
     pub fn estimate(&self, body: &[u8]) -> u64 {
-        let prompt = (body.len() as u64).div_ceil(self.chars_per_token);
-        let max = find_number(body, b"\"max_tokens\"")
-            .or_else(|| find_number(body, b"\"max_completion_tokens\""))
-            .unwrap_or(self.default_max_tokens);
+        let (prompt, max) = estimate_tokens(body, self.chars_per_token, self.default_max_tokens);
         prompt + max
     }
 
@@ -281,6 +279,17 @@ fn push_secs(headers: &mut Vec<u8>, name: &str, us: u64) {
     super::push_header(headers, name, v.as_bytes());
 }
 
+/// A request body's estimated (prompt, completion) tokens: `ceil(bytes /
+/// chars_per_token)` and its `max_tokens` (or `max_completion_tokens`, else
+/// `default_max`).
+pub(crate) fn estimate_tokens(body: &[u8], chars_per_token: u64, default_max: u64) -> (u64, u64) {
+    let prompt = (body.len() as u64).div_ceil(chars_per_token);
+    let max = find_number(body, b"\"max_tokens\"")
+        .or_else(|| find_number(body, b"\"max_completion_tokens\""))
+        .unwrap_or(default_max);
+    (prompt, max)
+}
+
 /// The number after `"name"` and a colon, if any.
 fn find_number(hay: &[u8], name: &[u8]) -> Option<u64> {
     let at = hay.windows(name.len()).position(|w| w == name)? + name.len();
@@ -309,6 +318,11 @@ pub struct UsageScan {
 impl UsageScan {
     pub fn feed(&mut self, bytes: &[u8]) {
         self.tail.feed(bytes);
+    }
+
+    /// The usage the response reported, if any.
+    pub fn usage(&self) -> Option<crate::metrics::usage::Usage<'_>> {
+        self.tail.scan()
     }
 
     /// Prompt plus completion tokens, when the response reported them.

@@ -130,6 +130,24 @@ enum ClientError {
 }
 
 pub(crate) async fn run(shard: &Rc<Shard>, conn: &mut Client, mut plan: Plan<'_>) -> Next {
+    let next = exchange(shard, conn, &mut plan).await;
+    if plan.plugins.tokens.is_some() || plan.plugins.budget.is_some() {
+        // No answer came back (refused later in the chain, or the upstream
+        // failed): what was reserved is given back, as for an error answer.
+        Box::pin(crate::plugin::on_response_end(
+            &shard.counters,
+            &mut plan.plugins,
+            502,
+        ))
+        .await;
+    }
+    next
+}
+
+// `plan` is borrowed from `run`, which settles what it leaves reserved;
+// the body below reads as when it owned it (hence the borrows of a borrow).
+#[allow(clippy::needless_borrow)]
+async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>) -> Next {
     let rid = plan.request_id;
     if plan.expect_continue && plan.body != BodyKind::None {
         if !send(shard, &mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n").await {

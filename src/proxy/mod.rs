@@ -561,6 +561,12 @@ pub(crate) async fn plugin_answer(
             });
             send_own_answer(shard, conn, 204, keep_alive).await
         }
+        crate::plugin::Stop::Cached(entry) => {
+            conn.out.clear();
+            let rid = rid.as_bytes();
+            crate::plugin::cache::write_hit(&mut conn.out, &entry, &extra, rid, keep_alive);
+            send_own_answer(shard, conn, 200, keep_alive).await
+        }
     };
     conn.plugin_headers = extra;
     next

@@ -230,7 +230,10 @@ impl<'s> Plan<'s> {
             is_head: head.is_method(buf, "HEAD"),
             request_id: rid,
             key_id: api_key.map(|k| k.id.as_str()),
-            plugins: crate::plugin::Flow::default(),
+            plugins: crate::plugin::Flow {
+                prices: Some(&snap.prices),
+                ..Default::default()
+            },
         })
     }
 }

@@ -149,8 +149,11 @@ pub(crate) async fn forward(
             if done {
                 if let Some(tr) = &stream.translator {
                     ai.usage = tr.usage;
-                    conn.obs
-                        .reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
+                    conn.obs.reported_usage(
+                        ai.usage.prompt_tokens,
+                        ai.usage.completion_tokens,
+                        ai.model.as_deref(),
+                    );
                 }
                 let next = if keep && chunked {
                     Next::KeepAlive
@@ -205,8 +208,11 @@ pub(crate) async fn forward(
         },
     };
     if translate.is_some() {
-        conn.obs
-            .reported_usage(ai.usage.prompt_tokens, ai.usage.completion_tokens);
+        conn.obs.reported_usage(
+            ai.usage.prompt_tokens,
+            ai.usage.completion_tokens,
+            ai.model.as_deref(),
+        );
     }
     if let Some(m) = mask {
         let mut masked = Vec::new();

@@ -76,7 +76,7 @@ struct Link {
 /// A shard's answers, received by one task that only ever awaits a plain
 /// `recv` ([`Inbox::pump`]), so waiting for them can be bounded by a timer.
 ///
-/// Why not race `recv` against a timer (GLOMMIO.md): glommio 0.9 adds a
+/// Why not race `recv` against a timer: glommio 0.9 adds a
 /// waker to the channel on every pending poll, never removes it when the
 /// future is dropped, and wakes the *oldest* `min(items, wakers)` of them
 /// when items arrive — a timed-out wait leaves wakers behind that can take

@@ -325,3 +325,11 @@ pub fn proxied(proxy: SocketAddr, key: &str) -> u16 {
     s.write_all(&chat_request(key, true)).unwrap();
     read_response(&mut r).expect("proxied response").0
 }
+
+/// `GET /api/v1/gateways/{gid}/keys/{kid}/spend?period=...`: the answer, checked to be a 200.
+pub fn spend(addr: SocketAddr, gid: &str, kid: &str, period: &str) -> Value {
+    let path = format!("/api/v1/gateways/{gid}/keys/{kid}/spend?period={period}");
+    let (s, v) = call(addr, "GET", &path, None, None);
+    assert_eq!(s, 200, "{v}");
+    v
+}

@@ -433,3 +433,18 @@ pub fn hammer(
         (acc.0 + c.0, acc.1 + c.1, acc.2 + c.2)
     })
 }
+
+/// The cost in micro-dollars of the usage event of an SSE answer at 1000 µ$
+/// per prompt and 2000 µ$ per completion token (the tests' `priced` model).
+pub fn priced_stream_cost(body: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(body);
+    let usage = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|v| v["usage"].is_object())
+        .expect("usage event")["usage"]
+        .clone();
+    usage["prompt_tokens"].as_u64().unwrap() * 1000
+        + usage["completion_tokens"].as_u64().unwrap() * 2000
+}

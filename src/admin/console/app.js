@@ -15,6 +15,8 @@
     ip_whitelist: { ips: ['127.0.0.1'] },
     data_masking: { entities: ['email', 'credit_card'] },
     injection_protection: { checks: ['sql', 'shell'], action: 'block' },
+    budget: { daily_usd: 5, monthly_usd: 100, per: 'key' },
+    cache: { ttl: '10m', max_entries: 10000, per_key: false },
   };
   const ALGORITHMS = ['round-robin', 'weighted-round-robin', 'least-connections', 'random'];
   const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD'];

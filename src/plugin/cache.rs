@@ -1,0 +1,937 @@
+//! `cache`: answers repeated requests from memory instead of the provider.
+//!
+//! **Key.** SHA-256 of: the plugin's scope (its gateway or rule, so a
+//! gateway never sees another's entries), the API key's id when
+//! `per_key`, the method and path, and the request JSON in canonical form
+//! (object keys sorted, no whitespace; the fields in `ignore_fields`, by
+//! default `user`, left out). The model is part of that JSON. A body that
+//! is not a JSON object is never cached. With `only_deterministic` (the
+//! default) only requests whose `temperature` is absent or 0 are.
+//!
+//! **What is kept.** Successful (200) answers that arrived whole: JSON
+//! bodies (they must parse) and SSE streams (they must end with OpenAI's
+//! `[DONE]` or Anthropic's `message_stop`), as the client received them
+//! (translated, masked). A streamed request is answered from a recorded
+//! stream of the same request (same `stream_options`): the events, usage
+//! chunk included, in one response. A plain request is answered from a
+//! recorded JSON body, else from a recorded OpenAI chat stream of the same
+//! request assembled into its `chat.completion` JSON; a streamed request
+//! without a recorded stream gets a recorded `chat.completion` as a stream
+//! (the message in one chunk, then the finish reason and, when asked for,
+//! the usage chunk). Not for tool calls or several choices.
+//!
+//! **Bounds.** Entries live `ttl`; at most `max_entries` and `max_bytes`
+//! per node, least recently used evicted first; an answer larger than
+//! `max_entry_bytes` is not kept.
+//!
+//! **Layout.** One store per plugin scope per node, shared by every shard
+//! behind a mutex (held for a map lookup or insert, never across an
+//! await), so the hit rate does not depend on the number of shards. It
+//! outlives configuration changes that keep the plugin (changed bounds
+//! apply to it) and is freed when the plugin is gone. Hits and misses
+//! happen before any reservation of `budget` or `token_rate_limiter`
+//! placed after the cache in the chain: a hit costs nothing.
+//!
+//! **Shared tier** (`"shared": true`, cluster mode only: `--store
+//! redis://`): a local miss asks Redis (`GET ringgate:cache:<key>`, at
+//! most [`REDIS_TIMEOUT`]; an error or timeout is a miss) and keeps a hit
+//! locally; a stored answer is also written there (`SET … PX ttl`, after
+//! the answer went out, without waiting). So one node's answer serves the
+//! others. Redis's own memory policy bounds it; entries expire with `ttl`.
+//!
+//! **Client control.** `Cache-Control: no-cache` skips the lookup (the
+//! answer is still stored), `no-store` skips storing. Answers carry
+//! `X-Cache: HIT` (with `Age` in seconds) or `X-Cache: MISS`.
+//!
+//! ```json
+//! {"ttl": "10m", "max_entries": 10000, "max_bytes": 67108864, "max_entry_bytes": 1048576,
+//!  "per_key": false, "ignore_fields": ["user"], "only_deterministic": true}
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{bad, push_header, push_header_num, Flow, RequestView, Stop, Window};
+use crate::cluster::resp::Client;
+use crate::config::ConfigError;
+
+fn default_ttl() -> Window {
+    Window(Duration::from_secs(600))
+}
+fn default_max_entries() -> u64 {
+    10_000
+}
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_entry_bytes() -> u64 {
+    1 << 20
+}
+fn default_ignore() -> Vec<String> {
+    vec!["user".to_string()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// The longest a request waits for the shared tier.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub shared: bool,
+    #[serde(default = "default_ttl")]
+    pub ttl: Window,
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+    #[serde(default)]
+    pub per_key: bool,
+    #[serde(default = "default_ignore")]
+    pub ignore_fields: Vec<String>,
+    #[serde(default = "yes")]
+    pub only_deterministic: bool,
+}
+
+/// Largest bounds accepted.
+const MAX_ENTRIES: u64 = 10_000_000;
+const MAX_BYTES: u64 = 16 << 30;
+const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    ttl: Duration,
+    max_entries: u64,
+    max_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    max_entry_bytes: usize,
+    per_key: bool,
+    ignore_fields: Vec<String>,
+    only_deterministic: bool,
+    shared: bool,
+    /// The node's store for this scope (none while only validating).
+    store: Option<Arc<Store>>,
+}
+
+/// One kept answer.
+#[derive(Debug)]
+pub struct Entry {
+    pub body: Vec<u8>,
+    /// An SSE stream (else JSON).
+    pub sse: bool,
+    stored: Instant,
+    /// Prompt plus completion tokens the answer reported.
+    tokens: u64,
+}
+
+impl Entry {
+    pub fn age(&self) -> Duration {
+        self.stored.elapsed()
+    }
+}
+
+type Key = [u8; 32];
+
+#[derive(Debug, Default)]
+struct Lru {
+    map: HashMap<Key, (Arc<Entry>, u64)>,
+    /// Use tick → key, oldest first.
+    order: BTreeMap<u64, Key>,
+    tick: u64,
+    bytes: u64,
+}
+
+impl Lru {
+    fn remove(&mut self, k: &Key) {
+        if let Some((e, t)) = self.map.remove(k) {
+            self.order.remove(&t);
+            self.bytes -= e.body.len() as u64;
+        }
+    }
+
+    fn touch(&mut self, k: &Key) {
+        self.tick += 1;
+        if let Some((_, t)) = self.map.get_mut(k) {
+            self.order.remove(t);
+            *t = self.tick;
+            self.order.insert(self.tick, *k);
+        }
+    }
+}
+
+/// The node-wide store of one scope, with its counters.
+#[derive(Debug)]
+pub struct Store {
+    lru: Mutex<Lru>,
+    bounds: Mutex<Bounds>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    pub tokens_saved: AtomicU64,
+}
+
+impl Store {
+    fn new(bounds: Bounds) -> Store {
+        Store {
+            lru: Mutex::new(Lru::default()),
+            bounds: Mutex::new(bounds),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            tokens_saved: AtomicU64::new(0),
+        }
+    }
+
+    fn bounds(&self) -> Bounds {
+        *self.bounds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, k: &Key) -> Option<Arc<Entry>> {
+        let ttl = self.bounds().ttl;
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        let e = lru.map.get(k)?.0.clone();
+        if e.age() >= ttl {
+            lru.remove(k);
+            return None;
+        }
+        lru.touch(k);
+        Some(e)
+    }
+
+    #[cfg(test)]
+    fn put(&self, k: Key, e: Entry) {
+        self.put_arc(k, Arc::new(e));
+    }
+
+    fn put_arc(&self, k: Key, e: Arc<Entry>) {
+        let b = self.bounds();
+        let size = e.body.len() as u64;
+        if size > b.max_bytes || b.max_entries == 0 {
+            return;
+        }
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        lru.remove(&k);
+        let mut evicted = 0;
+        while lru.map.len() as u64 >= b.max_entries || lru.bytes + size > b.max_bytes {
+            let Some((_, oldest)) = lru.order.pop_first() else {
+                break;
+            };
+            if let Some((old, _)) = lru.map.remove(&oldest) {
+                lru.bytes -= old.body.len() as u64;
+                evicted += 1;
+            }
+        }
+        lru.tick += 1;
+        let t = lru.tick;
+        lru.order.insert(t, k);
+        lru.bytes += size;
+        lru.map.insert(k, (e, t));
+        drop(lru);
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// (entries, bytes) now.
+    pub fn size(&self) -> (u64, u64) {
+        let lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        (lru.map.len() as u64, lru.bytes)
+    }
+}
+
+/// Every scope's store on this node, while a configuration uses it (a
+/// store is freed with the last snapshot that has its plugin).
+fn registry() -> &'static Mutex<HashMap<u64, Weak<Store>>> {
+    static STORES: OnceLock<Mutex<HashMap<u64, Weak<Store>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+/// The node's cache counters, summed over scopes: (hits, misses,
+/// evictions, tokens saved, entries, bytes).
+pub fn totals() -> [u64; 6] {
+    let stores: Vec<Arc<Store>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let mut t = [0u64; 6];
+    for s in stores {
+        let (n, b) = s.size();
+        for (i, v) in [
+            s.hits.load(Ordering::Relaxed),
+            s.misses.load(Ordering::Relaxed),
+            s.evictions.load(Ordering::Relaxed),
+            s.tokens_saved.load(Ordering::Relaxed),
+            n,
+            b,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t[i] += v;
+        }
+    }
+    t
+}
+
+/// Per-request cache state.
+pub struct Pending<'s> {
+    cache: &'s Cache,
+    /// Look up (no `Cache-Control: no-cache`).
+    read: bool,
+    /// Store the answer (no `Cache-Control: no-store`).
+    write: bool,
+    /// Method and path, hashed into the key.
+    route: [u8; 32],
+    /// Set once the body gave a key: the answer is recorded under it.
+    key: Option<Key>,
+    recording: Vec<u8>,
+    overflow: bool,
+    /// The shared tier's connection, when the plugin uses it.
+    redis: Option<Rc<Client>>,
+}
+
+impl Cache {
+    pub fn new(s: Settings, field: &str, scope: u64) -> Result<Cache, ConfigError> {
+        for (name, v, max) in [
+            ("max_entries", s.max_entries, MAX_ENTRIES),
+            ("max_bytes", s.max_bytes, MAX_BYTES),
+            ("max_entry_bytes", s.max_entry_bytes, MAX_ENTRY_BYTES),
+        ] {
+            if v == 0 || v > max {
+                return Err(bad(field, name, format!("must be 1 to {max}")));
+            }
+        }
+        let bounds = Bounds {
+            ttl: s.ttl.0,
+            max_entries: s.max_entries,
+            max_bytes: s.max_bytes,
+        };
+        // Scope 0: validation only, no store.
+        let store = (scope != 0).then(|| {
+            let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+            reg.retain(|_, w| w.strong_count() > 0);
+            match reg.get(&scope).and_then(Weak::upgrade) {
+                Some(st) => {
+                    *st.bounds.lock().unwrap_or_else(|e| e.into_inner()) = bounds;
+                    st
+                }
+                None => {
+                    let st = Arc::new(Store::new(bounds));
+                    reg.insert(scope, Arc::downgrade(&st));
+                    st
+                }
+            }
+        });
+        Ok(Cache {
+            max_entry_bytes: s.max_entry_bytes as usize,
+            per_key: s.per_key,
+            ignore_fields: s.ignore_fields,
+            only_deterministic: s.only_deterministic,
+            shared: s.shared,
+            store,
+        })
+    }
+
+    /// The head stage: `Cache-Control`, method and path.
+    pub fn on_request<'s>(&'s self, scope: u64, req: &RequestView<'_>, flow: &mut Flow<'s>) {
+        if self.store.is_none() || !req.head.is_method(req.buf, "POST") {
+            return;
+        }
+        let cc = req.header("cache-control").unwrap_or(b"");
+        let has = |d: &[u8]| {
+            cc.split(|&b| b == b',')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(d))
+        };
+        let mut h = Sha256::new();
+        h.update(scope.to_le_bytes());
+        if self.per_key {
+            h.update(req.key_id.unwrap_or("").as_bytes());
+        }
+        h.update([0]);
+        h.update(req.head.path.get(req.buf));
+        flow.cache = Some(Box::new(Pending {
+            cache: self,
+            read: !has(b"no-cache"),
+            write: !has(b"no-store"),
+            route: h.finalize().into(),
+            key: None,
+            recording: Vec::new(),
+            overflow: false,
+            redis: None,
+        }));
+    }
+
+    /// The body stage: a hit answers; a miss arms the recording.
+    pub async fn on_body(
+        &self,
+        redis: Option<&Rc<Client>>,
+        body: &[u8],
+        flow: &mut Flow<'_>,
+        headers: &mut Vec<u8>,
+    ) -> Option<Stop> {
+        let p = flow.cache.as_mut()?;
+        let store = self.store.as_ref()?;
+        let keys = self.keys(&p.route, body)?;
+        let redis = redis.filter(|_| self.shared);
+        p.redis = redis.cloned();
+        if p.read {
+            let mut hit = self.lookup(store, &keys);
+            if let (None, Some(r)) = (&hit, redis) {
+                if let Some(e) = remote_get(r, &keys.own).await {
+                    let e = Arc::new(e);
+                    store.put_arc(keys.own, e.clone());
+                    hit = Some(e);
+                }
+            }
+            if let Some(e) = hit {
+                store.hits.fetch_add(1, Ordering::Relaxed);
+                store.tokens_saved.fetch_add(e.tokens, Ordering::Relaxed);
+                flow.cache = None;
+                return Some(Stop::Cached(e));
+            }
+            store.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        push_header(headers, "X-Cache", b"MISS");
+        if p.write {
+            p.key = Some(keys.own);
+        }
+        None
+    }
+
+    /// The local store's answer: the request's own, or its twin converted.
+    fn lookup(&self, store: &Store, keys: &Keys) -> Option<Arc<Entry>> {
+        store.get(&keys.own).or_else(|| {
+            // The same request's twin recorded in the other form.
+            keys.twins.iter().find_map(|k| {
+                let e = store.get(k)?;
+                let body = match keys.stream {
+                    Stream::No => stream_to_json(&e.body)?,
+                    Stream::Yes { usage } => json_to_stream(&e.body, usage)?,
+                };
+                Some(Arc::new(Entry {
+                    body,
+                    sse: keys.stream != Stream::No,
+                    stored: e.stored,
+                    tokens: e.tokens,
+                }))
+            })
+        })
+    }
+
+    /// The keys of a cacheable body, `None` when it is not one.
+    fn keys(&self, route: &[u8; 32], body: &[u8]) -> Option<Keys> {
+        let serde_json::Value::Object(mut v) = serde_json::from_slice(body).ok()? else {
+            return None;
+        };
+        if self.only_deterministic {
+            match v.get("temperature") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(t) if t.as_f64() == Some(0.0) => {}
+                Some(_) => return None,
+            }
+        }
+        for f in &self.ignore_fields {
+            v.remove(f);
+        }
+        let stream = v.remove("stream") == Some(serde_json::Value::Bool(true));
+        let options = v.remove("stream_options");
+        // serde_json's map is ordered by key: this is the canonical form.
+        let canonical = serde_json::to_vec(&v).ok()?;
+        let key = |kind: &[u8], options: Option<&serde_json::Value>| -> Key {
+            let mut h = Sha256::new();
+            h.update(route);
+            h.update(&canonical);
+            h.update(kind);
+            if let Some(o) = options {
+                h.update(serde_json::to_vec(o).unwrap_or_default());
+            }
+            h.finalize().into()
+        };
+        let usage = serde_json::json!({"include_usage": true});
+        Some(if stream {
+            Keys {
+                own: key(b"sse", options.as_ref()),
+                twins: vec![key(b"json", None)],
+                stream: Stream::Yes {
+                    usage: options.is_some_and(|o| o["include_usage"] == true),
+                },
+            }
+        } else {
+            Keys {
+                own: key(b"json", None),
+                twins: vec![key(b"sse", Some(&usage)), key(b"sse", None)],
+                stream: Stream::No,
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Pending<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .field("recording", &self.recording.len())
+            .field("shared", &self.redis.is_some())
+            .finish()
+    }
+}
+
+/// Where a request's answer is kept, and where its twin in the other form
+/// (streamed or plain) would be.
+struct Keys {
+    own: Key,
+    twins: Vec<Key>,
+    stream: Stream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    No,
+    /// `usage`: the client asked for the usage chunk.
+    Yes {
+        usage: bool,
+    },
+}
+
+/// A `chat.completion` JSON answer as the OpenAI stream a streamed request
+/// gets: the message in one chunk, the finish reason, the usage chunk when
+/// asked for, `[DONE]`. `None` for anything else.
+fn json_to_stream(body: &[u8], usage: bool) -> Option<Vec<u8>> {
+    use serde_json::{json, Value};
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let choices = v["choices"].as_array()?;
+    if v["object"] != "chat.completion" || choices.len() != 1 {
+        return None;
+    }
+    let m = &choices[0]["message"];
+    if !m["tool_calls"].is_null() || !m["content"].is_string() {
+        return None;
+    }
+    let chunk = |choices: Value| {
+        json!({"id": v["id"], "object": "chat.completion.chunk", "created": v["created"],
+               "model": v["model"], "choices": choices})
+    };
+    let mut events = vec![
+        chunk(
+            json!([{"index": 0, "delta": {"role": m["role"], "content": m["content"]}, "finish_reason": null}]),
+        ),
+        chunk(json!([{"index": 0, "delta": {}, "finish_reason": choices[0]["finish_reason"]}])),
+    ];
+    if usage && v["usage"].is_object() {
+        let mut u = chunk(json!([]));
+        u["usage"] = v["usage"].clone();
+        events.push(u);
+    }
+    let mut out = Vec::new();
+    for e in events {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&serde_json::to_vec(&e).ok()?);
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    Some(out)
+}
+
+/// An OpenAI chat stream as the `chat.completion` JSON a plain request
+/// gets; `None` for anything else (Anthropic events, tool calls, several
+/// choices).
+fn stream_to_json(sse: &[u8]) -> Option<Vec<u8>> {
+    use serde_json::{json, Value};
+    let text = std::str::from_utf8(sse).ok()?;
+    let (mut id, mut created, mut model) = (Value::Null, Value::Null, Value::Null);
+    let (mut content, mut role, mut finish, mut usage) =
+        (String::new(), "assistant".to_string(), Value::Null, None);
+    for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+        let data = data.trim();
+        if data == "[DONE]" {
+            break;
+        }
+        let c: Value = serde_json::from_str(data).ok()?;
+        if c["object"] != "chat.completion.chunk" {
+            return None;
+        }
+        id = c["id"].clone();
+        created = c["created"].clone();
+        model = c["model"].clone();
+        if c["usage"].is_object() {
+            usage = Some(c["usage"].clone());
+        }
+        for choice in c["choices"].as_array()? {
+            let d = &choice["delta"];
+            if choice["index"].as_u64() != Some(0) || !d["tool_calls"].is_null() {
+                return None;
+            }
+            if let Some(r) = d["role"].as_str() {
+                role = r.to_string();
+            }
+            if let Some(t) = d["content"].as_str() {
+                content.push_str(t);
+            }
+            if !choice["finish_reason"].is_null() {
+                finish = choice["finish_reason"].clone();
+            }
+        }
+    }
+    let mut out = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": role, "content": content}, "finish_reason": finish}],
+    });
+    if let Some(u) = usage {
+        out["usage"] = u;
+    }
+    serde_json::to_vec(&out).ok()
+}
+
+impl Pending<'_> {
+    /// Response bytes as the client gets them (with the head when the
+    /// answer is relayed as is; the body alone when it is rewritten).
+    pub fn record(&mut self, bytes: &[u8]) {
+        if self.key.is_none() || self.overflow {
+            return;
+        }
+        if self.recording.len() + bytes.len() > self.cache.max_entry_bytes + (16 << 10) {
+            self.overflow = true;
+            self.recording = Vec::new();
+            return;
+        }
+        self.recording.extend_from_slice(bytes);
+    }
+
+    /// The answer ended with `status`: keeps it when it is whole.
+    pub fn finish(self, status: u16) {
+        let (Some(key), Some(store)) = (self.key, self.cache.store.as_ref()) else {
+            return;
+        };
+        if status != 200 || self.overflow {
+            return;
+        }
+        let Some(body) = answer_body(&self.recording) else {
+            return;
+        };
+        if body.len() > self.cache.max_entry_bytes {
+            return;
+        }
+        let sse = !body.starts_with(b"{");
+        let whole = if sse {
+            let t = body.trim_ascii_end();
+            t.ends_with(b"data: [DONE]") || t.ends_with(b"{\"type\":\"message_stop\"}")
+        } else {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok()
+        };
+        if !whole {
+            return;
+        }
+        let tokens = crate::metrics::usage::scan(&body).map_or(0, |u| u.prompt + u.completion);
+        let e = Arc::new(Entry {
+            body,
+            sse,
+            stored: Instant::now(),
+            tokens,
+        });
+        store.put_arc(key, e.clone());
+        if let Some(r) = self.redis {
+            remote_put(r, &key, &e, store.bounds().ttl);
+        }
+    }
+}
+
+/// The shared tier's name of `key`.
+fn remote_name(key: &Key) -> Vec<u8> {
+    let mut name = b"ringgate:cache:".to_vec();
+    for b in key {
+        name.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    name
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `[1, sse, tokens u64 LE, stored unix ms u64 LE, body]`.
+fn encode(e: &Entry) -> Vec<u8> {
+    let stored = unix_ms().saturating_sub(e.age().as_millis() as u64);
+    let mut v = Vec::with_capacity(18 + e.body.len());
+    v.push(1);
+    v.push(u8::from(e.sse));
+    v.extend_from_slice(&e.tokens.to_le_bytes());
+    v.extend_from_slice(&stored.to_le_bytes());
+    v.extend_from_slice(&e.body);
+    v
+}
+
+fn decode(v: &[u8]) -> Option<Entry> {
+    if v.len() < 18 || v[0] != 1 {
+        return None;
+    }
+    let tokens = u64::from_le_bytes(v[2..10].try_into().ok()?);
+    let stored = u64::from_le_bytes(v[10..18].try_into().ok()?);
+    let age = Duration::from_millis(unix_ms().saturating_sub(stored));
+    Some(Entry {
+        body: v[18..].to_vec(),
+        sse: v[1] == 1,
+        stored: Instant::now().checked_sub(age)?,
+        tokens,
+    })
+}
+
+/// The shared tier's entry for `key`; an error or a timeout is a miss.
+async fn remote_get(r: &Client, key: &Key) -> Option<Entry> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match r.call(&[b"GET", &remote_name(key)]).await {
+        Ok(OwnedFrame::BulkString(v)) => decode(&v),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("cache: shared tier lookup failed: {e}");
+            None
+        }
+    }
+}
+
+/// Writes `e` to the shared tier in the background.
+fn remote_put(r: Rc<Client>, key: &Key, e: &Entry, ttl: Duration) {
+    let name = remote_name(key);
+    let value = encode(e);
+    let ms = ttl.as_millis().max(1).to_string();
+    glommio::spawn_local(async move {
+        let args: [&[u8]; 5] = [b"SET", &name, &value, b"PX", ms.as_bytes()];
+        if let Err(e) = r.call(&args).await {
+            log::debug!("cache: shared tier write failed: {e}");
+        }
+    })
+    .detach();
+}
+
+/// The body of a recorded answer: after the head when there is one (chunked
+/// coding removed), else the bytes themselves.
+fn answer_body(rec: &[u8]) -> Option<Vec<u8>> {
+    if !rec.starts_with(b"HTTP/1.") {
+        return Some(rec.to_vec());
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = resp.parse(rec).ok()? else {
+        return None;
+    };
+    let chunked = resp.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding") && h.value.eq_ignore_ascii_case(b"chunked")
+    });
+    let encoded = resp.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-encoding")
+            && !h.value.eq_ignore_ascii_case(b"identity")
+    });
+    if encoded {
+        return None; // compressed: the key does not know the client's Accept-Encoding
+    }
+    let rest = &rec[n..];
+    if !chunked {
+        return Some(rest.to_vec());
+    }
+    let mut out = Vec::with_capacity(rest.len());
+    let mut dec = crate::http::chunked::ChunkedDecoder::new();
+    let p = dec.feed(rest, &mut |d| out.extend_from_slice(d)).ok()?;
+    p.done.then_some(out)
+}
+
+/// Writes a hit's answer: head and body.
+pub fn write_hit(out: &mut Vec<u8>, e: &Entry, extra: &[u8], rid: &[u8], keep_alive: bool) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+    out.extend_from_slice(if e.sse {
+        b"text/event-stream\r\nCache-Control: no-cache\r\n".as_slice()
+    } else {
+        b"application/json\r\n".as_slice()
+    });
+    out.extend_from_slice(extra);
+    push_header(out, "X-Cache", b"HIT");
+    push_header_num(out, "Age", e.age().as_secs());
+    push_header(out, "X-Request-Id", rid);
+    push_header_num(out, "Content-Length", e.body.len() as u64);
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&e.body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key of a plain request.
+    struct Keyer(Cache);
+    impl Keyer {
+        fn key(&self, route: &[u8; 32], body: &[u8]) -> Option<Key> {
+            self.0.keys(route, body).map(|k| k.own)
+        }
+    }
+
+    fn cache(v: serde_json::Value, scope: u64) -> Cache {
+        Cache::new(serde_json::from_value(v).unwrap(), "s", scope).unwrap()
+    }
+
+    #[test]
+    fn canonical_keys_ignore_order_whitespace_and_ignored_fields() {
+        let c = cache(serde_json::json!({}), 0);
+        let c = Keyer(c);
+        let r = [1u8; 32];
+        let a = c.key(
+            &r,
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"user":"ann"}"#,
+        );
+        let b = c.key(
+            &r,
+            br#"{ "messages" : [ {"content":"hi", "role":"user"} ], "model":"m", "user":"bob" }"#,
+        );
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            c.key(
+                &r,
+                br#"{"model":"m2","messages":[{"role":"user","content":"hi"}]}"#
+            )
+        );
+        assert_ne!(
+            a,
+            c.key(
+                &[2u8; 32],
+                br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
+            )
+        );
+        assert_eq!(c.key(&r, br#"{"model":"m","temperature":0.7}"#), None);
+        assert_eq!(c.key(&r, b"[1,2]"), None);
+        assert_eq!(c.key(&r, b"not json"), None);
+        let any = Keyer(cache(serde_json::json!({"only_deterministic": false}), 0));
+        assert!(any.key(&r, br#"{"model":"m","temperature":0.7}"#).is_some());
+    }
+
+    #[test]
+    fn a_recorded_stream_answers_a_plain_request() {
+        let sse = concat!(
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2,\"total_tokens\":4}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&stream_to_json(sse.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "c1", "object": "chat.completion", "created": 5, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}})
+        );
+        assert_eq!(
+            stream_to_json(b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"),
+            None
+        );
+        // The keys: a plain request looks for its streamed twins.
+        let c = cache(serde_json::json!({}), 0);
+        let r = [0u8; 32];
+        let plain = c.keys(&r, br#"{"model":"m","messages":[]}"#).unwrap();
+        let streamed = c
+            .keys(&r, br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#)
+            .unwrap();
+        let bare = c
+            .keys(&r, br#"{"model":"m","messages":[],"stream":true}"#)
+            .unwrap();
+        assert_eq!(plain.twins, [streamed.own, bare.own]);
+        assert_ne!(plain.own, streamed.own);
+        assert_eq!(streamed.twins, [plain.own]);
+        assert_eq!(streamed.stream, Stream::Yes { usage: true });
+        assert_eq!(bare.stream, Stream::Yes { usage: false });
+        // And back: the assembled JSON as a stream again.
+        let again = json_to_stream(&stream_to_json(sse.as_bytes()).unwrap(), true).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&stream_to_json(&again).unwrap()).unwrap(),
+            v
+        );
+        let no_usage =
+            String::from_utf8(json_to_stream(&serde_json::to_vec(&v).unwrap(), false).unwrap())
+                .unwrap();
+        assert!(!no_usage.contains("usage") && no_usage.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn lru_bounds_entries_and_bytes() {
+        let s = Store::new(Bounds {
+            ttl: Duration::from_secs(60),
+            max_entries: 2,
+            max_bytes: 10,
+        });
+        let e = |n: usize| Entry {
+            body: vec![b'x'; n],
+            sse: false,
+            stored: Instant::now(),
+            tokens: 0,
+        };
+        s.put([1; 32], e(3));
+        s.put([2; 32], e(3));
+        assert!(s.get(&[1; 32]).is_some()); // 1 is now the most recent
+        s.put([3; 32], e(3));
+        assert!(s.get(&[2; 32]).is_none(), "least recently used goes first");
+        assert!(s.get(&[1; 32]).is_some() && s.get(&[3; 32]).is_some());
+        s.put([4; 32], e(9)); // needs 9 of 10 bytes: both others go
+        assert_eq!(s.size(), (1, 9));
+        assert_eq!(s.evictions.load(Ordering::Relaxed), 3);
+        s.put([5; 32], e(11)); // larger than the whole store: not kept
+        assert!(s.get(&[5; 32]).is_none());
+    }
+
+    #[test]
+    fn shared_tier_encoding_round_trips() {
+        let e = Entry {
+            body: b"data: x\n\n".to_vec(),
+            sse: true,
+            stored: Instant::now() - Duration::from_secs(3),
+            tokens: 42,
+        };
+        let d = decode(&encode(&e)).unwrap();
+        assert_eq!((&d.body, d.sse, d.tokens), (&e.body, true, 42));
+        let age = d.age().as_secs_f64();
+        assert!((2.9..4.0).contains(&age), "{age}");
+        assert!(decode(b"\x02rest-of-it-long-enough").is_none());
+        assert!(decode(b"\x01").is_none());
+        assert_eq!(&remote_name(&[0xab; 32])[..17], b"ringgate:cache:ab");
+    }
+
+    #[test]
+    fn recorded_answers_are_decoded() {
+        assert_eq!(
+            answer_body(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap(),
+            b"{}"
+        );
+        assert_eq!(
+            answer_body(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            )
+            .unwrap(),
+            b"{}"
+        );
+        assert_eq!(
+            answer_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"),
+            None
+        );
+        assert_eq!(
+            answer_body(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\nxx"),
+            None
+        );
+    }
+}
