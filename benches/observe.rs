@@ -55,6 +55,7 @@ fn per_request(c: &mut Criterion) {
                 upstream_latency: Some(Duration::from_micros(930)),
                 total: Duration::from_micros(1058),
                 tokens: Some((1, 8)),
+                cost: Some(25),
             }
             .format(&mut out);
             black_box(out.len())
