@@ -10,7 +10,7 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::admin::{api, console, Admin, Reply};
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, ChunkedDecoder};
-use crate::proxy::{linger, timed};
+use crate::runtime::conn::{linger, timed};
 
 /// Largest admin request body; larger gets 413.
 pub const MAX_ADMIN_BODY: usize = 1 << 20;

@@ -17,7 +17,7 @@ use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
 use super::Target;
-use crate::proxy::timed;
+use crate::runtime::conn::timed;
 
 /// Why a Redis call failed.
 #[derive(Debug, Clone)]

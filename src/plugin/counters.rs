@@ -600,7 +600,7 @@ impl Counters {
                 Poll::Pending
             }
         });
-        match crate::proxy::timed(ASK_TIMEOUT, answer).await {
+        match crate::runtime::conn::timed(ASK_TIMEOUT, answer).await {
             Some(d) => d,
             None => {
                 self.waiting.borrow_mut().remove(&id);

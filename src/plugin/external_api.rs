@@ -325,7 +325,7 @@ impl ExternalApi {
         let Some(addr) = self.addr else {
             return failed("the endpoint's name did not resolve");
         };
-        let answer = crate::proxy::timed(self.timeout, self.call(addr, &payload)).await;
+        let answer = crate::runtime::conn::timed(self.timeout, self.call(addr, &payload)).await;
         match answer {
             None => failed(&format!("no answer within {:?}", self.timeout)),
             Some(Err(e)) => failed(&e),
@@ -341,7 +341,7 @@ impl ExternalApi {
         req.extend_from_slice(&self.head);
         let _ = write!(req, "Content-Length: {}\r\n\r\n", payload.len());
         req.extend_from_slice(payload);
-        if !crate::proxy::send_within(self.timeout, &mut conn.stream, &req).await {
+        if !crate::runtime::conn::send_within(self.timeout, &mut conn.stream, &req).await {
             return Err("could not send to the validator".into());
         }
         let limits = crate::http::Limits {

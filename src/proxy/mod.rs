@@ -10,16 +10,13 @@ mod keepalive;
 mod plan;
 mod rewrite;
 
-use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-use futures_lite::AsyncWriteExt;
 
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, HttpError, RequestHead};
 use crate::metrics::bump;
-use crate::runtime::conn::Conn;
+use crate::runtime::conn::{linger, Conn};
 use crate::runtime::shard::Shard;
 
 pub(crate) use plan::Plan;
@@ -67,38 +64,11 @@ pub(crate) struct Client {
     pub early_sse: Option<keepalive::EarlyHead>,
 }
 
-/// Races `fut` against a timer; `None` when the time ran out first.
-pub(crate) async fn timed<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    crate::runtime::conn::timed(d, fut).await
-}
-
 /// Writes all of `bytes` to the client within the send timeout; false when
 /// the client is gone or stopped reading (then the connection is dropped:
 /// a client that never reads cannot pin it and its buffers).
 pub(crate) async fn send(shard: &Shard, stream: &mut Conn, bytes: &[u8]) -> bool {
     stream.send(bytes, shard.settings.limits.send_timeout).await
-}
-
-/// `write_all` then `flush` (TLS holds records until flushed; plain
-/// glommio streams make it a no-op), bounded by `d`; false on an error or
-/// when the time ran out.
-pub(crate) async fn send_within<S: futures_lite::AsyncWrite + Unpin>(
-    d: Duration,
-    stream: &mut S,
-    bytes: &[u8],
-) -> bool {
-    let write = async {
-        stream.write_all(bytes).await?;
-        stream.flush().await
-    };
-    match timed(d, write).await {
-        Some(Ok(())) => true,
-        Some(Err(_)) => false,
-        None => {
-            log::debug!("peer did not take {} bytes in {d:?}: dropped", bytes.len());
-            false
-        }
-    }
 }
 
 /// Serves a client connection until it closes, errs, idles out or the
@@ -333,24 +303,6 @@ pub(crate) async fn linger_close(conn: &mut Client) {
         Duration::from_millis(500),
     )
     .await;
-}
-
-/// Half-closes `stream`'s write side, then reads and discards what the peer
-/// still sends, up to `budget` bytes or until `within` has passed (or EOF).
-/// Closing with unread bytes would make the kernel send a reset, which can
-/// destroy the answer before the peer reads it.
-pub(crate) async fn linger(stream: &mut Conn, buf: &mut ReadBuf, budget: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    stream.shutdown_write(within).await;
-    let mut discarded = 0usize;
-    while discarded < budget {
-        buf.clear();
-        let left = deadline.saturating_duration_since(Instant::now());
-        match stream.fill(buf, left).await {
-            Some(Ok(n)) if n > 0 => discarded += n,
-            _ => break,
-        }
-    }
 }
 
 /// One request, counted once it is answered.

@@ -10,7 +10,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -29,6 +29,42 @@ pub async fn timed<T>(d: Duration, fut: impl std::future::Future<Output = T>) ->
         None
     })
     .await
+}
+
+/// `write_all` then `flush` (TLS holds records until flushed; plain
+/// glommio streams make it a no-op), bounded by `d`; false on an error or
+/// when the time ran out.
+pub async fn send_within<S: AsyncWrite + Unpin>(d: Duration, stream: &mut S, bytes: &[u8]) -> bool {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match timed(d, write).await {
+        Some(Ok(())) => true,
+        Some(Err(_)) => false,
+        None => {
+            log::debug!("peer did not take {} bytes in {d:?}: dropped", bytes.len());
+            false
+        }
+    }
+}
+
+/// Half-closes `stream`'s write side, then reads and discards what the peer
+/// still sends, up to `budget` bytes or until `within` has passed (or EOF).
+/// Closing with unread bytes would make the kernel send a reset, which can
+/// destroy the answer before the peer reads it.
+pub async fn linger(stream: &mut Conn, buf: &mut ReadBuf, budget: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    stream.shutdown_write(within).await;
+    let mut discarded = 0usize;
+    while discarded < budget {
+        buf.clear();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stream.fill(buf, left).await {
+            Some(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
 }
 
 impl Conn {

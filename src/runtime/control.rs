@@ -122,7 +122,7 @@ impl Inbox {
             *self.waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         });
-        crate::proxy::timed(wait, next).await.flatten()
+        crate::runtime::conn::timed(wait, next).await.flatten()
     }
 }
 

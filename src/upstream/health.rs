@@ -300,7 +300,7 @@ impl Checker {
 
 /// One probe: `Ok(status)` when it passed, `Err(why)` otherwise.
 pub async fn probe(target: &Target, check: &ActiveCheck) -> Result<u16, String> {
-    match crate::proxy::timed(check.timeout, probe_once(target, check)).await {
+    match crate::runtime::conn::timed(check.timeout, probe_once(target, check)).await {
         Some(r) => r,
         None => Err(format!("no answer within {:?}", check.timeout)),
     }
@@ -322,7 +322,7 @@ async fn probe_once(target: &Target, check: &ActiveCheck) -> Result<u16, String>
     );
     req.extend_from_slice(&target.inject);
     req.extend_from_slice(b"Connection: close\r\n\r\n");
-    if !crate::proxy::send_within(check.timeout, &mut conn.stream, &req).await {
+    if !crate::runtime::conn::send_within(check.timeout, &mut conn.stream, &req).await {
         return Err("could not send the request".into());
     }
     let limits = crate::http::Limits {

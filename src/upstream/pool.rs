@@ -98,22 +98,24 @@ pub async fn connect(
     };
     let stream = match tls {
         None => Stream::Plain(stream),
-        Some(tls) => match crate::proxy::timed(timeout, tls::handshake(stream, tls)).await {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                log::warn!(
-                    "TLS handshake with {addr} ({:?}) failed: {e}",
-                    tls.server_name
-                );
-                return Err(ConnectError::Tls(e));
+        Some(tls) => {
+            match crate::runtime::conn::timed(timeout, tls::handshake(stream, tls)).await {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    log::warn!(
+                        "TLS handshake with {addr} ({:?}) failed: {e}",
+                        tls.server_name
+                    );
+                    return Err(ConnectError::Tls(e));
+                }
+                None => {
+                    return Err(ConnectError::Tls(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    )))
+                }
             }
-            None => {
-                return Err(ConnectError::Tls(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                )))
-            }
-        },
+        }
     };
     Ok(UpstreamConn::new(stream))
 }

@@ -206,7 +206,7 @@ impl Stream {
     pub async fn send(&mut self, bytes: &[u8], wait: Duration) -> bool {
         match self {
             Stream::Plain(c) => c.send(bytes, wait).await,
-            Stream::Tls(s) => crate::proxy::send_within(wait, s.as_mut(), bytes).await,
+            Stream::Tls(s) => crate::runtime::conn::send_within(wait, s.as_mut(), bytes).await,
         }
     }
 }
