@@ -760,7 +760,7 @@ impl Inner {
             return; // let the answer go out first
         }
         if slot.in_flight > 0 {
-            let (fd, gen) = (slot.fd, slot.gen);
+            let gen = slot.gen;
             let mut cancels = Vec::new();
             if matches!(slot.recv, Recv::Armed { .. }) {
                 cancels.push(Kind::Recv);
@@ -774,7 +774,6 @@ impl Inner {
             if slot.listener.as_ref().is_some_and(|a| a.armed) {
                 cancels.push(Kind::Accept);
             }
-            let _ = fd;
             for k in cancels {
                 let e = opcode::AsyncCancel::new(user_data(id, gen, k))
                     .build()

@@ -328,7 +328,7 @@ impl Socket {
     }
 
     /// Forgets a wait whose future was dropped, so its deadline cannot fire.
-    pub fn cancel_wait(&self, read: bool) {
+    fn cancel_wait(&self, read: bool) {
         let mut inner = self.driver.inner.borrow_mut();
         let slot = inner.slot(self.id);
         if read {
