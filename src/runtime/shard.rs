@@ -168,6 +168,16 @@ fn hex16(v: u64, out: &mut [u8]) {
     }
 }
 
+/// Whether the shards' sockets will run on their own rings.
+fn ring_path(io: crate::runtime::settings::IoPath) -> bool {
+    use crate::runtime::settings::IoPath;
+    match io {
+        IoPath::Uring => true,
+        IoPath::Glommio => false,
+        IoPath::Auto => crate::runtime::uring::probe().is_ok(),
+    }
+}
+
 /// The shard's listener, on the data path `--io` chose.
 enum Accept {
     Ring(crate::runtime::uring::Listener),
@@ -251,7 +261,9 @@ pub fn start_all(
                     .io_memory(256 << 10);
                 // Waking a parked executor on an idle (v)CPU costs tens of
                 // microseconds; a short spin first keeps a busy shard awake.
-                if !settings.spin.is_zero() {
+                // On the ring path the driver spins instead, yielding the CPU
+                // to whatever else wants it; glommio's spin would not.
+                if !settings.spin.is_zero() && !ring_path(settings.io) {
                     builder = builder.spin_before_park(settings.spin);
                 }
                 let ex = builder.make();
