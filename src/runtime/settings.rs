@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// wait for the upstream's response head and between its body reads, then 504 (default 300000) [RINGGATE_UPSTREAM_TIMEOUT_MS]
     #[argh(option)]
     pub upstream_timeout_ms: Option<String>,
-    /// idle pooled upstream connections kept per target and shard (default 128) [RINGGATE_POOL_MAX_IDLE]
+    /// idle pooled upstream connections kept per target and shard (default 256) [RINGGATE_POOL_MAX_IDLE]
     #[argh(option)]
     pub pool_max_idle: Option<String>,
     /// idle pooled upstream connections are closed after this (default 30000) [RINGGATE_POOL_IDLE_TIMEOUT_MS]
@@ -138,7 +138,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(300),
-            pool_max_idle: 128,
+            pool_max_idle: 256,
             pool_idle_timeout: Duration::from_secs(30),
             replay_body_bytes: 64 << 10,
             drain_timeout: Duration::from_secs(30),
