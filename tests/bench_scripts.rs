@@ -1,7 +1,9 @@
 //! The benchmark scripts' own logic, against the real binary where it talks to one:
 //! `scripts/idle_conns.py --path` (each connection served one request, then idle) and
 //! `scripts/compare_report.py` (the medians and ratios of `scripts/compare-nginx.sh`).
-//! The load runs themselves (wrk, hey, nginx) are not part of the suite.
+//! The load runs themselves (wrk, hey, nginx) are not part of the suite, except the
+//! cache scenarios of `scripts/benchmark.sh` in a short form (1 s per run, concurrency 2,
+//! the debug binary): their hits and misses are checked against the gateway's counters.
 
 mod common;
 
@@ -157,5 +159,85 @@ fn compare_report_prints_medians_and_ratios() {
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(doc["summary"]["percore"][0]["rps"]["ratio"], json!(0.5));
     assert_eq!(doc["summary"]["idle"]["ringgate_over_nginx"], json!(5.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn cache_metric(admin: std::net::SocketAddr, name: &str) -> u64 {
+    let r = common::roundtrip(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    String::from_utf8(r.2)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// `scripts/benchmark.sh`'s cache scenarios, short, against a gateway this test runs:
+/// `cache-hit` is answered from the cache, `cache-miss` (a different message each
+/// request) never is, `cache-off` does not touch it, and the summary line compares them.
+#[test]
+fn benchmark_cache_scenarios_hit_and_miss() {
+    let gw = spawn_gateway(&json!({"gateways": []}), &[]);
+    let dir = common::unique_temp_dir("bench-cache");
+    let out = Command::new("bash")
+        .arg(script("benchmark.sh"))
+        .env("SCENARIOS", "cache-hit cache-miss cache-off")
+        .env("CONCURRENCY", "2")
+        .env("DURATION", "1s")
+        .env("ADMIN_URL", format!("http://{}/api/v1", gw.admin))
+        .env("PROXY_URL", format!("http://{}", gw.proxy))
+        .env("GATEWAY_PID", gw.pid().to_string())
+        .env("RINGGATE_BIN", env!("CARGO_BIN_EXE_ringgate"))
+        .env("RESULTS_DIR", &dir)
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("run scripts/benchmark.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "benchmark.sh failed:\n{stderr}");
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let row = |scenario: &str| -> Vec<String> {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{scenario},")))
+            .unwrap_or_else(|| panic!("no {scenario} row in\n{csv}"))
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    };
+    let (hit, miss, off) = (row("cache-hit"), row("cache-miss"), row("cache-off"));
+    assert_eq!(
+        (&hit[1][..], &miss[1][..], &off[1][..]),
+        ("hey", "wrk", "wrk")
+    );
+    let requests = |r: &[String]| -> u64 { r[3].parse().unwrap() };
+    for r in [&hit, &miss, &off] {
+        assert!(requests(r) > 10, "{r:?}");
+        assert_eq!(r[4], "0", "errors in {r:?}");
+    }
+    // Hits: the cache-hit run, its check request and cache-miss's smoke request (the
+    // same body); a request hey abandoned at the deadline may have been answered too.
+    let hits = cache_metric(gw.admin, "ringgate_cache_hits_total");
+    assert!(
+        hits >= requests(&hit) && hits <= requests(&hit) + 2 + 2,
+        "hits {hits}, cache-hit requests {}",
+        requests(&hit)
+    );
+    // Misses: every cache-miss request (and cache-hit's first, storing one).
+    let misses = cache_metric(gw.admin, "ringgate_cache_misses_total");
+    assert!(
+        misses >= requests(&miss) && misses <= requests(&miss) + 1 + 2,
+        "misses {misses}, cache-miss requests {}",
+        requests(&miss)
+    );
+    let summary = std::fs::read_to_string(dir.join("cache.txt")).unwrap();
+    assert!(
+        summary.starts_with("cache at concurrency 2: hit ")
+            && summary.contains(" vs miss ")
+            && summary.contains("lookup cost on a miss "),
+        "{summary}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
