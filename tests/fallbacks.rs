@@ -380,6 +380,23 @@ fn admin_api_validates_fallbacks_and_aliases() {
         assert!(text.contains(field), "{extra}: field {field} in {v}");
         assert!(text.contains(words), "{extra}: {words:?} in {v}");
     }
+    // An endpoint service has no JSON body to rewrite: refused.
+    let (status, ep) = common::admin::call(
+        admin,
+        "POST",
+        &format!("/api/v1/gateways/{gid}/services"),
+        Some(&json!({"name": "ep", "type": "endpoint", "host": "127.0.0.1", "port": 9})),
+        None,
+    );
+    assert_eq!(status, 201, "{ep}");
+    let mut on_endpoint = rule(json!({"model_aliases": {"fast": "m"}}));
+    on_endpoint["service_id"] = ep["id"].clone();
+    let (status, v) = common::admin::call(admin, "POST", &rules, Some(&on_endpoint), None);
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v.to_string().contains("fallbacks") && v.to_string().contains("upstream"),
+        "{v}"
+    );
     // Nothing was created: the new path is not routed.
     let (status, _, _) = post(s.gw.proxy, "/new/v1/chat/completions", &chat("m"));
     assert_eq!(status, 404);

@@ -76,12 +76,21 @@ fn check_model(model: &str, what: &str, field: String) -> Result<(), ConfigError
 
 /// Validates a rule's `fallbacks` and `model_aliases`; `rp` is the rule's
 /// JSON path.
-pub fn check(
-    steps: &[Step],
-    aliases: &BTreeMap<String, String>,
-    ups: &[model::Upstream],
-    rp: &str,
-) -> Result<(), ConfigError> {
+pub fn check(rule: &model::Rule, gw: &model::Gateway, rp: &str) -> Result<(), ConfigError> {
+    let (steps, aliases, ups) = (&rule.fallbacks, &rule.model_aliases, &gw.upstreams);
+    if steps.is_empty() && aliases.is_empty() {
+        return Ok(());
+    }
+    // An endpoint service's body is never read as JSON: no model to rewrite.
+    let endpoint = gw.services.iter().any(|s| {
+        s.id.is_some() && s.id == rule.service_id && s.kind == model::ServiceType::Endpoint
+    });
+    if endpoint {
+        return Err(ConfigError::invalid(
+            "model fallbacks and aliases need a service of type upstream",
+            format!("{rp}.fallbacks"),
+        ));
+    }
     if steps.len() > MAX_STEPS {
         return Err(ConfigError::invalid(
             format!("at most {MAX_STEPS} fallback steps"),
