@@ -162,20 +162,6 @@ fn compare_report_prints_medians_and_ratios() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn cache_metric(admin: std::net::SocketAddr, name: &str) -> u64 {
-    let r = common::roundtrip(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    String::from_utf8(r.2)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-        .parse()
-        .unwrap()
-}
-
 /// `scripts/benchmark.sh`'s cache scenarios, short, against a gateway this test runs:
 /// `cache-hit` is answered from the cache, `cache-miss` (a different message each
 /// request) never is, `cache-off` does not touch it, and the summary line compares them.
@@ -219,14 +205,14 @@ fn benchmark_cache_scenarios_hit_and_miss() {
     }
     // Hits: the cache-hit run, its check request and cache-miss's smoke request (the
     // same body); a request hey abandoned at the deadline may have been answered too.
-    let hits = cache_metric(gw.admin, "ringgate_cache_hits_total");
+    let hits = common::metric(gw.admin, "ringgate_cache_hits_total");
     assert!(
         hits >= requests(&hit) && hits <= requests(&hit) + 2 + 2,
         "hits {hits}, cache-hit requests {}",
         requests(&hit)
     );
     // Misses: every cache-miss request (and cache-hit's first, storing one).
-    let misses = cache_metric(gw.admin, "ringgate_cache_misses_total");
+    let misses = common::metric(gw.admin, "ringgate_cache_misses_total");
     assert!(
         misses >= requests(&miss) && misses <= requests(&miss) + 1 + 2,
         "misses {misses}, cache-miss requests {}",

@@ -129,14 +129,6 @@ fn streamed(model: &str) -> Value {
            "stream_options": {"include_usage": true}})
 }
 
-fn sse_data(body: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|d| serde_json::from_str(d).unwrap_or(json!(d)))
-        .collect()
-}
-
 fn metrics(admin: SocketAddr) -> String {
     let r = common::roundtrip(
         admin,
@@ -169,32 +161,17 @@ fn assert_served(resp: &common::Response, step: &str, model: &str) {
 fn failures_fall_back_to_the_next_step() {
     let s = setup();
     let p = s.gw.proxy;
-    assert_served(
-        &post(p, "/r429/v1/chat/completions", &chat("gpt-x")),
-        "1",
-        "backup-model",
-    );
-    assert_served(
-        &post(p, "/r500/v1/chat/completions", &chat("gpt-x")),
-        "1",
-        "backup-model",
-    );
-    assert_served(
-        &post(p, "/rslow/v1/chat/completions", &chat("gpt-x")),
-        "1",
-        "backup-model",
-    );
-    assert_served(
-        &post(p, "/rdead/v1/chat/completions", &chat("gpt-x")),
-        "1",
-        "backup-model",
-    );
-    // Two steps: 429, then 503, then the backup.
-    assert_served(
-        &post(p, "/rchain/v1/chat/completions", &chat("gpt-x")),
-        "2",
-        "m2",
-    );
+    // One step for each reason; rchain: 429, then 503, then the backup.
+    for (rule, step, model) in [
+        ("r429", "1", "backup-model"),
+        ("r500", "1", "backup-model"),
+        ("rslow", "1", "backup-model"),
+        ("rdead", "1", "backup-model"),
+        ("rchain", "2", "m2"),
+    ] {
+        let path = format!("/{rule}/v1/chat/completions");
+        assert_served(&post(p, &path, &chat("gpt-x")), step, model);
+    }
     // A plain 400 is the client's problem: relayed, no fallback.
     let (status, headers, body) = post(p, "/r400/v1/chat/completions", &chat("gpt-x"));
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
@@ -236,17 +213,8 @@ fn openai_request_falls_back_to_anthropic_translated() {
     assert_eq!(header(&headers, "content-type"), Some("text/event-stream"));
     assert_eq!(header(&headers, "x-fallback-step"), Some("1"));
     assert_eq!(header(&headers, "x-model-used"), Some("claude-backup"));
-    let ev = sse_data(&body);
-    assert_eq!(ev.last(), Some(&json!("[DONE]")));
-    let text: String = ev
-        .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(text, "tok0 tok1 tok2 tok3 tok4 ");
-    assert!(ev
-        .iter()
-        .all(|e| e == "[DONE]" || e["object"] == "chat.completion.chunk"));
-    assert!(ev.iter().any(|e| e["usage"]["completion_tokens"] == 5));
+    let usage = common::assert_mock_openai_stream(&body);
+    assert_eq!(usage["completion_tokens"], 5);
 
     // A context-length 400 moves on too (to a longer-context model).
     let (status, headers, body) = post(p, "/rctx/v1/chat/completions", &chat("gpt-x"));
@@ -282,27 +250,23 @@ fn no_fallback_once_bytes_reached_the_client() {
 fn aliases_name_the_concrete_model() {
     let s = setup();
     let p = s.gw.proxy;
-    assert_served(
-        &post(p, "/alias/v1/chat/completions", &chat("fast")),
-        "0",
-        "gpt-4o-mini",
-    );
-    assert_served(
-        &post(p, "/alias/v1/chat/completions", &chat("smart")),
-        "0",
-        "gpt-4o",
-    );
-    // Not an alias: sent as asked.
-    assert_served(
-        &post(p, "/alias/v1/chat/completions", &chat("gpt-4.1")),
-        "0",
-        "gpt-4.1",
-    );
+    // Aliases, and a model that is none, sent as asked.
+    for (asked, sent) in [
+        ("fast", "gpt-4o-mini"),
+        ("smart", "gpt-4o"),
+        ("gpt-4.1", "gpt-4.1"),
+    ] {
+        assert_served(
+            &post(p, "/alias/v1/chat/completions", &chat(asked)),
+            "0",
+            sent,
+        );
+    }
     // Streams too: the chunks name the concrete model.
     let (status, headers, body) = post(p, "/alias/v1/chat/completions", &streamed("fast"));
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "x-model-used"), Some("gpt-4o-mini"));
-    let ev = sse_data(&body);
+    let ev = common::sse_data(&body);
     assert!(
         ev.iter()
             .filter(|e| *e != "[DONE]")
