@@ -27,6 +27,7 @@ fn failing(addr: SocketAddr, headers: Value) -> Value {
 
 struct Setup {
     gw: common::Gateway,
+    log: std::path::PathBuf,
     _a: common::ChildGuard,
     _b: common::ChildGuard,
 }
@@ -95,13 +96,22 @@ fn setup() -> Setup {
             "strip_path": true, "fallbacks": fb}),
         );
     }
+    let log_dir = common::unique_temp_dir("fallback-log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let log = log_dir.join("access.log");
     let gw = spawn_gateway(
         &json!({"gateways": [{"name": "fb", "upstreams": upstreams, "services": services,
             "rules": rule_list, "keys": [{"name": "k", "key": KEY}]}]}),
-        &["--upstream-timeout-ms", "2000"],
+        &[
+            "--upstream-timeout-ms",
+            "2000",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
     );
     Setup {
         gw,
+        log,
         _a: a_guard,
         _b: b_guard,
     }
@@ -182,6 +192,34 @@ fn failures_fall_back_to_the_next_step() {
     let (status, headers, _) = post(p, "/rnone/v1/chat/completions", &chat("gpt-x"));
     assert_eq!(status, 429);
     assert_eq!(header(&headers, "x-mock-name"), Some("a"));
+
+    // The access log names the model sent and the step, on fallback rules only.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| json_body(l.as_bytes())).collect();
+        if lines.len() >= 7 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let line = |rule: &str| {
+        lines
+            .iter()
+            .find(|l| l["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} line in {lines:#?}"))
+    };
+    assert_eq!(line("r429")["model_used"], "backup-model");
+    assert_eq!(line("r429")["fallback_step"], 1);
+    assert_eq!(line("rchain")["fallback_step"], 2);
+    assert_eq!(
+        (
+            line("r400")["status"].as_u64(),
+            line("r400")["fallback_step"].as_u64()
+        ),
+        (Some(400), Some(0))
+    );
+    assert!(line("rnone").get("fallback_step").is_none(), "{lines:#?}");
 
     let m = metrics(s.gw.admin);
     assert!(m.contains("# TYPE ringgate_fallbacks_total counter"), "{m}");

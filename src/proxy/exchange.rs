@@ -361,7 +361,7 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
                 step_on!(reason)
             }
         }
-        fallback::push_headers(&mut conn.plugin_headers, &plan, ai.sent_model(target), step);
+        fallback::served(conn, &plan, ai.sent_model(target), step);
         conn.obs.answered(resp.status);
         // After an early SSE head (keep-alive pings) the answer is rewritten
         // into that stream.

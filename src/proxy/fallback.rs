@@ -124,11 +124,13 @@ pub(crate) fn alias(plan: &Plan<'_>, ai: &mut Ai) {
 }
 
 /// `X-Model-Used` and `X-Fallback-Step`, into the answer's extra headers,
-/// on a rule with fallbacks or aliases.
-pub(crate) fn push_headers(out: &mut Vec<u8>, plan: &Plan<'_>, model: Option<&str>, step: u8) {
+/// and both into the access log, on a rule with fallbacks or aliases.
+pub(crate) fn served(conn: &mut Client, plan: &Plan<'_>, model: Option<&str>, step: u8) {
     if plan.rule.fallback.is_none() {
         return;
     }
+    conn.obs.served(model, step);
+    let out = &mut conn.plugin_headers;
     if let Some(m) = model.filter(|m| m.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
         out.extend_from_slice(b"X-Model-Used: ");
         out.extend_from_slice(m.as_bytes());
