@@ -104,6 +104,14 @@ DEFAULT_CACHE_SETTINGS='{"ttl":"10m","max_entries":10000}'
 CACHE_SETTINGS_JSON="${CACHE_SETTINGS_JSON:-$DEFAULT_CACHE_SETTINGS}"
 # is_wrk SCENARIO : the scenarios whose requests differ one from the next (wrk + Lua).
 is_wrk() { [[ "$1" == cache-miss || "$1" == cache-off ]]; }
+# cache_counts : "HITS MISSES" from the gateway's /metrics ("? ?" when it has none).
+cache_counts() {
+  local args=(-sS --max-time 10)
+  [[ -n "${ADMIN_TOKEN:-}" ]] && args+=(-H "Authorization: Bearer $ADMIN_TOKEN")
+  curl "${args[@]}" "$RG_ADMIN_BASE/metrics" 2>/dev/null |
+    awk '$1 == "ringgate_cache_hits_total" {h = $2} $1 == "ringgate_cache_misses_total" {m = $2}
+      END {print (h == "" ? "?" : h), (m == "" ? "?" : m)}'
+}
 if [[ -n "${ADMIN_URL:-}" && -z "${PROXY_URL:-}" ]] || [[ -z "${ADMIN_URL:-}" && -n "${PROXY_URL:-}" ]]; then
   rg_die "set both ADMIN_URL and PROXY_URL to use a running gateway, or neither to start one"
 fi
@@ -250,6 +258,7 @@ for s in "${RUN_SCENARIOS[@]}"; do
       # shellcheck disable=SC2086
       ticks0="$(rg_cpu_ticks $pids)"
     fi
+    [[ "$s" == cache-* ]] && read -r hits0 misses0 < <(cache_counts)
     t0="$(rg_now_us)"
     tool=hey
     if is_wrk "$s"; then
@@ -271,6 +280,15 @@ for s in "${RUN_SCENARIOS[@]}"; do
       read -r rps p50 p95 p99 errs total < <(rg_parse_wrk "$raw")
     else
       read -r rps p50 p95 p99 errs total < <(rg_parse_hey "$raw")
+    fi
+    if [[ "$s" == cache-* ]]; then
+      # What the gateway's cache counted during the run: hits and misses as intended?
+      read -r hits1 misses1 < <(cache_counts)
+      if [[ "$hits0$hits1$misses0$misses1" == *"?"* ]]; then
+        echo "$s c$c requests=$total hits=? misses=? (no cache counters in /metrics)" >>"$RESULTS_DIR/cache-counters.txt"
+      else
+        echo "$s c$c requests=$total hits=$((hits1 - hits0)) misses=$((misses1 - misses0))" >>"$RESULTS_DIR/cache-counters.txt"
+      fi
     fi
     if ((hey_rc != 0)); then
       rg_warn "hey exited with status $hey_rc (see $raw)"
@@ -315,6 +333,7 @@ if [[ " ${RUN_SCENARIOS[*]} " == *" cache-"* ]]; then
         print line
       }
     }' "$CSV" | sort | tee "$RESULTS_DIR/cache.txt" >&2
+  tee -a "$RESULTS_DIR/cache.txt" <"$RESULTS_DIR/cache-counters.txt" >&2
 fi
 rg_log "CSV:   $CSV"
 rg_log "JSON:  $RESULTS_DIR/results.json"
