@@ -411,3 +411,63 @@ fn admin_api_validates_fallbacks_and_aliases() {
         json!([{"upstream": "backup", "model": "via-admin"}])
     );
 }
+
+/// A `budget` on a rule with aliases and fallbacks prices the concrete
+/// model: an alias is not refused as unpriced, and an answer from a
+/// fallback step is settled at that step's model's price.
+#[test]
+fn budgets_price_the_alias_and_the_step_model() {
+    let (_a, a) = spawn_mock(&["--name", "a"]);
+    let (_b, b) = spawn_mock(&["--name", "b"]);
+    // One budget over both rules (the gateway's required plugins).
+    let budget = json!([{"name": "budget",
+        "settings": {"daily_usd": 1000, "monthly_usd": 1000, "default_max_tokens": 1}}]);
+    let gw = spawn_gateway(
+        &json!({
+            "prices": {"cheap": {"input": 1, "output": 1}, "dear": {"input": 1000, "output": 2000}},
+            "gateways": [{"name": "fb", "required_plugins": budget,
+                "upstreams": [
+                    {"name": "busy", "targets": [failing(a, json!({"x-mock-status": "429"}))]},
+                    {"name": "backup", "targets": [target(b)]}],
+                "services": [{"name": "busy", "type": "upstream", "upstream": "busy"},
+                             {"name": "backup", "type": "upstream", "upstream": "backup"}],
+                "rules": [
+                    {"name": "fb", "path": "/fb", "service": "busy", "strip_path": true,
+                     "model_aliases": {"fast": "cheap"},
+                     "fallbacks": [{"upstream": "backup", "model": "dear"}]},
+                    {"name": "probe", "path": "/probe", "service": "backup", "strip_path": true,
+                     "model_aliases": {"fast": "cheap"}}],
+                "keys": [{"name": "k", "key": KEY}]}]}),
+        &[],
+    );
+    let remaining = |resp: &common::Response| -> f64 {
+        header(&resp.1, "x-budget-remaining-usd")
+            .unwrap_or_else(|| panic!("no budget header: {:?}", resp.1))
+            .parse()
+            .unwrap()
+    };
+    // The alias is priced as `cheap` (unaliased, `fast` has no price: 400).
+    let probe = post(gw.proxy, "/probe/v1/chat/completions", &chat("fast"));
+    assert_eq!(probe.0, 200, "{}", String::from_utf8_lossy(&probe.2));
+    assert_eq!(header(&probe.1, "x-model-used"), Some("cheap"));
+    let before = remaining(&probe);
+    assert!(before > 999.999, "{before}");
+    // Falls back to `dear`: settled at its price (at least 3 output tokens
+    // at 2000 µ$), not at the cheap estimate (a few µ$).
+    let served = post(gw.proxy, "/fb/v1/chat/completions", &chat("fast"));
+    assert_served(&served, "1", "dear");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let probe = post(gw.proxy, "/probe/v1/chat/completions", &chat("fast"));
+        assert_eq!(probe.0, 200);
+        let left = remaining(&probe);
+        if left < before - 0.006 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fallback answer was not settled at the dear price: {left} left of {before}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -81,9 +81,7 @@ impl UpstreamError {
             ),
         }
     }
-}
 
-impl UpstreamError {
     /// Why a model fallback leaves the step this failure ended.
     fn fallback_reason(&self) -> Reason {
         match self {

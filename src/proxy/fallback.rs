@@ -104,6 +104,11 @@ pub(crate) fn step_on(plan: &mut Plan<'_>, ai: &mut Ai, step: &mut u8, reason: R
         reason.label()
     );
     count(plan.gateway.key, reason);
+    // A budget settles at the step's price (the requested one when it has none).
+    let price = plan.plugins.prices.and_then(|p| p.get(model.as_bytes()));
+    if let (Some(b), Some(p)) = (plan.plugins.budget.as_mut(), price) {
+        b.reprice(p);
+    }
     plan.targets = Targets::Balanced(&plan.gateway.upstreams[*up]);
     ai.use_model(model);
     *step += 1;

@@ -234,6 +234,7 @@ impl<'s> Plan<'s> {
             key_id: api_key.map(|k| k.id.as_str()),
             plugins: crate::plugin::Flow {
                 prices: Some(&snap.prices),
+                models: rule.fallback.as_deref(),
                 ..Default::default()
             },
         })
