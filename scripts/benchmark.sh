@@ -13,9 +13,9 @@
 #   direct   POST /v1/chat/completions straight to the mock (the baseline)
 #   cache-hit   POST the same chat request to a rule with the `cache` plugin: after the
 #               smoke request stored it, every request is a hit (checked: X-Cache: HIT)
-#   cache-miss  the same rule, every request's message different (wrk with
-#               scripts/wrk/chat.lua's VARY): every request a lookup, a miss, the proxied
-#               answer and its insert (LRU eviction once the cache is full)
+#   cache-miss  the same rule, every request's message different (scripts/wrk/chat.lua's
+#               VARY): every request a lookup, a miss, the proxied answer and its insert
+#               (LRU eviction once the cache is full)
 #   cache-off   the same varying requests through the rule without a cache: the baseline
 #               cache-miss is compared with (the lookup's cost; target: at most 2% req/s)
 #   nginx    (COMPARE=nginx) the same through a tuned nginx on the same mock
@@ -46,7 +46,7 @@
 #   PLUGIN_CHAIN_JSON      plugin_chain for the plugins scenario (a JSON array)
 #   HEY_TIMEOUT=20         per-request timeout in seconds (hey -t, wrk --timeout)
 #   CACHE_SETTINGS_JSON    the cache plugin's settings for the cache-* scenarios
-#                          [{"ttl":"10m","max_entries":10000}]; cache-miss and cache-off run
+#                          [{"ttl":"10m","max_entries":10000}]; the cache-* scenarios run
 #                          wrk -d DURATION (5s when REQUESTS is set), wrk -t min(c, 2)
 #   RESULTS_DIR            where results go [bench-results/<timestamp>]
 #   OPEN=1                 open the chart in a browser at the end (xdg-open)
@@ -102,8 +102,11 @@ for s in $SCENARIOS; do
 done
 DEFAULT_CACHE_SETTINGS='{"ttl":"10m","max_entries":10000}'
 CACHE_SETTINGS_JSON="${CACHE_SETTINGS_JSON:-$DEFAULT_CACHE_SETTINGS}"
-# is_wrk SCENARIO : the scenarios whose requests differ one from the next (wrk + Lua).
-is_wrk() { [[ "$1" == cache-miss || "$1" == cache-off ]]; }
+# is_wrk SCENARIO : the cache scenarios run wrk (its Lua script varies the requests of
+# cache-miss and cache-off), so their req/s compare without a tool's difference.
+is_wrk() { [[ "$1" == cache-* ]]; }
+# varies SCENARIO : every request different.
+varies() { [[ "$1" == cache-miss || "$1" == cache-off ]]; }
 # cache_counts : "HITS MISSES" from the gateway's /metrics ("? ?" when it has none).
 cache_counts() {
   local args=(-sS --max-time 10)
@@ -118,7 +121,7 @@ fi
 
 deps=(curl python3 hey)
 [[ " $SCENARIOS " == *" nginx "* ]] && deps+=(nginx)
-[[ " $SCENARIOS " == *" cache-miss "* || " $SCENARIOS " == *" cache-off "* ]] && deps+=(wrk)
+[[ " $SCENARIOS " == *" cache-"* ]] && deps+=(wrk)
 rg_need_cmds "${deps[@]}"
 python3 -c 'import json, sys; assert isinstance(json.loads(sys.argv[1]), list)' "$PLUGIN_CHAIN_JSON" 2>/dev/null \
   || rg_die "PLUGIN_CHAIN_JSON must be a JSON array of plugins"
@@ -243,7 +246,7 @@ for s in "${RUN_SCENARIOS[@]}"; do
     [[ -n "$body" ]] && args+=(-T application/json -d "$body")
     raw="$RESULTS_DIR/raw/$s-c$c.txt"
     if is_wrk "$s"; then
-      rg_log "run: $s at concurrency $c: wrk with scripts/wrk/chat.lua, every request different (VARY) $url"
+      rg_log "run: $s at concurrency $c: wrk -c $c with scripts/wrk/chat.lua$(varies "$s" && echo ", every request different (VARY)") $url"
     else
       rg_log "run: $s at concurrency $c ($load_desc): hey ${args[*]//Bearer */Bearer ***} $url"
     fi
@@ -264,7 +267,9 @@ for s in "${RUN_SCENARIOS[@]}"; do
     if is_wrk "$s"; then
       tool=wrk threads=$((c < 2 ? c : 2)) wrk_d="$DURATION"
       [[ -n "$REQUESTS" ]] && wrk_d=5s
-      API_KEY="$RG_API_KEY" VARY="$s-c$c-$t0" rg_run_fg "$raw" wrk -t "$threads" -c "$c" -d "$wrk_d" \
+      vary=""
+      varies "$s" && vary="$s-c$c-$t0"
+      API_KEY="$RG_API_KEY" VARY="$vary" rg_run_fg "$raw" wrk -t "$threads" -c "$c" -d "$wrk_d" \
         --timeout "${HEY_TIMEOUT}s" -s "$RG_LIB_DIR/wrk/chat.lua" "$url" || hey_rc=$?
     else
       rg_run_fg "$raw" hey "${args[@]}" "$url" || hey_rc=$?

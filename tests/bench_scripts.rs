@@ -196,7 +196,7 @@ fn benchmark_cache_scenarios_hit_and_miss() {
     let (hit, miss, off) = (row("cache-hit"), row("cache-miss"), row("cache-off"));
     assert_eq!(
         (&hit[1][..], &miss[1][..], &off[1][..]),
-        ("hey", "wrk", "wrk")
+        ("wrk", "wrk", "wrk")
     );
     let requests = |r: &[String]| -> u64 { r[3].parse().unwrap() };
     for r in [&hit, &miss, &off] {
@@ -211,7 +211,7 @@ fn benchmark_cache_scenarios_hit_and_miss() {
         "{summary}"
     );
     // What the gateway's cache counted during each run (from its /metrics): the hit
-    // run only hits (a request hey abandoned at its deadline may count too), the miss
+    // run only hits (a request in flight at wrk's deadline may count too), the miss
     // run only misses, the run without the cache neither.
     let counted = |scenario: &str| -> [u64; 3] {
         let line = summary
