@@ -56,6 +56,7 @@ fn per_request(c: &mut Criterion) {
                 total: Duration::from_micros(1058),
                 tokens: Some((1, 8)),
                 cost: Some(25),
+                served: None,
             }
             .format(&mut out);
             black_box(out.len())

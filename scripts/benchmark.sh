@@ -11,6 +11,13 @@
 #            while the gateway refuses plugin chains)
 #   stream   POST /v1/chat/completions with "stream": true (SSE) through the proxy
 #   direct   POST /v1/chat/completions straight to the mock (the baseline)
+#   cache-hit   POST the same chat request to a rule with the `cache` plugin: after the
+#               smoke request stored it, every request is a hit (checked: X-Cache: HIT)
+#   cache-miss  the same rule, every request's message different (scripts/wrk/chat.lua's
+#               VARY): every request a lookup, a miss, the proxied answer and its insert
+#               (LRU eviction once the cache is full)
+#   cache-off   the same varying requests through the rule without a cache: the baseline
+#               cache-miss is compared with (the lookup's cost; target: at most 2% req/s)
 #   nginx    (COMPARE=nginx) the same through a tuned nginx on the same mock
 #
 # and prints a table, writes results.csv / results.json / chart.svg to
@@ -25,7 +32,8 @@
 #   CONCURRENT_USERS=N     TrustGate's knob: a single concurrency level (overrides CONCURRENCY)
 #   DURATION=10s           length of each run (hey -z); ignored when REQUESTS is set
 #   REQUESTS=N             requests per run instead of a duration (hey -n, at least the concurrency)
-#   SCENARIOS="ping chat plugins stream direct"   which scenarios, in order
+#   SCENARIOS="ping chat plugins stream direct"   which scenarios, in order (cache-hit,
+#                          cache-miss and cache-off run only when named)
 #   COMPARE=nginx          add the tuned-nginx scenario (needs nginx)
 #   ADMIN_URL, PROXY_URL   use a running gateway (ADMIN_URL as in TrustGate: http://host:8080/api/v1)
 #   ADMIN_TOKEN            admin bearer token (passed to the started gateway as --admin-token too)
@@ -36,7 +44,10 @@
 #   SHARDS, MOCK_SHARDS    --shards for the gateway [one per CPU] and the mock [1]
 #   STREAM_CHUNKS, STREAM_INTERVAL_MS   mock streaming shape (passed to the mock when set)
 #   PLUGIN_CHAIN_JSON      plugin_chain for the plugins scenario (a JSON array)
-#   HEY_TIMEOUT=20         per-request timeout in seconds (hey -t)
+#   HEY_TIMEOUT=20         per-request timeout in seconds (hey -t, wrk --timeout)
+#   CACHE_SETTINGS_JSON    the cache plugin's settings for the cache-* scenarios
+#                          [{"ttl":"10m","max_entries":10000}]; the cache-* scenarios run
+#                          wrk -d DURATION (5s when REQUESTS is set), wrk -t min(c, 2)
 #   RESULTS_DIR            where results go [bench-results/<timestamp>]
 #   OPEN=1                 open the chart in a browser at the end (xdg-open)
 #   READY_TIMEOUT=20       seconds to wait for each process to become ready
@@ -87,14 +98,30 @@ case "$COMPARE" in
   *) rg_die "COMPARE supports only 'nginx', got '$COMPARE'" ;;
 esac
 for s in $SCENARIOS; do
-  case "$s" in ping | chat | plugins | stream | direct | nginx) ;; *) rg_die "unknown scenario '$s'" ;; esac
+  case "$s" in ping | chat | plugins | stream | direct | nginx | cache-hit | cache-miss | cache-off) ;; *) rg_die "unknown scenario '$s'" ;; esac
 done
+DEFAULT_CACHE_SETTINGS='{"ttl":"10m","max_entries":10000}'
+CACHE_SETTINGS_JSON="${CACHE_SETTINGS_JSON:-$DEFAULT_CACHE_SETTINGS}"
+# is_wrk SCENARIO : the cache scenarios run wrk (its Lua script varies the requests of
+# cache-miss and cache-off), so their req/s compare without a tool's difference.
+is_wrk() { [[ "$1" == cache-* ]]; }
+# varies SCENARIO : every request different.
+varies() { [[ "$1" == cache-miss || "$1" == cache-off ]]; }
+# cache_counts : "HITS MISSES" from the gateway's /metrics ("? ?" when it has none).
+cache_counts() {
+  local args=(-sS --max-time 10)
+  [[ -n "${ADMIN_TOKEN:-}" ]] && args+=(-H "Authorization: Bearer $ADMIN_TOKEN")
+  curl "${args[@]}" "$RG_ADMIN_BASE/metrics" 2>/dev/null |
+    awk '$1 == "ringgate_cache_hits_total" {h = $2} $1 == "ringgate_cache_misses_total" {m = $2}
+      END {print (h == "" ? "?" : h), (m == "" ? "?" : m)}'
+}
 if [[ -n "${ADMIN_URL:-}" && -z "${PROXY_URL:-}" ]] || [[ -z "${ADMIN_URL:-}" && -n "${PROXY_URL:-}" ]]; then
   rg_die "set both ADMIN_URL and PROXY_URL to use a running gateway, or neither to start one"
 fi
 
 deps=(curl python3 hey)
 [[ " $SCENARIOS " == *" nginx "* ]] && deps+=(nginx)
+[[ " $SCENARIOS " == *" cache-"* ]] && deps+=(wrk)
 rg_need_cmds "${deps[@]}"
 python3 -c 'import json, sys; assert isinstance(json.loads(sys.argv[1]), list)' "$PLUGIN_CHAIN_JSON" 2>/dev/null \
   || rg_die "PLUGIN_CHAIN_JSON must be a JSON array of plugins"
@@ -141,6 +168,13 @@ if [[ " $SCENARIOS " == *" plugins "* ]]; then
   fi
 fi
 
+if [[ " $SCENARIOS " == *" cache-"* ]]; then
+  rg_admin_try_rule bench-cache /bench-cache \
+    "\"strip_path\":true,\"plugin_chain\":[{\"name\":\"cache\",\"settings\":$CACHE_SETTINGS_JSON}]" \
+    || rg_die "the gateway refused the cache rule: HTTP $RG_HTTP_STATUS ${RG_HTTP_BODY:-no body}"
+  rg_log "created the cache rule /bench-cache (strip_path) for the cache-* scenarios"
+fi
+
 if [[ " $SCENARIOS " == *" nginx "* ]]; then
   rg_start_nginx "$RG_MOCK_HOST" "$RG_MOCK_PORT" "$LOGDIR"
 fi
@@ -153,6 +187,8 @@ scenario_request() {
     plugins) echo "POST $RG_PROXY_URL/bench-plugins/v1/chat/completions" ;;
     stream)  echo "POST $RG_PROXY_URL/v1/chat/completions" ;;
     direct)  echo "POST $RG_MOCK_URL/v1/chat/completions" ;;
+    cache-hit | cache-miss) echo "POST $RG_PROXY_URL/bench-cache/v1/chat/completions" ;;
+    cache-off) echo "POST $RG_PROXY_URL/v1/chat/completions" ;;
     nginx)   echo "POST $RG_NGINX_URL/v1/chat/completions" ;;
   esac
 }
@@ -180,6 +216,13 @@ for s in $SCENARIOS; do
   if [[ "$s" == plugins ]] && ((!PLUGINS_OK)); then continue; fi
   read -r method url < <(scenario_request "$s")
   rg_smoke "$s" "$method" "$url" "$(scenario_body "$s")"
+  if [[ "$s" == cache-hit ]]; then
+    # The smoke request stored the answer: the next one must be a hit.
+    xcache="$(curl -sS -o /dev/null -D - --max-time 10 -H "Authorization: Bearer $RG_API_KEY" \
+      -H 'Content-Type: application/json' --data-binary "$(scenario_body "$s")" "$url" |
+      tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" {print $2}')"
+    [[ "$xcache" == HIT ]] || rg_die "scenario 'cache-hit' does not hit the cache (X-Cache: ${xcache:-none})"
+  fi
   RUN_SCENARIOS+=("$s")
 done
 
@@ -202,7 +245,11 @@ for s in "${RUN_SCENARIOS[@]}"; do
     [[ "$s" != ping && "$s" != direct ]] && args+=(-H "Authorization: Bearer $RG_API_KEY")
     [[ -n "$body" ]] && args+=(-T application/json -d "$body")
     raw="$RESULTS_DIR/raw/$s-c$c.txt"
-    rg_log "run: $s at concurrency $c ($load_desc): hey ${args[*]//Bearer */Bearer ***} $url"
+    if is_wrk "$s"; then
+      rg_log "run: $s at concurrency $c: wrk -c $c with scripts/wrk/chat.lua$(varies "$s" && echo ", every request different (VARY)") $url"
+    else
+      rg_log "run: $s at concurrency $c ($load_desc): hey ${args[*]//Bearer */Bearer ***} $url"
+    fi
     hey_rc=0
     pids="$(scenario_pids "$s")" cores="" peak_mb=""
     if [[ -n "$pids" ]]; then
@@ -214,8 +261,19 @@ for s in "${RUN_SCENARIOS[@]}"; do
       # shellcheck disable=SC2086
       ticks0="$(rg_cpu_ticks $pids)"
     fi
+    [[ "$s" == cache-* ]] && read -r hits0 misses0 < <(cache_counts)
     t0="$(rg_now_us)"
-    rg_run_fg "$raw" hey "${args[@]}" "$url" || hey_rc=$?
+    tool=hey
+    if is_wrk "$s"; then
+      tool=wrk threads=$((c < 2 ? c : 2)) wrk_d="$DURATION"
+      [[ -n "$REQUESTS" ]] && wrk_d=5s
+      vary=""
+      varies "$s" && vary="$s-c$c-$t0"
+      API_KEY="$RG_API_KEY" VARY="$vary" rg_run_fg "$raw" wrk -t "$threads" -c "$c" -d "$wrk_d" \
+        --timeout "${HEY_TIMEOUT}s" -s "$RG_LIB_DIR/wrk/chat.lua" "$url" || hey_rc=$?
+    else
+      rg_run_fg "$raw" hey "${args[@]}" "$url" || hey_rc=$?
+    fi
     t1="$(rg_now_us)"
     if [[ -n "$pids" ]]; then
       # shellcheck disable=SC2086
@@ -223,12 +281,25 @@ for s in "${RUN_SCENARIOS[@]}"; do
       # shellcheck disable=SC2086
       peak_mb="$(awk -v k="$(rg_status_kb VmHWM $pids)" 'BEGIN {printf "%.1f", k / 1024}')"
     fi
-    read -r rps p50 p95 p99 errs total < <(rg_parse_hey "$raw")
+    if [[ "$tool" == wrk ]]; then
+      read -r rps p50 p95 p99 errs total < <(rg_parse_wrk "$raw")
+    else
+      read -r rps p50 p95 p99 errs total < <(rg_parse_hey "$raw")
+    fi
+    if [[ "$s" == cache-* ]]; then
+      # What the gateway's cache counted during the run: hits and misses as intended?
+      read -r hits1 misses1 < <(cache_counts)
+      if [[ "$hits0$hits1$misses0$misses1" == *"?"* ]]; then
+        echo "$s c$c requests=$total hits=? misses=? (no cache counters in /metrics)" >>"$RESULTS_DIR/cache-counters.txt"
+      else
+        echo "$s c$c requests=$total hits=$((hits1 - hits0)) misses=$((misses1 - misses0))" >>"$RESULTS_DIR/cache-counters.txt"
+      fi
+    fi
     if ((hey_rc != 0)); then
       rg_warn "hey exited with status $hey_rc (see $raw)"
       ((errs == 0)) && errs=1
     fi
-    echo "$s,hey,$c,$total,$errs,$rps,$p50,$p95,$p99,$cores,$peak_mb" >>"$CSV"
+    echo "$s,$tool,$c,$total,$errs,$rps,$p50,$p95,$p99,$cores,$peak_mb" >>"$CSV"
     printf '%-8s %6s %11s %9s %9s %9s %8s %6s %8s\n' "$s" "$c" "$rps" "$p50" "$p95" "$p99" "$errs" "${cores:--}" "${peak_mb:--}" >&2
     if ((errs > 0)); then FAILED+=("$s at concurrency $c: $errs errors of $total requests (raw output: $raw)"); fi
   done
@@ -251,6 +322,24 @@ rg_log "results ($load_desc, $(rg_machine_info)):"
 python3 "$RG_LIB_DIR/chart.py" "$CSV" --table --json "$RESULTS_DIR/results.json" --svg "$SVG" \
   --title "ringgate benchmark: req/s, p99, CPU and peak RSS by concurrency" "${meta[@]}"
 echo
+if [[ " ${RUN_SCENARIOS[*]} " == *" cache-"* ]]; then
+  # The cache in numbers: a hit against a proxied miss, and the lookup's cost on a miss
+  # (cache-miss against cache-off, the same varying requests; target: at most 2% req/s).
+  awk -F, 'NR > 1 && $1 ~ /^cache-/ {rps[$1, $3] = $6; p50[$1, $3] = $7; c[$3] = 1}
+    END {
+      for (k in c) {
+        line = sprintf("cache at concurrency %s:", k)
+        if ((("cache-hit", k) in rps) && (("cache-miss", k) in rps) && rps["cache-miss", k] > 0)
+          line = line sprintf(" hit %.0f req/s p50 %s ms vs miss %.0f req/s p50 %s ms (%.2fx);", rps["cache-hit", k], p50["cache-hit", k], rps["cache-miss", k], p50["cache-miss", k], rps["cache-hit", k] / rps["cache-miss", k])
+        if ((("cache-miss", k) in rps) && (("cache-off", k) in rps) && rps["cache-off", k] > 0) {
+          loss = 100 * (1 - rps["cache-miss", k] / rps["cache-off", k])
+          line = line sprintf(" lookup cost on a miss %.1f%% of req/s (%s)", loss, loss <= 2 ? "within 2%" : "above the 2% target")
+        }
+        print line
+      }
+    }' "$CSV" | sort | tee "$RESULTS_DIR/cache.txt" >&2
+  tee -a "$RESULTS_DIR/cache.txt" <"$RESULTS_DIR/cache-counters.txt" >&2
+fi
 rg_log "CSV:   $CSV"
 rg_log "JSON:  $RESULTS_DIR/results.json"
 rg_log "chart: $SVG  (open file://$SVG in a browser)"

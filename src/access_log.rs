@@ -258,6 +258,9 @@ pub struct Line<'a> {
     pub tokens: Option<(u64, u64)>,
     /// Micro-dollars, when the answer reported usage of a priced model.
     pub cost: Option<u64>,
+    /// On a rule with model fallbacks or aliases: the model sent upstream
+    /// (empty: unknown) and the fallback step that answered.
+    pub served: Option<(&'a [u8], u8)>,
 }
 
 impl Line<'_> {
@@ -308,6 +311,11 @@ impl Line<'_> {
                 let _ = write!(out, ",\"cost_usd\":{}.{:06}", c / 1_000_000, c % 1_000_000);
             }
             None => out.extend_from_slice(b",\"cost_usd\":null"),
+        }
+        if let Some((model, step)) = self.served {
+            out.extend_from_slice(b",\"model_used\":");
+            optional(out, Some(model).filter(|m| !m.is_empty()));
+            let _ = write!(out, ",\"fallback_step\":{step}");
         }
         out.extend_from_slice(b"}\n");
     }
@@ -371,6 +379,7 @@ mod tests {
             total: Duration::from_micros(2_000_007),
             tokens: Some((3, 4)),
             cost: Some(1_002_500),
+            served: None,
         };
         let mut out = Vec::new();
         line.format(&mut out);
@@ -384,6 +393,19 @@ mod tests {
         assert_eq!(v["completion_tokens"], 4);
         assert_eq!(v["cost_usd"], 1.0025);
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("fallback_step").is_none(), "only on fallback rules");
+        // A rule with fallbacks: the model sent and the step that answered.
+        let mut out = Vec::new();
+        Line {
+            served: Some((b"claude-x", 2)),
+            ..line
+        }
+        .format(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (&v["model_used"], &v["fallback_step"]),
+            (&"claude-x".into(), &2.into())
+        );
     }
 
     #[test]

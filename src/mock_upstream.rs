@@ -10,7 +10,8 @@
 //! Per-request headers: `x-mock-delay-ms: N` (before the head), `x-mock-status: N`,
 //! `x-mock-fault: close | reset-mid-body | stall | garbage | close-after | slow-body`,
 //! `x-mock-chunks` / `x-mock-stream-chunks: N` and `x-mock-interval-ms: N` (streaming),
-//! `x-mock-chunked: 1` (chunked `/echo` answer).
+//! `x-mock-chunked: 1` (chunked `/echo` answer), `x-mock-error: context-length` (a 400 saying
+//! the prompt exceeds the context, in OpenAI's words, or Anthropic's on `/v1/messages`).
 //!
 //! The hot path keeps one read buffer and two output buffers per connection, parses heads
 //! with `httparse` into a stack array and writes every plain response with a single write.
@@ -311,6 +312,8 @@ struct Head {
     expect_continue: bool,
     delay_ms: u64,
     status: Option<u16>,
+    /// Answer the status with a context-length error body.
+    context_error: bool,
     fault: Fault,
     chunked_echo: bool,
     chunks: Option<usize>,
@@ -353,6 +356,7 @@ impl Head {
             expect_continue: false,
             delay_ms: 0,
             status: None,
+            context_error: false,
             fault: Fault::None,
             chunked_echo: false,
             chunks: None,
@@ -393,6 +397,12 @@ impl Head {
                         return Err(Reject(400, "x-mock-status must be 200..=599"));
                     }
                     h.status = Some(s);
+                } else if n.eq_ignore_ascii_case(b"error") {
+                    if !v.trim_ascii().eq_ignore_ascii_case(b"context-length") {
+                        return Err(Reject(400, "unknown x-mock-error"));
+                    }
+                    h.status = Some(400);
+                    h.context_error = true;
                 } else if n.eq_ignore_ascii_case(b"fault") {
                     let f = v.trim_ascii();
                     h.fault = if f.eq_ignore_ascii_case(b"close") {
@@ -803,10 +813,16 @@ impl Conn {
             if code == 204 || code == 304 {
                 body_start = plain_head(out, code, "application/json", None, conn_hdr, ident);
             } else {
-                let _ = write!(
-                    tmp,
-                    "{{\"error\":{{\"message\":\"mock status {code}\",\"type\":\"mock\"}}}}"
-                );
+                if !h.context_error {
+                    let _ = write!(
+                        tmp,
+                        "{{\"error\":{{\"message\":\"mock status {code}\",\"type\":\"mock\"}}}}"
+                    );
+                } else if path == b"/v1/messages" {
+                    tmp.extend_from_slice(br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}"#);
+                } else {
+                    tmp.extend_from_slice(br#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#);
+                }
                 body_start = plain_head(
                     out,
                     code,

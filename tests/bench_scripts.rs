@@ -1,7 +1,9 @@
 //! The benchmark scripts' own logic, against the real binary where it talks to one:
 //! `scripts/idle_conns.py --path` (each connection served one request, then idle) and
 //! `scripts/compare_report.py` (the medians and ratios of `scripts/compare-nginx.sh`).
-//! The load runs themselves (wrk, hey, nginx) are not part of the suite.
+//! The load runs themselves (wrk, hey, nginx) are not part of the suite, except the
+//! cache scenarios of `scripts/benchmark.sh` in a short form (1 s per run, concurrency 2,
+//! the debug binary): their hits and misses are checked against the gateway's counters.
 
 mod common;
 
@@ -157,5 +159,83 @@ fn compare_report_prints_medians_and_ratios() {
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(doc["summary"]["percore"][0]["rps"]["ratio"], json!(0.5));
     assert_eq!(doc["summary"]["idle"]["ringgate_over_nginx"], json!(5.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scripts/benchmark.sh`'s cache scenarios, short, against a gateway this test runs:
+/// `cache-hit` is answered from the cache, `cache-miss` (a different message each
+/// request) never is, `cache-off` does not touch it, and the summary line compares them.
+#[test]
+fn benchmark_cache_scenarios_hit_and_miss() {
+    let gw = spawn_gateway(&json!({"gateways": []}), &[]);
+    let dir = common::unique_temp_dir("bench-cache");
+    let out = Command::new("bash")
+        .arg(script("benchmark.sh"))
+        .env("SCENARIOS", "cache-hit cache-miss cache-off")
+        .env("CONCURRENCY", "2")
+        .env("DURATION", "1s")
+        .env("ADMIN_URL", format!("http://{}/api/v1", gw.admin))
+        .env("PROXY_URL", format!("http://{}", gw.proxy))
+        .env("GATEWAY_PID", gw.pid().to_string())
+        .env("RINGGATE_BIN", env!("CARGO_BIN_EXE_ringgate"))
+        .env("RESULTS_DIR", &dir)
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("run scripts/benchmark.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "benchmark.sh failed:\n{stderr}");
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let row = |scenario: &str| -> Vec<String> {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{scenario},")))
+            .unwrap_or_else(|| panic!("no {scenario} row in\n{csv}"))
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    };
+    let (hit, miss, off) = (row("cache-hit"), row("cache-miss"), row("cache-off"));
+    assert_eq!(
+        (&hit[1][..], &miss[1][..], &off[1][..]),
+        ("wrk", "wrk", "wrk")
+    );
+    let requests = |r: &[String]| -> u64 { r[3].parse().unwrap() };
+    for r in [&hit, &miss, &off] {
+        assert!(requests(r) > 10, "{r:?}");
+        assert_eq!(r[4], "0", "errors in {r:?}");
+    }
+    let summary = std::fs::read_to_string(dir.join("cache.txt")).unwrap();
+    assert!(
+        summary.starts_with("cache at concurrency 2: hit ")
+            && summary.contains(" vs miss ")
+            && summary.contains("lookup cost on a miss "),
+        "{summary}"
+    );
+    // What the gateway's cache counted during each run (from its /metrics): the hit
+    // run only hits (a request in flight at wrk's deadline may count too), the miss
+    // run only misses, the run without the cache neither.
+    let counted = |scenario: &str| -> [u64; 3] {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("{scenario} c2 ")))
+            .unwrap_or_else(|| panic!("no {scenario} counters in\n{summary}"));
+        let field = |name: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+        };
+        [field("requests"), field("hits"), field("misses")]
+    };
+    let [n, hits, misses] = counted("cache-hit");
+    assert!(
+        n == requests(&hit) && (n..=n + 2).contains(&hits) && misses == 0,
+        "{summary}"
+    );
+    let [n, hits, misses] = counted("cache-miss");
+    assert!(
+        n == requests(&miss) && hits == 0 && (n..=n + 2).contains(&misses),
+        "{summary}"
+    );
+    assert_eq!(counted("cache-off")[1..], [0, 0], "{summary}");
     let _ = std::fs::remove_dir_all(&dir);
 }

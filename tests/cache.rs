@@ -65,19 +65,6 @@ fn chat(content: &str) -> String {
     json!({"model": "m", "messages": [{"role": "user", "content": content}]}).to_string()
 }
 
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let r = common::roundtrip(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    let text = String::from_utf8(r.2).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name}"))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn json_hits_misses_canonical_keys_and_cache_control() {
     let (_mock, m) = spawn_mock(&[]);
@@ -134,10 +121,13 @@ fn json_hits_misses_canonical_keys_and_cache_control() {
     assert_eq!(post(p, &chat("new")).cache.as_deref(), Some("MISS"));
     assert_eq!(post(p, &chat("new")).cache.as_deref(), Some("HIT"));
 
-    assert_eq!(metric(gw.admin, "ringgate_cache_hits_total"), 5);
+    assert_eq!(common::metric(gw.admin, "ringgate_cache_hits_total"), 5);
     // The mock reports usage (1 + 3 tokens here): each hit saved them.
-    assert_eq!(metric(gw.admin, "ringgate_cache_tokens_saved_total"), 5 * 4);
-    assert_eq!(metric(gw.admin, "ringgate_cache_entries"), 4);
+    assert_eq!(
+        common::metric(gw.admin, "ringgate_cache_tokens_saved_total"),
+        5 * 4
+    );
+    assert_eq!(common::metric(gw.admin, "ringgate_cache_entries"), 4);
 }
 
 #[test]
@@ -210,7 +200,10 @@ fn entries_expire_and_are_evicted_least_recently_used_first() {
     assert_eq!(post(p, &chat("a")).cache.as_deref(), Some("HIT"));
     post(p, &chat("c")); // evicts b, the least recently used
     assert_eq!(post(p, &chat("b")).cache.as_deref(), Some("MISS"));
-    assert_eq!(metric(gw.admin, "ringgate_cache_evictions_total"), 2);
+    assert_eq!(
+        common::metric(gw.admin, "ringgate_cache_evictions_total"),
+        2
+    );
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(
         post(p, &chat("b")).cache.as_deref(),
@@ -249,8 +242,8 @@ fn two_shards_hit_as_often_as_one() {
                 assert_eq!(a.cache.as_deref(), Some(want), "shards {shards}");
             }
         }
-        assert_eq!(metric(gw.admin, "ringgate_cache_hits_total"), 40);
-        assert_eq!(metric(gw.admin, "ringgate_cache_misses_total"), 10);
+        assert_eq!(common::metric(gw.admin, "ringgate_cache_hits_total"), 40);
+        assert_eq!(common::metric(gw.admin, "ringgate_cache_misses_total"), 10);
     }
 }
 

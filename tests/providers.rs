@@ -105,20 +105,6 @@ fn models_route_to_the_targets_that_list_them() {
     assert_eq!(status, 400);
 }
 
-fn sse_data(body: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|d| {
-            if d == "[DONE]" {
-                json!("[DONE]")
-            } else {
-                serde_json::from_str(d).unwrap()
-            }
-        })
-        .collect()
-}
-
 fn translating_gateway() -> (common::ChildGuard, common::Gateway) {
     let (mock, m) = spawn_mock(&["--stream-interval-ms", "1"]);
     let mut anth = target(m);
@@ -159,25 +145,9 @@ fn openai_client_to_anthropic_target() {
     let (status, headers, body) = post(gw.proxy, "/claude/v1/chat/completions", &sreq);
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some("text/event-stream"));
-    let ev = sse_data(&body);
-    assert_eq!(ev.last(), Some(&json!("[DONE]")));
-    let text: String = ev
-        .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(text, "tok0 tok1 tok2 tok3 tok4 ");
-    assert!(ev
-        .iter()
-        .all(|e| e == "[DONE]" || e["object"] == "chat.completion.chunk"));
-    assert!(ev
-        .iter()
-        .any(|e| e["choices"][0]["finish_reason"] == "stop"));
-    let usage = ev
-        .iter()
-        .find(|e| e["usage"].is_object())
-        .expect("usage chunk");
-    assert_eq!(usage["usage"]["prompt_tokens"], 9);
-    assert_eq!(usage["usage"]["completion_tokens"], 5);
+    let usage = common::assert_mock_openai_stream(&body);
+    assert_eq!(usage["prompt_tokens"], 9);
+    assert_eq!(usage["completion_tokens"], 5);
 }
 
 #[test]
@@ -206,7 +176,7 @@ fn anthropic_client_to_openai_target() {
         .collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(names.last(), Some(&"message_stop"));
-    let deltas: String = sse_data(&body)
+    let deltas: String = common::sse_data(&body)
         .iter()
         .filter_map(|e| e["delta"]["text"].as_str().map(str::to_string))
         .collect();
@@ -271,7 +241,7 @@ fn a_stripping_rule_keeps_the_clients_dialect_and_the_providers_endpoint() {
     let (status, headers, body) = post(gw.proxy, "/claude/v1/chat/completions", &sreq);
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some("text/event-stream"));
-    let ev = sse_data(&body);
+    let ev = common::sse_data(&body);
     assert_eq!(ev.last(), Some(&json!("[DONE]")));
     assert!(ev
         .iter()

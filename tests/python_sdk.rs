@@ -3,7 +3,8 @@
 //! under the cargo target dir, reused while the pins are unchanged) run
 //! `tests/python/sdk_check.py` against the real gateway and mock: plain and
 //! streaming chat completions, both translated routes, native Anthropic,
-//! a wrong key, and a stream through SSE keep-alive pings.
+//! a wrong key, a stream through SSE keep-alive pings, and a model fallback
+//! from an OpenAI target answering 429 to an Anthropic one (JSON and stream).
 //!
 //! Needs `python3` with `venv` and `pip` (`.ci/run` installs them); without
 //! them this test fails and says so. `RINGGATE_PYTHON` picks another
@@ -122,21 +123,27 @@ fn official_python_sdks_work_through_the_gateway() {
     let mut anth = target(mock);
     anth["provider"] = json!("anthropic");
     anth["credentials"] = json!({"api_key": "sk-ant-upstream"});
+    let mut busy = target(mock);
+    busy["headers"] = json!({"x-mock-status": "429"});
     let mut slow = target(mock);
     slow["sse_ping_secs"] = json!(1);
     let gw = spawn_gateway(
         &json!({"gateways": [{"name": "sdk",
             "upstreams": [{"name": "oai", "targets": [oai]},
                           {"name": "anth", "targets": [anth]},
-                          {"name": "slow", "targets": [slow]}],
+                          {"name": "slow", "targets": [slow]},
+                          {"name": "busy", "targets": [busy]}],
             "services": [{"name": "oai", "type": "upstream", "upstream": "oai"},
                          {"name": "anth", "type": "upstream", "upstream": "anth"},
-                         {"name": "slow", "type": "upstream", "upstream": "slow"}],
+                         {"name": "slow", "type": "upstream", "upstream": "slow"},
+                         {"name": "busy", "type": "upstream", "upstream": "busy"}],
             "rules": [{"name": "v1", "path": "/v1", "service": "oai"},
                       {"name": "toanth", "path": "/toanth", "service": "anth", "strip_path": true},
                       {"name": "toai", "path": "/toai", "service": "oai", "strip_path": true},
                       {"name": "anth", "path": "/anth", "service": "anth", "strip_path": true},
                       {"name": "slow", "path": "/slow", "service": "slow", "strip_path": true},
+                      {"name": "fallback", "path": "/fallback", "service": "busy", "strip_path": true,
+                       "fallbacks": [{"upstream": "anth", "model": "claude-fallback"}]},
                       {"path": "/claude/v1/chat/completions", "service": "anth", "strip_path": true}],
             "keys": [{"name": "k", "key": KEY}]}]}),
         &[],
@@ -166,6 +173,8 @@ fn official_python_sdks_work_through_the_gateway() {
         "openai stream through sse keep-alive pings",
         "openai error event after sse keep-alive pings",
         "anthropic error event after sse keep-alive pings (translated)",
+        "openai 429 -> fallback to anthropic target",
+        "openai 429 -> fallback to anthropic target, stream",
     ] {
         assert!(
             out.lines()
@@ -173,6 +182,6 @@ fn official_python_sdks_work_through_the_gateway() {
             "check {check:?} did not pass:\n{out}"
         );
     }
-    assert!(out.contains("sdk checks: 14 ok, 0 failing"), "{out}");
+    assert!(out.contains("sdk checks: 16 ok, 0 failing"), "{out}");
     println!("{out}");
 }

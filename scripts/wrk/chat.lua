@@ -3,7 +3,9 @@
 --   API_KEY=<key> wrk -t2 -c50 -d10s -s scripts/wrk/chat.lua http://127.0.0.1:8081/v1/chat/completions
 --
 -- Env: API_KEY (sent as "Authorization: Bearer <key>"; omitted when empty),
---      STREAM=1 (adds "stream": true to the body), ORIGIN (sent as "Origin" when set).
+--      STREAM=1 (adds "stream": true to the body), ORIGIN (sent as "Origin" when set),
+--      VARY=<run id> (every request's message differs: "Hi <run id>-<thread>-<n>", so a
+--      response cache never hits; the run id keeps runs against one gateway apart).
 -- done() prints one machine-readable line, parsed by scripts/lib.sh (rg_parse_wrk):
 --   RGWRK requests=N duration_us=N rps=X p50_us=N p95_us=N p99_us=N errors=N non2xx=N ...
 -- errors = connect + read + write + timeout + HTTP status > 399 (wrk's own counters).
@@ -24,6 +26,23 @@ end
 local origin = os.getenv("ORIGIN")
 if origin ~= nil and origin ~= "" then
   wrk.headers["Origin"] = origin
+end
+
+local vary = os.getenv("VARY")
+if vary ~= nil and vary ~= "" then
+  local threads = 0
+  function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+  end
+  local n = 0
+  function request()
+    n = n + 1
+    local b = string.format(
+      '{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"Hi %s-%d-%d"}]}',
+      vary, tid or 0, n)
+    return wrk.format(nil, nil, nil, b)
+  end
 end
 
 function done(summary, latency, requests)

@@ -136,6 +136,7 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
             preserve_host: r.preserve_host,
             retry_attempts: r.retry_attempts,
             public: r.public,
+            fallback: super::fallback::compile(&r.fallbacks, &r.model_aliases, &gw.upstreams),
             plugins: crate::plugin::chain(
                 &gw.required_plugins,
                 &format!("{}.required_plugins", gw.id.as_deref().unwrap_or(&gw.name)),

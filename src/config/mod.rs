@@ -5,6 +5,7 @@
 //! → [`validate`] → [`compile`]; [`load`] is the first three.
 
 pub mod compile;
+pub mod fallback;
 pub mod model;
 pub mod snapshot;
 pub mod unacted;

@@ -423,6 +423,12 @@ pub struct Rule {
     pub active: bool,
     #[serde(default)]
     pub public: bool,
+    /// Model fallbacks after the rule's service (see `config::fallback`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<super::fallback::Step>,
+    /// Client model name → concrete model for the rule's service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_aliases: BTreeMap<String, String>,
     /// TrustGate's `endpoint`/`agent` rule type and TrustLens settings:
     /// stored, not acted on.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]

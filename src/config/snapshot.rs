@@ -150,6 +150,8 @@ pub struct Rule {
     pub preserve_host: bool,
     pub retry_attempts: u32,
     pub public: bool,
+    /// Model fallbacks and aliases, when configured.
+    pub fallback: Option<Box<super::fallback::Fallback>>,
     /// The gateway's required plugins, then the rule's own, in run order.
     pub plugins: crate::plugin::Chain,
 }

@@ -1005,6 +1005,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
             }
             check_headers(&rule.headers, &format!("{rp}.headers"), false)?;
             check_plugins(&rule.plugin_chain, &format!("{rp}.plugin_chain"))?;
+            super::fallback::check(rule, gw, &rp)?;
             if rule.active {
                 let mut canonical = String::new();
                 for s in &segments {

@@ -395,6 +395,10 @@ pub struct Record {
     reported: Option<(u64, u64)>,
     /// The model of a translated answer (the request's).
     reported_model: Vec<u8>,
+    /// On a rule with model fallbacks or aliases: the model sent upstream
+    /// and the fallback step that answered (kept when sampled).
+    served_model: Vec<u8>,
+    fallback_step: Option<u8>,
     /// The last bytes of a streamed (chunked) answer: its `usage` event is
     /// among the last few, and the stream itself is never kept.
     tail: usage::Tail,
@@ -430,6 +434,8 @@ impl Record {
             body_complete: true,
             reported: None,
             reported_model: Vec::new(),
+            served_model: Vec::new(),
+            fallback_step: None,
             tail: usage::Tail::default(),
             sampled: false,
             request_id: [0; 64],
@@ -446,6 +452,7 @@ impl Record {
     pub fn trim(&mut self) {
         self.body = Vec::new();
         self.target_authority = Vec::new();
+        self.served_model = Vec::new();
         self.method = Vec::new();
         self.path = Vec::new();
         self.tail.trim();
@@ -468,6 +475,7 @@ impl Record {
         self.target = None;
         self.upstream_started = None;
         self.upstream_latency = None;
+        self.fallback_step = None;
         self.bytes_out = 0;
         self.body.clear();
         self.sampled = shard.access_log.sample();
@@ -509,6 +517,17 @@ impl Record {
             self.target_authority.clear();
             self.target_authority
                 .extend_from_slice(target.authority.as_bytes());
+        }
+    }
+
+    /// The model-fallback step that answered and the model it was sent,
+    /// for the access log.
+    pub fn served(&mut self, model: Option<&str>, step: u8) {
+        if self.sampled {
+            self.fallback_step = Some(step);
+            self.served_model.clear();
+            self.served_model
+                .extend_from_slice(model.unwrap_or_default().as_bytes());
         }
     }
 
@@ -637,6 +656,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
             total,
             tokens,
             cost,
+            served: rec.fallback_step.map(|s| (&rec.served_model[..], s)),
         };
         shard.access_log.write(&line);
     }

@@ -346,6 +346,23 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         );
     }
 
+    // Model fallbacks (node-wide, see `proxy::fallback`).
+    header(
+        &mut out,
+        "ringgate_fallbacks_total",
+        "counter",
+        "Requests moved to the next model-fallback step, by gateway and the reason the step was left.",
+    );
+    for (gateway, reason, n) in crate::proxy::fallback::counts() {
+        let gateway = names.gateway(gateway);
+        sample(
+            &mut out,
+            "ringgate_fallbacks_total",
+            &[("gateway", &gateway), ("reason", reason)],
+            n,
+        );
+    }
+
     // Response cache (node-wide stores, see `plugin::cache`).
     let [hits, misses, evictions, saved, entries, bytes] = crate::plugin::cache::totals();
     for (name, kind, help, v) in [

@@ -12,7 +12,8 @@
 //! budget and when it allows the request again when the budget cannot
 //! cover it. When the answer ends, the reservation is settled to its real
 //! cost from the `usage` it carried (JSON, a stream's usage event, a
-//! translated answer), at the requested model's price; an answer without
+//! translated answer), at the requested model's price (an alias's model;
+//! a model-fallback step's when it has one); an answer without
 //! usage keeps the estimate (an error answer gives it all back).
 //!
 //! ```json
@@ -148,7 +149,13 @@ impl Budget {
         flow: &mut Flow<'_>,
         headers: &mut Vec<u8>,
     ) -> Option<Stop> {
-        let model = crate::metrics::usage::string(body, b"model").unwrap_or(b"");
+        let asked = crate::metrics::usage::string(body, b"model").unwrap_or(b"");
+        // An alias is priced as the model it stands for.
+        let model = flow
+            .models
+            .zip(std::str::from_utf8(asked).ok())
+            .and_then(|(m, a)| m.alias(a))
+            .map_or(asked, str::as_bytes);
         let Some(price) = flow.prices.and_then(|p| p.get(model)) else {
             let msg = if model.is_empty() {
                 "the budget needs the request's \"model\" to price it".to_string()
@@ -226,6 +233,12 @@ impl Budget {
 }
 
 impl Reservation {
+    /// Prices the answer as `price`'s model: the request moved to a model
+    /// fallback step.
+    pub fn reprice(&mut self, price: Price) {
+        self.price = price;
+    }
+
     /// Charges what the answer cost instead of the estimate.
     pub async fn settle(self, counters: &Counters, used: Option<Tokens>, status: u16) {
         let actual = match used {

@@ -281,6 +281,9 @@ pub struct Flow<'s> {
     pub budget: Option<Box<budget::Reservation>>,
     /// The price table of the configuration serving the request.
     pub prices: Option<&'s crate::cost::Prices>,
+    /// The rule's model aliases (and fallbacks): a budget prices the
+    /// concrete model, not the alias.
+    pub models: Option<&'s crate::config::fallback::Fallback>,
     /// The response cache's lookup and recording.
     pub cache: Option<Box<cache::Pending<'s>>>,
     /// The plugin that stopped the request, if one did.

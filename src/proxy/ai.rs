@@ -46,6 +46,9 @@ pub(crate) struct Ai {
     /// The response body will be rewritten (masked): ask for it
     /// uncompressed.
     pub identity: bool,
+    /// The model written into the body for every target: an alias's
+    /// concrete model, or a fallback step's.
+    forced_model: Option<String>,
 }
 
 /// True when some target of the upstream needs the body: it routes by
@@ -77,7 +80,7 @@ impl Ai {
         // provider target, which then gets its provider's endpoint.
         let maybe_chat =
             post && client.is_none() && up.targets.iter().any(|t| t.provider.is_some());
-        let needed = needs_body(up, client);
+        let needed = needs_body(up, client) || plan.rule.fallback.is_some();
         // SSE keep-alive only wants to know whether it is a stream, and a
         // maybe-chat whether it is one: a body that is no JSON (an upload)
         // is forwarded as before.
@@ -98,6 +101,7 @@ impl Ai {
         ai.chat = maybe_chat && peek.messages.is_some();
         ai.model = peek.model.map(|m| m.into_owned());
         ai.stream = peek.stream == Some(true);
+        crate::proxy::fallback::alias(plan, &mut ai);
         if let Some(m) = &ai.model {
             if !up.targets.iter().any(|t| ai.serves(t)) {
                 return Err(format!("model {m:?} is not served by this route"));
@@ -114,6 +118,25 @@ impl Ai {
             }
             _ => true,
         }
+    }
+
+    /// Whether the body was read as JSON (its model can be rewritten).
+    pub fn inspected(&self) -> bool {
+        self.inspected
+    }
+
+    /// Sends `model` to every target from now on (an alias's or a fallback
+    /// step's concrete model).
+    pub fn use_model(&mut self, model: &str) {
+        self.model = Some(model.to_owned());
+        self.forced_model = Some(model.to_owned());
+    }
+
+    /// The model the body sent to `target` names, when known.
+    pub fn sent_model<'a>(&'a self, target: &'a Target) -> Option<&'a str> {
+        self.model
+            .as_deref()
+            .or(target.default_model.as_deref().filter(|_| self.inspected))
     }
 
     /// Whether the client asked for a stream (`"stream": true` in a body
@@ -202,7 +225,8 @@ impl Ai {
             ));
         }
         let fill_model = self.model.is_none() && target.default_model.is_some() && self.inspected;
-        if translate_to.is_none() && !fill_model {
+        let force = self.forced_model.as_ref().filter(|_| self.inspected);
+        if translate_to.is_none() && !fill_model && force.is_none() {
             return Ok(());
         }
         if self.parsed.is_none() {
@@ -214,6 +238,9 @@ impl Ai {
         let mut v = self.parsed.clone().unwrap_or_default();
         if fill_model {
             v["model"] = Value::String(target.default_model.clone().unwrap_or_default());
+        }
+        if let Some(m) = force {
+            v["model"] = Value::String(m.clone());
         }
         if let Some(client) = translate_to {
             self.include_usage = v

@@ -18,6 +18,7 @@ use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::ai::Ai;
 use crate::proxy::failover;
+use crate::proxy::fallback::{self, Reason};
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::rewrite;
 use crate::proxy::{linger_close, respond_error, send, Client, Next};
@@ -78,6 +79,16 @@ impl UpstreamError {
                 "upstream TLS handshake failed (certificate not trusted or wrong name)",
                 None,
             ),
+        }
+    }
+
+    /// Why a model fallback leaves the step this failure ended.
+    fn fallback_reason(&self) -> Reason {
+        match self {
+            UpstreamError::Timeout => Reason::Timeout,
+            UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => Reason::Timeout,
+            UpstreamError::Invalid => Reason::Server,
+            _ => Reason::Connect,
         }
     }
 }
@@ -197,7 +208,7 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
         }
     };
     ai.identity = plan.plugins.mask_response.is_some();
-    let health = match plan.targets {
+    let mut health = match plan.targets {
         Targets::Balanced(up) => Some(up),
         Targets::Fixed(_) => None,
     };
@@ -205,12 +216,38 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
     let mut attempt = 0;
     let mut stale_retry = false;
     let mut avoid: Vec<u64> = Vec::new();
+    // The model-fallback step serving the request (0: the rule's service).
+    let mut step = 0u8;
+    // Leaves the current fallback step for the next: fresh targets, attempts.
+    macro_rules! step_on {
+        ($reason:expr) => {{
+            fallback::step_on(&mut plan, &mut ai, &mut step, $reason);
+            health = match plan.targets {
+                Targets::Balanced(up) => Some(up),
+                Targets::Fixed(_) => None,
+            };
+            attempt = 0;
+            stale_retry = false;
+            avoid.clear();
+            continue;
+        }};
+    }
     loop {
         let target: &Target = match plan.targets {
             Targets::Fixed(t) => t,
             Targets::Balanced(up) => {
                 match shard.balancer.choose_where(up, &avoid, |t| ai.serves(t)) {
                     Some(i) => &up.targets[i],
+                    None if fallback::may_step(
+                        &plan,
+                        conn,
+                        &ai,
+                        step,
+                        matches!(pending, Pending::None),
+                    ) =>
+                    {
+                        step_on!(Reason::Connect)
+                    }
                     None => {
                         return Box::pin(refuse(
                             shard,
@@ -281,6 +318,9 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
                 if let Some(event) = event {
                     shard.metrics.upstream_event(target.key, event);
                 }
+                if fallback::may_step(&plan, conn, &ai, step, replayable) {
+                    step_on!(failure.fallback_reason())
+                }
                 let keep_alive = keep(&plan, &pending);
                 return Box::pin(refuse(
                     shard,
@@ -305,6 +345,21 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
                 continue;
             }
         }
+        if fallback::may_step(&plan, conn, &ai, step, replayable) {
+            let reason = match Reason::of_status(resp.status) {
+                None if resp.status == 400
+                    && Box::pin(fallback::context_length(&mut up, &resp)).await =>
+                {
+                    Some(Reason::ContextLength)
+                }
+                r => r,
+            };
+            if let Some(reason) = reason {
+                Box::pin(failover::discard(shard, up, &resp, addr)).await;
+                step_on!(reason)
+            }
+        }
+        fallback::served(conn, &plan, ai.sent_model(target), step);
         conn.obs.answered(resp.status);
         // After an early SSE head (keep-alive pings) the answer is rewritten
         // into that stream.

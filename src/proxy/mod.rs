@@ -6,6 +6,7 @@
 mod ai;
 mod exchange;
 mod failover;
+pub(crate) mod fallback;
 mod keepalive;
 mod plan;
 mod rewrite;

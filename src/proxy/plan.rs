@@ -76,6 +76,7 @@ pub type Piece = (u32, u32);
 
 /// Everything the exchange needs, decided before any byte goes upstream.
 pub struct Plan<'s> {
+    pub gateway: &'s Gateway,
     pub rule: &'s Rule,
     pub service: &'s Service,
     pub targets: Targets<'s>,
@@ -214,6 +215,7 @@ impl<'s> Plan<'s> {
         }
 
         Ok(Plan {
+            gateway,
             rule,
             service,
             targets,
@@ -232,6 +234,7 @@ impl<'s> Plan<'s> {
             key_id: api_key.map(|k| k.id.as_str()),
             plugins: crate::plugin::Flow {
                 prices: Some(&snap.prices),
+                models: rule.fallback.as_deref(),
                 ..Default::default()
             },
         })

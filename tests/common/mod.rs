@@ -448,3 +448,55 @@ pub fn priced_stream_cost(body: &[u8]) -> u64 {
     usage["prompt_tokens"].as_u64().unwrap() * 1000
         + usage["completion_tokens"].as_u64().unwrap() * 2000
 }
+
+/// The `data:` payloads of an SSE body, parsed (`[DONE]` as that string).
+pub fn sse_data(body: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| {
+            if d == "[DONE]" {
+                serde_json::json!("[DONE]")
+            } else {
+                serde_json::from_str(d).unwrap()
+            }
+        })
+        .collect()
+}
+
+/// Asserts the mock's streamed chat answer in OpenAI format (translated or not):
+/// `chat.completion.chunk`s only, the mock's five tokens, a `stop`, then `[DONE]`;
+/// returns the usage chunk's `usage` (the request asked for `include_usage`).
+pub fn assert_mock_openai_stream(body: &[u8]) -> serde_json::Value {
+    let ev = sse_data(body);
+    assert_eq!(ev.last(), Some(&serde_json::json!("[DONE]")));
+    let text: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 tok4 ");
+    assert!(ev
+        .iter()
+        .all(|e| e == "[DONE]" || e["object"] == "chat.completion.chunk"));
+    assert!(ev
+        .iter()
+        .any(|e| e["choices"][0]["finish_reason"] == "stop"));
+    ev.iter()
+        .find(|e| e["usage"].is_object())
+        .expect("usage chunk")["usage"]
+        .clone()
+}
+
+/// The value of the unlabelled sample `name` on the admin listener's `/metrics`.
+pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let r = roundtrip(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8(r.2).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        .parse()
+        .unwrap()
+}

@@ -110,6 +110,35 @@ def main():
         expect(final.content[0].text == text, f"final {final.content}")
         return f"{text!r}, {len(kinds)} events"
 
+    def fallback_chat():
+        # /fallback's own upstream answers 429; its fallback step is an
+        # Anthropic target: the OpenAI client still gets OpenAI format.
+        raw = oai("/fallback/v1").chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=USER)
+        r = raw.parse()
+        step, used = raw.headers.get("x-fallback-step"), raw.headers.get("x-model-used")
+        expect((step, used) == ("1", "claude-fallback"), f"headers {step!r} {used!r}")
+        expect(r.object == "chat.completion" and r.model == "claude-fallback", f"{r.object} {r.model}")
+        expect(r.choices[0].message.content == REPLY, f"content {r.choices[0].message.content!r}")
+        expect(r.usage.completion_tokens > 0, f"usage {r.usage}")
+        return f"step {step}, {used}, {r.choices[0].message.content!r}"
+
+    def fallback_stream():
+        raw = oai("/fallback/v1").chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=USER, stream=True, stream_options={"include_usage": True})
+        step = raw.headers.get("x-fallback-step")
+        expect(step == "1", f"x-fallback-step {step!r}")
+        text, usage, models = "", None, set()
+        for chunk in raw.parse():
+            expect(chunk.object == "chat.completion.chunk", f"object {chunk.object}")
+            models.add(chunk.model)
+            for c in chunk.choices:
+                text += c.delta.content or ""
+            usage = chunk.usage or usage
+        expect(text != "" and usage is not None, f"text {text!r} usage {usage}")
+        expect(models == {"claude-fallback"}, f"models {models}")
+        return f"step {step}, {text!r}, usage {usage.prompt_tokens}/{usage.completion_tokens}"
+
     def wrong_key():
         bad = openai.OpenAI(base_url=f"{gw}/v1", api_key="not-a-key", max_retries=0, timeout=20)
         try:
@@ -167,7 +196,10 @@ def main():
     check("anthropic error event after sse keep-alive pings (translated)",
           anthropic_keepalive_error)
 
-    print(f"sdk checks: {14 - len(failed)} ok, {len(failed)} failing"
+    check("openai 429 -> fallback to anthropic target", fallback_chat)
+    check("openai 429 -> fallback to anthropic target, stream", fallback_stream)
+
+    print(f"sdk checks: {16 - len(failed)} ok, {len(failed)} failing"
           f" (openai {openai.__version__}, anthropic {anthropic.__version__})")
     return 1 if failed else 0
 
