@@ -37,3 +37,4 @@ pub mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod upstream;
+pub mod util;

@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 use crate::admin::server::Request;
 use crate::admin::{Admin, Reply};
 use crate::config::model::{ApiKey, Config, Gateway, Rule, Service, Upstream};
-use crate::config::validate::format_rfc3339;
 use crate::config::{compile, normalize, validate, ConfigError};
+use crate::util::rfc3339::format_rfc3339;
 
 /// Largest page a list answers.
 pub const MAX_LIMIT: usize = 100;

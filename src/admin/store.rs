@@ -258,7 +258,8 @@ fn decode(bytes: &[u8]) -> Result<(Config, u64), String> {
 /// A stored configuration document (the state file's body, or the document
 /// in Redis), parsed and validated like `PUT /api/v1/config`.
 pub fn parse_state(body: &[u8]) -> Result<Config, String> {
-    let config = validate::parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
+    let config =
+        crate::config::parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
     validate::validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
     Ok(config)
 }

@@ -8,14 +8,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
 
+use super::error::ConfigError;
+use super::keys::parse_key_hash;
 use super::model::{self, Config, Credentials, GatewayStatus, Protocol, ServiceType};
 use super::snapshot::{
     ActiveCheck, Algorithm, ApiKey, BreakerSettings, Gateway, PassiveHealth, Rule, Service,
     ServiceKind, Snapshot, Target, Upstream,
 };
-use super::validate::{normalize, parse, parse_key_hash, parse_rfc3339, validate, ConfigError};
+use super::{normalize, parse, validate};
 use crate::route::{fnv1a64, RouteSpec, Router};
 use crate::upstream::tls::{self, TlsClient, Trust};
+use crate::util::rfc3339::parse_rfc3339;
 
 /// `parse` + `normalize` + `validate`: a configuration file as
 /// `serve --config` and `PUT /api/v1/config` take it.
@@ -533,7 +536,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::hash_key;
+    use crate::config::keys::hash_key;
     use serde_json::json;
     use sha2::{Digest, Sha256};
     use std::time::{Duration, UNIX_EPOCH};

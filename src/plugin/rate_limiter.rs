@@ -137,7 +137,7 @@ impl RateLimiter {
             ));
         }
         if let Some(h) = &s.user_header {
-            if !crate::config::validate::is_token(h) {
+            if !crate::http::headers::is_token(h) {
                 return Err(bad(
                     field,
                     "user_header",
