@@ -72,7 +72,27 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::resp::{int, Client, Error};
 use super::Target;
-use crate::plugin::counters::{Decision, BUCKETS};
+
+/// Buckets per window.
+pub const BUCKETS: u64 = 20;
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Still available in the window after this request.
+    pub remaining: u64,
+    /// Microseconds until everything counted now has left the window.
+    pub reset_us: u64,
+    /// When denied: microseconds until the request would fit.
+    pub retry_us: u64,
+    /// The bucket the cost was counted in (for `plugin::counters::Counters::adjust`).
+    pub bucket: u64,
+    /// The owner could not be asked.
+    pub unavailable: bool,
+    /// Extra permits leased to the asking shard along with this admission.
+    pub leased: u64,
+}
 
 /// A limiter call's bound: a slow Redis must not hold requests long (and
 /// the asking shard waits at most `counters`' 2 s for its owner).

@@ -126,6 +126,14 @@ impl ShardMetrics {
         }
     }
 
+    /// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
+    pub fn count_refusal(&self, flow: &crate::plugin::Flow<'_>, stop: &crate::plugin::Stop) {
+        use crate::plugin::Stop;
+        if let (Stop::Reject(..) | Stop::Limited(..), Some(name)) = (stop, flow.stopped_by) {
+            self.plugin_rejection(name);
+        }
+    }
+
     /// Counts one answered request of (gateway, rule) (stable keys, 0 for none).
     pub fn count(&self, gateway: u64, rule: u64, status: u16, total: Duration) {
         let mut routes = self.routes.borrow_mut();

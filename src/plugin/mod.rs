@@ -303,13 +303,6 @@ impl RequestView<'_> {
     }
 }
 
-/// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
-pub fn count_refusal(metrics: &crate::metrics::ShardMetrics, flow: &Flow<'_>, stop: &Stop) {
-    if let (Stop::Reject(..) | Stop::Limited(..), Some(name)) = (stop, flow.stopped_by) {
-        metrics.plugin_rejection(name);
-    }
-}
-
 /// Runs the head stage of `chain`. Response headers to add (CORS,
 /// rate-limit) go to `headers` as `Name: value\r\n` lines; on a [`Stop`]
 /// they belong to the gateway's own answer.

@@ -175,7 +175,7 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
         ))
         .await;
         if let Some(stop) = stop {
-            crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
+            shard.metrics.count_refusal(&plan.plugins, &stop);
             let keep_alive = keep(&plan, &pending);
             let next = Box::pin(crate::proxy::plugin_answer(
                 shard, conn, stop, &rid, keep_alive,

@@ -398,7 +398,7 @@ async fn answer(
         ))
         .await;
         if let Some(stop) = stop {
-            crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
+            shard.metrics.count_refusal(&plan.plugins, &stop);
             return Box::pin(stopped(shard, conn, head, stop, &rid, can_keep)).await;
         }
     }
