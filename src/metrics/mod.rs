@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::snapshot::{KeyHash, Snapshot, Target};
 use crate::cost::Period;
-use crate::runtime::shard::Shard;
 
 #[derive(Default)]
 pub struct ShardMetrics {
@@ -316,33 +315,50 @@ pub struct ShardStats {
     pub ring: Option<crate::runtime::uring::Stats>,
 }
 
-/// Copies the shard's counters (on the shard, between requests).
-pub fn collect(shard: &Shard, cpu: usize) -> ShardStats {
-    let m = &shard.metrics;
-    ShardStats {
-        shard: shard.index,
-        cpu,
-        generation: shard.view().generation,
-        open_connections: shard.open_connections.get() as u64,
-        connections_refused: m.connections_refused.get(),
-        pool_idle: shard.pool.idle_count() as u64,
-        pool_reuses: m.pool_reuses.get(),
-        pool_connects: m.pool_connects.get(),
-        routes: m.routes.borrow().values().cloned().collect(),
-        targets: m
-            .targets
-            .borrow()
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect(),
-        tokens: m.tokens.borrow().values().cloned().collect(),
-        costs: m.costs.borrow().values().cloned().collect(),
-        spend: m.spend.borrow().values().cloned().collect(),
-        plugins: m.plugins.borrow().clone(),
-        health: shard.balancer.health(),
-        log_lines: shard.access_log.written.get(),
-        log_dropped: shard.access_log.dropped.get(),
-        ring: crate::runtime::uring::current().map(|d| d.stats()),
+impl ShardMetrics {
+    /// A copy of these counters; the shard fills in the rest of its
+    /// [`ShardStats`] (on the shard, between requests).
+    pub fn stats(&self) -> ShardStats {
+        let m = self;
+        ShardStats {
+            connections_refused: m.connections_refused.get(),
+            pool_reuses: m.pool_reuses.get(),
+            pool_connects: m.pool_connects.get(),
+            routes: m.routes.borrow().values().cloned().collect(),
+            targets: m
+                .targets
+                .borrow()
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            tokens: m.tokens.borrow().values().cloned().collect(),
+            costs: m.costs.borrow().values().cloned().collect(),
+            spend: m.spend.borrow().values().cloned().collect(),
+            plugins: m.plugins.borrow().clone(),
+            ..ShardStats::default()
+        }
+    }
+}
+
+/// What a request's [`Record`] needs of its shard: the counters, the
+/// access log and whether metrics are on. The shard implements it; this
+/// module never sees the rest of the shard.
+pub trait Sink {
+    fn metrics(&self) -> &ShardMetrics;
+    fn access_log(&self) -> &crate::access_log::ShardLog;
+    /// `--metrics` (counters and token scans on).
+    fn metrics_on(&self) -> bool;
+}
+
+impl<S: Sink + ?Sized> Sink for std::rc::Rc<S> {
+    fn metrics(&self) -> &ShardMetrics {
+        (**self).metrics()
+    }
+    fn access_log(&self) -> &crate::access_log::ShardLog {
+        (**self).access_log()
+    }
+    fn metrics_on(&self) -> bool {
+        (**self).metrics_on()
     }
 }
 
@@ -461,7 +477,7 @@ impl Record {
 
     pub fn begin(
         &mut self,
-        shard: &Shard,
+        shard: &impl Sink,
         consumed: u64,
         method: &[u8],
         path: &[u8],
@@ -478,9 +494,9 @@ impl Record {
         self.upstream_latency = None;
         self.bytes_out = 0;
         self.body.clear();
-        self.sampled = shard.access_log.sample();
+        self.sampled = shard.access_log().sample();
         // `false` stops keeping the body: nobody will read its usage.
-        self.body_complete = shard.settings.metrics || self.sampled;
+        self.body_complete = shard.metrics_on() || self.sampled;
         if self.sampled {
             self.method.clear();
             self.method.extend_from_slice(method);
@@ -570,15 +586,15 @@ impl Record {
 
 /// Counts a finished request and writes its access-log line if sampled.
 /// `consumed` is the client buffer's consumed-bytes counter now.
-pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
-    if !shard.settings.metrics && !rec.sampled {
+pub fn finish(shard: &impl Sink, view: &Snapshot, rec: &mut Record, consumed: u64) {
+    if !shard.metrics_on() && !rec.sampled {
         return;
     }
     let total = rec.started.elapsed();
     // The client left before any answer: nginx's 499.
     let status = if rec.status == 0 { 499 } else { rec.status };
-    let m = &shard.metrics;
-    if shard.settings.metrics {
+    let m = shard.metrics();
+    if shard.metrics_on() {
         m.count(rec.gateway, rec.rule.map_or(0, |r| r.1), status, total);
         if let Some(target) = rec.target {
             m.count_upstream(target, rec.upstream_latency);
@@ -590,14 +606,14 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
     // Prices the answer and counts its cost (metrics on).
     let charge = |model: &[u8], billed: crate::cost::Tokens| {
         let c = view.prices.get(model).map(|p| p.cost(billed));
-        if let (Some(c), true) = (c, shard.settings.metrics) {
+        if let (Some(c), true) = (c, shard.metrics_on()) {
             m.count_cost(rec.gateway, key.map_or("", |k| &k.id), model, c);
         }
         c
     };
     if rec.body_complete && !rec.body.is_empty() {
         if let Some(u) = usage::scan(&rec.body) {
-            if shard.settings.metrics {
+            if shard.metrics_on() {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }
             tokens = Some((u.prompt, u.completion));
@@ -607,7 +623,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
     }
     if tokens.is_none() && !rec.tail.is_empty() {
         if let Some(u) = rec.tail.scan() {
-            if shard.settings.metrics {
+            if shard.metrics_on() {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }
             tokens = Some((u.prompt, u.completion));
@@ -617,7 +633,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
     rec.tail.clear();
     if let Some((prompt, completion)) = rec.reported.take() {
         if tokens.is_none() {
-            if shard.settings.metrics {
+            if shard.metrics_on() {
                 m.count_tokens(rec.gateway, b"", prompt, completion);
             }
             tokens = Some((prompt, completion));
@@ -646,7 +662,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
             tokens,
             cost,
         };
-        shard.access_log.write(&line);
+        shard.access_log().write(&line);
     }
 }
 

@@ -139,7 +139,7 @@ impl Client {
     /// Gives the buffers back while the connection waits for a request.
     fn park(&mut self, shard: &Shard) {
         if let Some(buf) = self.buf.release() {
-            shard.give_read_buf(buf);
+            shard.give_read_buf(buf, CLIENT_BUF);
         }
         for v in [
             &mut self.out,

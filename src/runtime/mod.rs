@@ -13,6 +13,7 @@ pub mod preflight;
 pub mod settings;
 pub mod shard;
 pub mod uring;
+pub mod worker;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,7 +93,7 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
     let mut bells = bell::bells(settings.shards + 1)
         .map_err(|e| format!("cannot start the executors' wake-up bell: {e}"))?;
     let control_bell = bells.pop().expect("one bell per executor");
-    let (links, shards) = shard::start_all(&settings, proxy.sockets, snapshot, sender, bells)?;
+    let (links, shards) = worker::start_all(&settings, proxy.sockets, snapshot, sender, bells)?;
     println!(
         "ringgate ready: proxy http://{proxy_addr} admin http://{admin_addr} shards {}",
         settings.shards
