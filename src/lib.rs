@@ -24,6 +24,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod buf;
 pub mod cluster;
 pub mod config;

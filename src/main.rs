@@ -23,7 +23,7 @@ enum Command {
 fn main() {
     let cli: Cli = argh::from_env();
     let code = match cli.command {
-        Command::Serve(args) => ringgate::runtime::serve(args),
+        Command::Serve(args) => ringgate::app::serve(args),
         Command::MockUpstream(args) => ringgate::mock_upstream::main(args),
         Command::Check(args) => ringgate::runtime::preflight::main(args),
     };
