@@ -186,7 +186,7 @@ fn control_thread(
         let follower = admin
             .cluster
             .clone()
-            .map(|c| glommio::spawn_local(crate::cluster::config::follow(admin.clone(), c)));
+            .map(|c| glommio::spawn_local(crate::admin::apply::follow(admin.clone(), c)));
         let server = glommio::spawn_local(admin.serve(listener));
         while !crate::runtime::stopping(&stop) {
             glommio::timer::sleep(Duration::from_millis(50)).await;

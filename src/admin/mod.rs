@@ -4,6 +4,7 @@
 //! broadcast to every shard; the caller hears back once every shard serves it.
 
 pub mod api;
+pub mod apply;
 pub mod console;
 pub mod server;
 pub mod spend;
@@ -45,48 +46,6 @@ impl Admin {
             plane,
             started: std::time::Instant::now(),
             writes: glommio::sync::Semaphore::new(1),
-        })
-    }
-}
-
-impl Admin {
-    /// Before a change (write permit held): in cluster mode, catch up with
-    /// Redis, so the change starts from the newest generation; 503 when
-    /// Redis cannot be reached.
-    pub async fn before_change(&self) -> Result<(), Reply> {
-        match &self.cluster {
-            None => Ok(()),
-            Some(c) => c
-                .catch_up(self)
-                .await
-                .map_err(|e| crate::cluster::config::unavailable(c.target(), &e)),
-        }
-    }
-
-    /// Makes a change durable before it is broadcast: the data dir's
-    /// `state.json`, or Redis in cluster mode.
-    pub async fn commit(
-        &self,
-        config: &crate::config::model::Config,
-        generation: u64,
-    ) -> Result<(), Reply> {
-        if let Some(c) = &self.cluster {
-            return c.commit(config, generation).await;
-        }
-        let store = self.store.borrow();
-        store.persist(config, generation).map_err(|e| {
-            let path = store.state_path();
-            log::error!(
-                "cannot store generation {generation} in {}: {e}",
-                path.display()
-            );
-            Reply::error(
-                500,
-                &format!(
-                    "the change could not be stored in {}: {e}; nothing was changed",
-                    path.display()
-                ),
-            )
         })
     }
 }

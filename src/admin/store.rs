@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::config::model::Config;
-use crate::config::{compile, validate, Snapshot};
+use crate::config::{compile, Snapshot};
 use crate::runtime::Settings;
 
 /// The state file's name inside the data dir.
@@ -252,16 +252,7 @@ fn decode(bytes: &[u8]) -> Result<(Config, u64), String> {
     if hex(&Sha256::digest(body)) != digest {
         return Err("checksum mismatch: the body was altered or damaged".into());
     }
-    Ok((parse_state(body)?, generation))
-}
-
-/// A stored configuration document (the state file's body, or the document
-/// in Redis), parsed and validated like `PUT /api/v1/config`.
-pub fn parse_state(body: &[u8]) -> Result<Config, String> {
-    let config =
-        crate::config::parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
-    validate::validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
-    Ok(config)
+    Ok((crate::config::compile::parse_state(body)?, generation))
 }
 
 #[cfg(test)]

@@ -533,6 +533,14 @@ pub fn render(
     (inject, names)
 }
 
+/// A stored configuration document (the state file's body, or the document
+/// in Redis), parsed and validated like `PUT /api/v1/config`.
+pub fn parse_state(body: &[u8]) -> Result<Config, String> {
+    let config = parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
+    validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
