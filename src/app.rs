@@ -29,7 +29,7 @@ pub fn serve(args: ServeArgs) -> i32 {
         no_huge_pages();
     }
 
-    let report = crate::runtime::preflight::run(&settings.host_needs());
+    let report = crate::runtime::preflight::run(&crate::runtime::preflight::Needs::of(&settings));
     for line in report
         .lines
         .iter()

@@ -335,20 +335,17 @@ impl Settings {
             log_level: pick(&a.log_level, "log-level"),
             io: IoPath::parse(pick(&a.io, "io").as_deref())?,
             spin: Duration::from_micros(number(&a.spin_us, "spin-us", 50u64)?.min(10_000)),
-            backlog: crate::runtime::preflight::somaxconn()
-                .unwrap_or(4096)
-                .clamp(128, 65535) as i32,
+            backlog: somaxconn().unwrap_or(4096).clamp(128, 65535) as i32,
             limits,
         })
     }
+}
 
-    /// What this configuration asks of the host, for the preflight checks.
-    pub fn host_needs(&self) -> crate::runtime::preflight::Needs {
-        crate::runtime::preflight::Needs {
-            shards: self.shards,
-            // A client and an upstream socket per connection, plus pools and files.
-            fds: (self.shards * self.limits.max_connections * 2) as u64 + 256,
-            io: self.io,
-        }
-    }
+/// `net.core.somaxconn`, the kernel's cap on a listen backlog.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
