@@ -6,6 +6,7 @@
 mod ai;
 mod exchange;
 mod failover;
+mod head;
 mod keepalive;
 mod plan;
 mod rewrite;
