@@ -22,8 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::admin::server::Request;
-use crate::admin::{Admin, Reply};
+use crate::admin::{Admin, Reply, Request};
 use crate::config::model::{ApiKey, Config, Gateway, Rule, Service, Upstream};
 use crate::config::{compile, normalize, validate, ConfigError};
 use crate::util::rfc3339::format_rfc3339;
