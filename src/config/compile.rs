@@ -5,7 +5,7 @@
 //! line.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
 use std::time::{Duration, SystemTime};
 
 use super::error::ConfigError;
@@ -392,7 +392,7 @@ fn build_target(p: TargetParts<'_>) -> Target {
         } else {
             None
         },
-        addr: resolve(p.host, p.port),
+        addr: crate::upstream::pool::resolve(p.host, p.port),
         authority,
         path: p.path.unwrap_or("").trim_end_matches('/').to_string(),
         weight: p.weight,
@@ -435,33 +435,6 @@ fn query_credential(c: &Credentials) -> Option<String> {
 /// target that has `credentials` of its own.
 const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
     ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
-
-/// Resolves `host:port`, preferring the first IPv4 address. IP literals
-/// (bracketed or not) never touch DNS.
-pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    match (bare, port).to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            let found = addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or_else(|| addrs.first())
-                .copied();
-            if found.is_none() {
-                log::warn!("{host}:{port} resolved to no address");
-            }
-            found
-        }
-        Err(e) => {
-            log::warn!("cannot resolve {host}:{port}: {e}");
-            None
-        }
-    }
-}
 
 /// The header lines a target or service injects: its `headers` first, then
 /// its credentials rendered for the provider. A line whose name is already

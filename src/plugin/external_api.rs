@@ -247,7 +247,7 @@ impl ExternalApi {
         } else {
             None
         };
-        let addr = crate::config::compile::resolve(host, port);
+        let addr = crate::upstream::pool::resolve(host, port);
         if addr.is_none() {
             log::warn!("external_api endpoint {host}:{port} does not resolve: requests are refused (502) until it does");
         }
