@@ -14,28 +14,55 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-/// `src/`-relative path → source text, for every `.rs` file.
+/// `src/`-relative path → source text, for every file of the library: from
+/// `lib.rs` along its `mod name;` declarations (the binary's own modules,
+/// declared in `main.rs`, are not the library's).
 fn sources() -> BTreeMap<String, String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-            .map(|e| e.expect("directory entry").path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else if path.extension().is_some_and(|x| x == "rs") {
-                let rel = path.strip_prefix(root).expect("under src");
-                let text = std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-                out.insert(rel.to_string_lossy().replace('\\', "/"), text);
-            }
+    fn visit(root: &Path, file: &str, out: &mut BTreeMap<String, String>) {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let code = code_only(&text);
+        out.insert(file.to_string(), text);
+        // Children of `a/mod.rs` and `lib.rs` sit beside them; of `a/b.rs`, in `a/b/`.
+        let dir = match file.rsplit_once('/') {
+            _ if file == "lib.rs" => String::new(),
+            Some((dir, "mod.rs")) => format!("{dir}/"),
+            _ => format!("{}/", file.trim_end_matches(".rs")),
+        };
+        for name in declared_files(&code) {
+            let flat = format!("{dir}{name}.rs");
+            let nested = format!("{dir}{name}/mod.rs");
+            let child = if root.join(&flat).exists() {
+                flat
+            } else {
+                nested
+            };
+            visit(root, &child, out);
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out = BTreeMap::new();
-    walk(&root, &root, &mut out);
+    visit(&root, "lib.rs", &mut out);
+    out
+}
+
+/// The names of `mod name;` declarations (modules in files of their own).
+fn declared_files(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(p) = code[from..].find("mod ") {
+        let at = from + p;
+        from = at + 4;
+        if code[..at].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        let rest = code[at + 4..].trim_start();
+        let len = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
+        if len > 0 && rest[len..].trim_start().starts_with(';') {
+            out.push(rest[..len].to_string());
+        }
+    }
     out
 }
 
@@ -333,7 +360,7 @@ fn edges(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<(String,
         modules: HashMap::new(),
         reexports: HashMap::new(),
     };
-    for file in files.keys().filter(|f| *f != "main.rs") {
+    for file in files.keys() {
         krate.modules.insert(module_of(file), file.clone());
     }
     let code: BTreeMap<&String, String> = files.iter().map(|(f, t)| (f, code_only(t))).collect();
@@ -368,9 +395,6 @@ fn edges(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<(String,
     }
     let mut out = BTreeMap::new();
     for (file, code) in &code {
-        if *file == "main.rs" {
-            continue;
-        }
         let module = module_of(file);
         let mods = inline_mods(code);
         let parent_file = file.ends_with("mod.rs") || *file == "lib.rs";
@@ -499,6 +523,7 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 #[test]
 fn every_edge_goes_down_the_layer_table() {
     let files = sources();
+    assert!(files.len() > 50, "the library's files were not found");
     let table = table(&files["lib.rs"]);
     assert!(table.len() > 10, "the layer table in lib.rs was not found");
     let edges = edges(&files);
@@ -579,6 +604,7 @@ fn the_parser_finds_use_trees_and_inline_paths() {
         .iter()
         .any(|p| p.contains("not") || p.contains("nor")));
     let code = code_only("mod a;\nmod tests {\n    use super::*;\n}\n");
+    assert_eq!(declared_files(&code), ["a"]);
     let mods = inline_mods(&code);
     assert_eq!(mods.len(), 1);
     let inside = code.find("super").expect("present");

@@ -49,7 +49,7 @@
 //! | 14 | the proxy | `proxy` |
 //! | 15 | the shard threads | `runtime::worker`, `runtime` |
 //! | 16 | the stores and the admin API | `cluster::config`, `admin` |
-//! | 17 | wiring and tools | `app`, `mock_upstream` |
+//! | 17 | wiring | `app` |
 
 pub mod access_log;
 pub mod admin;
@@ -60,7 +60,6 @@ pub mod config;
 pub mod cost;
 pub mod http;
 pub mod metrics;
-pub mod mock_upstream;
 pub mod plugin;
 pub mod provider;
 pub mod proxy;

@@ -142,7 +142,7 @@ fn start(args: MockArgs) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let mut handles = Vec::with_capacity(args.shards);
     // The mock's executors park like the gateway's: the same bell keeps a
     // lost wake-up (an accept completes on glommio's latency ring) short.
-    let bells = crate::runtime::bell::bells(args.shards)
+    let bells = ringgate::runtime::bell::bells(args.shards)
         .map_err(|e| format!("cannot start the executors' wake-up bell: {e}"))?;
     for ((idx, sock), bell) in sockets.into_iter().enumerate().zip(bells) {
         let fd = sock.into_raw_fd();
@@ -237,7 +237,7 @@ fn run_shard(
     fd: RawFd,
     settings: Arc<Settings>,
     ready: mpsc::Sender<Result<(), String>>,
-    bell: crate::runtime::bell::Bell,
+    bell: ringgate::runtime::bell::Bell,
 ) {
     let ex = match LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 << 10)
@@ -952,10 +952,10 @@ impl Conn {
                     ident,
                 );
                 let half = tmp.len() / 2;
-                crate::http::encode_chunk(&tmp[..half], out);
+                ringgate::http::encode_chunk(&tmp[..half], out);
                 split = Some(out.len());
-                crate::http::encode_chunk(&tmp[half..], out);
-                out.extend_from_slice(crate::http::LAST_CHUNK);
+                ringgate::http::encode_chunk(&tmp[half..], out);
+                out.extend_from_slice(ringgate::http::LAST_CHUNK);
             } else if h.chunked_echo {
                 // HTTP/1.0 has no chunked coding: close-delimited instead.
                 keep = false;
@@ -1048,7 +1048,7 @@ fn head_with(
     let _ = write!(
         out,
         "HTTP/1.1 {code} {}\r\ncontent-type: {ctype}\r\n",
-        crate::http::errors::reason(code)
+        ringgate::http::errors::reason(code)
     );
     out.extend_from_slice(extra.as_bytes());
     end_head(out, ident, conn)
@@ -1077,7 +1077,7 @@ fn plain_head(
     let _ = write!(
         out,
         "HTTP/1.1 {code} {}\r\n",
-        crate::http::errors::reason(code)
+        ringgate::http::errors::reason(code)
     );
     if let Some(n) = len {
         let _ = write!(out, "content-type: {ctype}\r\ncontent-length: {n}\r\n");
@@ -1279,9 +1279,9 @@ async fn stream_chat(
             tmp.extend_from_slice(b"data: [DONE]\n\n");
         }
         if s.chunked {
-            crate::http::encode_chunk(tmp, out);
+            ringgate::http::encode_chunk(tmp, out);
             if ev + 1 == total {
-                out.extend_from_slice(crate::http::LAST_CHUNK);
+                out.extend_from_slice(ringgate::http::LAST_CHUNK);
             }
         } else {
             out.extend_from_slice(tmp);
@@ -1342,9 +1342,9 @@ async fn stream_messages(
             glommio::timer::sleep(interval).await;
         }
         let ev = format!("event: {name}\ndata: {data}\n\n");
-        crate::http::encode_chunk(ev.as_bytes(), out);
+        ringgate::http::encode_chunk(ev.as_bytes(), out);
         if i + 1 == n {
-            out.extend_from_slice(crate::http::LAST_CHUNK);
+            out.extend_from_slice(ringgate::http::LAST_CHUNK);
         }
         if stream.write_all(out).await.is_err() {
             return false;

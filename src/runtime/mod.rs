@@ -1,7 +1,7 @@
 //! Shards, pinning, listeners, preflight checks and the control plane: the
 //! pieces `crate::app::serve` puts together.
 
-pub(crate) mod bell;
+pub mod bell;
 pub mod bind;
 pub mod conn;
 pub mod control;
