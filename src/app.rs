@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 
 use crate::runtime::{ServeArgs, Settings};
 
@@ -168,10 +168,7 @@ fn control_thread(
     stop: Arc<AtomicBool>,
     bell: crate::runtime::bell::Bell,
 ) -> Result<(), String> {
-    let ex = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("control")
-        .io_memory(256 << 10)
-        .make()
+    let ex = crate::runtime::executor::make("control", Placement::Unbound, Duration::ZERO)
         .map_err(|e| format!("cannot start the control executor: {e}"))?;
     let admin_fd = admin.into_raw_fd();
     ex.run(async move {

@@ -34,7 +34,7 @@
 //! |------:|------|---------|
 //! | 0 | std-only helpers and buffers | `util`, `buf` |
 //! | 1 | the HTTP/1.1 codec | `http` |
-//! | 2 | I/O on glommio and the shard's ring: sockets, timeouts, wake-ups, binding | `runtime::uring`, `runtime::conn`, `runtime::bell`, `runtime::bind` |
+//! | 2 | I/O on glommio and the shard's ring: executors, sockets, timeouts, wake-ups, binding | `runtime::uring`, `runtime::conn`, `runtime::bell`, `runtime::bind`, `runtime::executor` |
 //! | 3 | the Redis client and its URL | `cluster::resp`, `cluster` |
 //! | 4 | the configuration model, its errors, parsing and normalisation; prices | `config::error`, `config::model`, `config::keys`, `config::parse`, `config::normalize`, `cost` |
 //! | 5 | routes, provider dialects, the token-usage scan | `route`, `provider`, `metrics::usage` |

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argh::FromArgs;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -239,11 +239,11 @@ fn run_shard(
     ready: mpsc::Sender<Result<(), String>>,
     bell: ringgate::runtime::bell::Bell,
 ) {
-    let ex = match LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .name(&format!("mock{idx}"))
-        .make()
-    {
+    let ex = match ringgate::runtime::executor::make(
+        &format!("mock{idx}"),
+        Placement::Unbound,
+        Duration::ZERO,
+    ) {
         Ok(ex) => ex,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot start executor {idx}: {e}")));

@@ -159,11 +159,12 @@ pub async fn subscribe(target: &Target) -> Result<Conn, Error> {
 pub fn load_at_start(target: &Target, file: Option<Config>) -> Result<(Config, u64), String> {
     let t = target.clone();
     let thread = std::thread::spawn(move || {
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .name("redis-load")
-            .io_memory(256 << 10)
-            .make()
-            .map_err(|e| format!("cannot start an executor: {e}"))?;
+        let ex = crate::runtime::executor::make(
+            "redis-load",
+            glommio::Placement::Unbound,
+            Duration::ZERO,
+        )
+        .map_err(|e| format!("cannot start an executor: {e}"))?;
         ex.run(async move {
             let cluster = Cluster::new(t);
             let (generation, doc) = cluster.read().await.map_err(|e| e.to_string())?;

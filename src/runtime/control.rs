@@ -287,7 +287,7 @@ async fn recv_within(rx: &Inbox, wait: Duration) -> Option<FromShard> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
+    use glommio::Placement;
     use std::time::Instant;
 
     /// One shard that answers its first `Stats` late (after the control
@@ -298,9 +298,7 @@ mod tests {
     fn a_late_answer_does_not_slow_later_calls() {
         let (control, shard) = channels();
         let shard = std::thread::spawn(move || {
-            let ex = LocalExecutorBuilder::new(Placement::Unbound)
-                .io_memory(256 << 10)
-                .make()
+            let ex = crate::runtime::executor::make("shard", Placement::Unbound, Duration::ZERO)
                 .unwrap();
             ex.run(async move {
                 let rx = shard.rx.connect().await;
@@ -324,10 +322,8 @@ mod tests {
                 }
             });
         });
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(256 << 10)
-            .make()
-            .unwrap();
+        let ex =
+            crate::runtime::executor::make("control", Placement::Unbound, Duration::ZERO).unwrap();
         ex.run(async move {
             let ack = Duration::from_millis(300);
             let plane = Rc::new(ControlPlane::connect(vec![control], ack).await);

@@ -5,6 +5,7 @@ pub mod bell;
 pub mod bind;
 pub mod conn;
 pub mod control;
+pub mod executor;
 pub mod preflight;
 pub mod settings;
 pub mod shard;

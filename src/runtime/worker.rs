@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 use glommio::sync::Gate;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 
 use crate::config::Snapshot;
 use crate::runtime::bell::Bell;
@@ -99,15 +99,11 @@ pub fn start_all(
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
             .spawn(move || {
-                let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                    .name(&format!("shard-{index}"))
-                    .io_memory(256 << 10);
-                // Waking a parked executor on an idle (v)CPU costs tens of
-                // microseconds; a short spin first keeps a busy shard awake.
-                if !settings.spin.is_zero() {
-                    builder = builder.spin_before_park(settings.spin);
-                }
-                let ex = builder.make();
+                let ex = crate::runtime::executor::make(
+                    &format!("shard-{index}"),
+                    Placement::Fixed(cpu),
+                    settings.spin,
+                );
                 match ex {
                     Err(e) => {
                         let _ = ready.send(Err(format!(
