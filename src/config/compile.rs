@@ -16,8 +16,9 @@ use super::snapshot::{
     ServiceKind, Snapshot, Target, Upstream,
 };
 use super::{normalize, parse, validate};
-use crate::route::{fnv1a64, RouteSpec, Router};
+use crate::route::{RouteSpec, Router};
 use crate::upstream::tls::{self, TlsClient, Trust};
+use crate::util::fnv::fnv1a64;
 use crate::util::rfc3339::parse_rfc3339;
 
 /// `parse` + `normalize` + `validate`: a configuration file as

@@ -17,6 +17,8 @@ pub mod usage;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::util::fnv::fnv1a64;
 use std::time::{Duration, Instant};
 
 use crate::config::snapshot::{KeyHash, Snapshot, Target};
@@ -79,10 +81,10 @@ impl ShardMetrics {
     /// spend in the current day and month (older periods than the previous
     /// ones are forgotten).
     pub fn count_cost(&self, gateway: u64, key_id: &str, model: &[u8], micros: u64) {
-        let k = fnv(key_id.as_bytes());
+        let k = fnv1a64(key_id.as_bytes());
         self.costs
             .borrow_mut()
-            .entry(mix(gateway, mix(k, fnv(model))))
+            .entry(mix(gateway, mix(k, fnv1a64(model))))
             .or_insert_with(|| CostStats {
                 gateway,
                 key_id: key_id.to_string(),
@@ -165,7 +167,7 @@ impl ShardMetrics {
     pub fn count_tokens(&self, gateway: u64, model: &[u8], prompt: u64, completion: u64) {
         let mut tokens = self.tokens.borrow_mut();
         let t = tokens
-            .entry(mix(gateway, fnv(model)))
+            .entry(mix(gateway, fnv1a64(model)))
             .or_insert_with(|| TokenStats {
                 gateway,
                 model: String::from_utf8_lossy(model).into_owned(),
@@ -381,12 +383,6 @@ impl Hasher for KeyHasher {
 }
 
 type Map<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
 
 /// One key from two (order matters).
 fn mix(a: u64, b: u64) -> u64 {

@@ -198,7 +198,7 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
             list.iter().enumerate().filter(|(_, p)| p.enabled).collect();
         sorted.sort_by_key(|(_, p)| (p.stage == PluginStage::PostResponse, p.priority));
         for (i, p) in sorted {
-            let key = crate::route::fnv1a64(format!("{scope}#{i}").as_bytes());
+            let key = crate::util::fnv::fnv1a64(format!("{scope}#{i}").as_bytes());
             match compile(p, &format!("{scope}[{i}]"), key) {
                 Ok(c) => plugins.push(c),
                 Err(e) => log::error!("plugin skipped: {e}"),

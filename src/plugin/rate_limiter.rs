@@ -29,7 +29,7 @@ use serde::Deserialize;
 use super::counters::Counters;
 use super::{bad, push_header_num, RequestView, Stop, Window};
 use crate::config::ConfigError;
-use crate::route::fnv1a64;
+use crate::util::fnv::fnv1a64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
