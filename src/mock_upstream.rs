@@ -21,7 +21,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +32,6 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::Placement;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// run an OpenAI-compatible mock upstream (tests and benchmarks)
 #[derive(FromArgs, Debug, Clone)]
@@ -113,12 +112,9 @@ fn start(args: MockArgs) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     }
     let addr = resolve(&args.listen)?;
     check_memlock()?;
-    let sockets = bind_all(addr, args.shards)?;
-    let local = sockets[0]
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
+    let group =
+        ringgate::runtime::bind::reuse_port_group("listen", addr, args.shards, 4096, false)?;
+    let (local, sockets) = (group.local_addr, group.sockets);
 
     // Panics inside executor start-up (e.g. io_uring blocked) become one line on stderr.
     std::panic::set_hook(Box::new(|info| {
@@ -144,8 +140,7 @@ fn start(args: MockArgs) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     // lost wake-up (an accept completes on glommio's latency ring) short.
     let bells = ringgate::runtime::bell::bells(args.shards)
         .map_err(|e| format!("cannot start the executors' wake-up bell: {e}"))?;
-    for ((idx, sock), bell) in sockets.into_iter().enumerate().zip(bells) {
-        let fd = sock.into_raw_fd();
+    for ((idx, fd), bell) in sockets.into_iter().enumerate().zip(bells) {
         let settings = settings.clone();
         let ready = ready_tx.clone();
         let h = std::thread::Builder::new()
@@ -193,43 +188,6 @@ fn check_memlock() -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn new_listener(addr: SocketAddr) -> Result<Socket, String> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| format!("cannot create a socket: {e}"))?;
-    s.set_reuse_address(true)
-        .and_then(|_| s.set_reuse_port(true))
-        .map_err(|e| format!("cannot set socket options: {e}"))?;
-    s.bind(&addr.into())
-        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    s.listen(4096)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    Ok(s)
-}
-
-fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<Socket>, String> {
-    if addr.port() != 0 {
-        // SO_REUSEPORT would silently share a port another process of ours listens on;
-        // a probe without it fails when the port is taken.
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(|e| format!("cannot create a socket: {e}"))?;
-        let _ = probe.set_reuse_address(true);
-        probe
-            .bind(&addr.into())
-            .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    }
-    let first = new_listener(addr)?;
-    let bound = first
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
-    let mut v = vec![first];
-    for _ in 1..n {
-        v.push(new_listener(bound)?);
-    }
-    Ok(v)
 }
 
 fn run_shard(
