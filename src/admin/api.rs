@@ -440,8 +440,12 @@ trait Entity: Serialize + DeserializeOwned + Clone {
     fn list_mut(gw: &mut Gateway) -> &mut Vec<Self>;
     fn id(&self) -> Option<&str>;
     fn name(&self) -> &str;
+    /// Sets `id` and `gateway_id`.
+    fn set_ids(&mut self, id: String, gateway_id: &str);
     /// Sets the server-assigned fields; `old` is the entity a PUT replaces.
-    fn assign(&mut self, id: String, gateway_id: &str, old: Option<&Self>);
+    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
+        self.set_ids(id, gateway_id);
+    }
     /// Why this entity cannot be deleted (what still references it).
     fn used_by(_gw: &Gateway, _id: &str) -> Option<String> {
         None
@@ -455,27 +459,38 @@ trait Entity: Serialize + DeserializeOwned + Clone {
     }
 }
 
+/// The accessors every entity writes alike: its list in the gateway
+/// (`$list`), id, name, gateway id and timestamps.
+macro_rules! entity_fields {
+    ($list:ident) => {
+        fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+            (&mut self.created_at, &mut self.updated_at)
+        }
+        fn list(gw: &Gateway) -> &Vec<Self> {
+            &gw.$list
+        }
+        fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
+            &mut gw.$list
+        }
+        fn id(&self) -> Option<&str> {
+            self.id.as_deref()
+        }
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn set_ids(&mut self, id: String, gateway_id: &str) {
+            self.id = Some(id);
+            self.gateway_id = Some(gateway_id.to_string());
+        }
+    };
+}
+
 impl Entity for Upstream {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "upstreams";
     const SINGULAR: &'static str = "upstream";
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.upstreams
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.upstreams
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    entity_fields!(upstreams);
     fn assign(&mut self, id: String, gateway_id: &str, old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
+        self.set_ids(id, gateway_id);
         // A target at the same place keeps its id, and so its per-shard
         // balancer and health state.
         let mut free: Vec<_> = old.map(|o| o.targets.iter().collect()).unwrap_or_default();
@@ -495,27 +510,9 @@ impl Entity for Upstream {
 }
 
 impl Entity for Service {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "services";
     const SINGULAR: &'static str = "service";
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.services
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.services
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
-    }
+    entity_fields!(services);
     fn used_by(gw: &Gateway, id: &str) -> Option<String> {
         gw.rules
             .iter()
@@ -525,29 +522,11 @@ impl Entity for Service {
 }
 
 impl Entity for Rule {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "rules";
     const SINGULAR: &'static str = "rule";
     const PARTIAL: bool = true;
     const LIST: ListShape = ListShape::Bare(None);
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.rules
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.rules
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
-    }
+    entity_fields!(rules);
     /// Removing a rule from a key's policies could widen the key (an empty
     /// list allows every rule), so a rule named by a policy stays.
     fn used_by(gw: &Gateway, id: &str) -> Option<String> {
@@ -565,29 +544,11 @@ impl Entity for Rule {
 }
 
 impl Entity for ApiKey {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "keys";
     const SINGULAR: &'static str = "key";
     const PUT: bool = false;
     const LIST: ListShape = ListShape::Counted("api_keys");
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.keys
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.keys
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
-    }
+    entity_fields!(keys);
     /// The key is generated here and shown once; a key given in the body is
     /// refused (existing keys are imported as `key_hash` through
     /// `PUT /api/v1/config`).
