@@ -47,23 +47,37 @@ fn sources() -> BTreeMap<String, String> {
     out
 }
 
+/// Where `word` starts in `code` as a word of its own (not the tail of a
+/// longer name, nor a path segment after `::`).
+fn words<'c>(code: &'c str, word: &'c str) -> impl Iterator<Item = usize> + 'c {
+    code.match_indices(word)
+        .map(|(at, _)| at)
+        .filter(move |&at| {
+            !code[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| is_ident(c) || c == ':')
+        })
+}
+
+/// `mod name` items: where the name ends and the name.
+fn mod_items(code: &str) -> Vec<(usize, String)> {
+    words(code, "mod ")
+        .filter_map(|at| {
+            let rest = code[at + 4..].trim_start();
+            let len = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
+            (len > 0).then(|| (code.len() - rest.len() + len, rest[..len].to_string()))
+        })
+        .collect()
+}
+
 /// The names of `mod name;` declarations (modules in files of their own).
 fn declared_files(code: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(p) = code[from..].find("mod ") {
-        let at = from + p;
-        from = at + 4;
-        if code[..at].chars().next_back().is_some_and(is_ident) {
-            continue;
-        }
-        let rest = code[at + 4..].trim_start();
-        let len = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
-        if len > 0 && rest[len..].trim_start().starts_with(';') {
-            out.push(rest[..len].to_string());
-        }
-    }
-    out
+    mod_items(code)
+        .into_iter()
+        .filter(|(end, _)| code[*end..].trim_start().starts_with(';'))
+        .map(|(_, name)| name)
+        .collect()
 }
 
 /// The module path of a file: `config/mod.rs` → `config`, `lib.rs` → ``.
@@ -167,10 +181,8 @@ fn is_ident(c: char) -> bool {
 fn use_items(code: &str) -> Vec<(bool, String, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     let mut from = 0;
-    while let Some(p) = code[from..].find("use ") {
-        let at = from + p;
-        from = at + 4;
-        if code[..at].chars().next_back().is_some_and(is_ident) {
+    for at in words(code, "use ") {
+        if at < from {
             continue;
         }
         let Some(end) = code[at..].find(';') else {
@@ -229,14 +241,7 @@ fn expand(tree: &str) -> Vec<String> {
 fn inline_paths(code: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     for root in ["crate", "super", "self"] {
-        let mut from = 0;
-        while let Some(p) = code[from..].find(root) {
-            let at = from + p;
-            from = at + root.len();
-            let before = code[..at].chars().next_back();
-            if before.is_some_and(|c| is_ident(c) || c == ':') {
-                continue;
-            }
+        for at in words(code, root) {
             let mut path = root.to_string();
             let mut rest = &code[at + root.len()..];
             while let Some(r) = rest.trim_start().strip_prefix("::") {
@@ -260,36 +265,27 @@ fn inline_paths(code: &str) -> Vec<(usize, String)> {
 /// Inline modules (`mod tests { … }`): their span and name.
 fn inline_mods(code: &str) -> Vec<(std::ops::Range<usize>, String)> {
     let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(p) = code[from..].find("mod ") {
-        let at = from + p;
-        from = at + 4;
-        if code[..at].chars().next_back().is_some_and(is_ident) {
+    for (end, name) in mod_items(code) {
+        if !code[end..].trim_start().starts_with('{') {
             continue;
         }
-        let rest = code[at + 4..].trim_start();
-        let len = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
-        let name = &rest[..len];
-        if name.is_empty() || !rest[len..].trim_start().starts_with('{') {
-            continue;
-        }
-        let open = code.len() - rest.len() + len + rest[len..].find('{').expect("checked");
+        let open = end + code[end..].find('{').expect("checked");
         let mut depth = 0;
-        let mut end = code.len();
+        let mut close = code.len();
         for (i, c) in code[open..].char_indices() {
             match c {
                 '{' => depth += 1,
                 '}' => {
                     depth -= 1;
                     if depth == 0 {
-                        end = open + i + 1;
+                        close = open + i + 1;
                         break;
                     }
                 }
                 _ => {}
             }
         }
-        out.push((open..end, name.to_string()));
+        out.push((open..close, name));
     }
     out
 }
