@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::admin::{Admin, Reply};
 use crate::cluster::config::{self, Cluster, CommitError};
 use crate::cluster::resp::Error;
-use crate::cluster::Target;
+use crate::cluster::RedisUrl;
 use crate::config::compile;
 
 impl Admin {
@@ -135,7 +135,7 @@ pub async fn sync(cluster: &Cluster, admin: &Admin) {
 }
 
 /// The 503 an admin write gets while Redis cannot be reached.
-pub fn unavailable(target: &Target, e: &Error) -> Reply {
+pub fn unavailable(target: &RedisUrl, e: &Error) -> Reply {
     Reply::error(
         503,
         &format!(

@@ -35,7 +35,7 @@ pub struct Store {
     /// Held (and `flock`ed) for the process lifetime (not in cluster mode).
     _lock: Option<File>,
     /// Cluster mode: where the configuration lives instead.
-    pub redis: Option<crate::cluster::Target>,
+    pub redis: Option<crate::cluster::RedisUrl>,
     config: Config,
     generation: u64,
     snapshot: Arc<Snapshot>,
@@ -100,7 +100,7 @@ impl Store {
 
     /// Cluster mode: the configuration (and generation) Redis holds, or
     /// `--config` written there as the next generation.
-    fn open_redis(settings: &Settings, target: &crate::cluster::Target) -> Result<Store, String> {
+    fn open_redis(settings: &Settings, target: &crate::cluster::RedisUrl) -> Result<Store, String> {
         let file = match &settings.config {
             None => None,
             Some(path) => {

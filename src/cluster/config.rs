@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use redis_protocol::resp2::types::OwnedFrame;
 
-use super::resp::{int, Client, Conn, Error};
-use super::Target;
+use super::resp::{int, Conn, Error, RedisClient};
+use super::RedisUrl;
 use crate::config::model::Config;
 
 const GENERATION: &[u8] = b"ringgate:generation";
@@ -40,20 +40,20 @@ return -1
 
 /// The control thread's view of the shared configuration.
 pub struct Cluster {
-    client: Client,
+    client: RedisClient,
     /// Whether the last exchange with Redis worked (logs transitions only).
     reachable: Cell<bool>,
 }
 
 impl Cluster {
-    pub fn new(target: Target) -> Cluster {
+    pub fn new(target: RedisUrl) -> Cluster {
         Cluster {
-            client: Client::new(target, TIMEOUT),
+            client: RedisClient::new(target, TIMEOUT),
             reachable: Cell::new(true),
         }
     }
 
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &RedisUrl {
         &self.client.target
     }
 
@@ -144,7 +144,7 @@ pub enum CommitError {
 
 /// Subscribes to the generation's channel; each published generation
 /// arrives as a message on the connection.
-pub async fn subscribe(target: &Target) -> Result<Conn, Error> {
+pub async fn subscribe(target: &RedisUrl) -> Result<Conn, Error> {
     let mut conn = Conn::open(target, TIMEOUT).await?;
     let channel = target.channel();
     conn.call(&[b"SUBSCRIBE", channel.as_bytes()], TIMEOUT)
@@ -156,7 +156,7 @@ pub async fn subscribe(target: &Target) -> Result<Conn, Error> {
 /// (`--config`) written to Redis as the next generation. Runs on a
 /// short-lived executor of its own thread, before the shards start; an
 /// unreachable Redis stops start-up.
-pub fn load_at_start(target: &Target, file: Option<Config>) -> Result<(Config, u64), String> {
+pub fn load_at_start(target: &RedisUrl, file: Option<Config>) -> Result<(Config, u64), String> {
     let t = target.clone();
     let thread = std::thread::spawn(move || {
         let ex = crate::runtime::executor::make(

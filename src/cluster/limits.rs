@@ -70,8 +70,8 @@ use std::time::{Duration, Instant};
 use glommio::sync::Semaphore;
 use redis_protocol::resp2::types::OwnedFrame;
 
-use super::resp::{int, Client, Error};
-use super::Target;
+use super::resp::{int, Error, RedisClient};
+use super::RedisUrl;
 
 /// Buckets per window.
 pub const BUCKETS: u64 = 20;
@@ -237,9 +237,9 @@ struct Return {
 
 /// One shard's leases and its own Redis connections.
 pub struct Leases {
-    client: Client,
+    client: RedisClient,
     /// Give-backs use their own connection: no request waits behind one.
-    returns: Client,
+    returns: RedisClient,
     leases: RefCell<HashMap<u64, Lease>>,
     /// One refill at a time; a waiter looks at the lease again first.
     turn: Semaphore,
@@ -254,10 +254,10 @@ fn name(key: u64) -> String {
 }
 
 impl Leases {
-    pub fn new(target: Target) -> Leases {
+    pub fn new(target: RedisUrl) -> Leases {
         Leases {
-            client: Client::new(target.clone(), TIMEOUT),
-            returns: Client::new(target, TIMEOUT),
+            client: RedisClient::new(target.clone(), TIMEOUT),
+            returns: RedisClient::new(target, TIMEOUT),
             leases: RefCell::new(HashMap::new()),
             turn: Semaphore::new(1),
             down_until: Cell::new(None),

@@ -236,7 +236,7 @@ pub struct Counters {
     cluster: Option<Rc<crate::cluster::limits::Leases>>,
     /// Cluster mode: this shard's connection for the response cache's
     /// shared tier (`plugin::cache`).
-    pub cache_redis: Option<Rc<crate::cluster::resp::Client>>,
+    pub cache_redis: Option<Rc<crate::cluster::resp::RedisClient>>,
 }
 
 impl Counters {
@@ -258,9 +258,9 @@ impl Counters {
     }
 
     /// Cluster mode: `take_shared` counts across every node through Redis.
-    pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
+    pub fn shared(mut self, redis: Option<crate::cluster::RedisUrl>) -> Counters {
         self.cache_redis = redis.as_ref().map(|t| {
-            Rc::new(crate::cluster::resp::Client::new(
+            Rc::new(crate::cluster::resp::RedisClient::new(
                 t.clone(),
                 crate::plugin::cache::REDIS_TIMEOUT,
             ))

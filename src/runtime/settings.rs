@@ -182,7 +182,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
     /// Cluster mode: the Redis that holds configuration and limits.
-    pub redis: Option<crate::cluster::Target>,
+    pub redis: Option<crate::cluster::RedisUrl>,
     pub admin_token: Option<String>,
     pub log_level: Option<String>,
     pub backlog: i32,
@@ -327,9 +327,9 @@ impl Settings {
             config: pick(&a.config, "config").map(PathBuf::from),
             redis: match pick(&a.store, "store").as_deref().map(str::trim) {
                 None | Some("local") => None,
-                Some(url) => {
-                    Some(crate::cluster::Target::parse(url).map_err(|e| format!("--store: {e}"))?)
-                }
+                Some(url) => Some(
+                    crate::cluster::RedisUrl::parse(url).map_err(|e| format!("--store: {e}"))?,
+                ),
             },
             admin_token: pick(&a.admin_token, "admin-token"),
             log_level: pick(&a.log_level, "log-level"),
