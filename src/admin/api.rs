@@ -3,8 +3,10 @@
 //! Reads answer from the store's in-memory configuration. Every change runs
 //! the same sequence, one change at a time ([`mutate`]): clone the whole
 //! configuration, apply the change, `normalize` + `validate` the whole of it
-//! (so cross-entity rules hold), compile the snapshot, persist it (fsync),
-//! broadcast it to every shard and wait for their acks, install it, answer.
+//! (so cross-entity rules hold), persist it (fsync, or Redis in cluster
+//! mode), then publish it as a change read from Redis is published
+//! (`Admin::publish` in `apply.rs`: compile, install, broadcast to every
+//! shard and wait for their acks), answer.
 //!
 //! Server-assigned fields in a create or `PUT` body (`id`, `gateway_id`,
 //! `created_at`, `updated_at`, target ids) are ignored. Shapes follow
@@ -15,7 +17,6 @@
 //! inside the changed entity name their field relative to the request body
 //! (`targets[0].port`, not `gateways[0].upstreams[2].targets[0].port`).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
@@ -261,7 +262,8 @@ fn gateway_json(gw: &Gateway) -> Result<Value, Reply> {
 }
 
 /// Runs one change: apply `change` to a copy of the configuration (it
-/// validates), compile, persist, broadcast to every shard, install.
+/// validates), make it durable, then publish it (compile, install, broadcast
+/// to every shard; see `Admin::publish`).
 async fn mutate<T>(
     admin: &Admin,
     change: impl FnOnce(&mut Config, SystemTime) -> Result<T, Reply>,
@@ -277,11 +279,8 @@ async fn mutate<T>(
         (store.config().clone(), store.generation() + 1)
     };
     let out = change(&mut cfg, SystemTime::now())?;
-    let snapshot = Arc::new(compile(&cfg, generation));
     admin.commit(&cfg, generation).await?;
-    let applied = admin.plane.apply(snapshot.clone()).await;
-    admin.store.borrow_mut().install(cfg, generation, snapshot);
-    match applied {
+    match admin.publish(cfg, generation).await {
         Ok(()) => Ok(out),
         Err(lagging) => Err(Reply::error(
             503,

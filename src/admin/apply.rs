@@ -28,6 +28,7 @@ use crate::cluster::config::{self, Cluster, CommitError};
 use crate::cluster::resp::Error;
 use crate::cluster::RedisUrl;
 use crate::config::compile;
+use crate::runtime::control::Lagging;
 
 impl Admin {
     /// Before a change (write permit held): in cluster mode, catch up with
@@ -76,6 +77,25 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The last steps of every change, a local one (after [`Admin::commit`])
+    /// or one read from Redis: compile `config` as `generation`, install it
+    /// in the admin store, then broadcast it to every shard. Installed before
+    /// the shards get it, so once a shard serves a generation this node's
+    /// admin API shows it too. The caller holds the write permit.
+    pub async fn publish(
+        &self,
+        config: crate::config::model::Config,
+        generation: u64,
+    ) -> Result<(), Lagging> {
+        let snapshot = Arc::new(compile::compile(&config, generation));
+        self.store
+            .borrow_mut()
+            .install(config, generation, snapshot.clone());
+        self.plane.apply(snapshot).await
+    }
+}
+
 /// Brings this node to Redis's generation (or Redis to this node's,
 /// when Redis lost its data). The caller holds the admin write permit.
 pub async fn catch_up(cluster: &Cluster, admin: &Admin) -> Result<(), Error> {
@@ -99,14 +119,7 @@ async fn catch_up_inner(cluster: &Cluster, admin: &Admin) -> Result<(), Error> {
                 return Ok(());
             }
         };
-        let snapshot = Arc::new(compile::compile(&config, generation));
-        // Installed before the shards get it, so once a shard serves a
-        // generation this node's admin API shows it too.
-        admin
-            .store
-            .borrow_mut()
-            .install(config, generation, snapshot.clone());
-        if let Err(lagging) = admin.plane.apply(snapshot).await {
+        if let Err(lagging) = admin.publish(config, generation).await {
             log::error!("generation {generation} from Redis: {lagging}");
         }
         log::info!(
