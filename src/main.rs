@@ -1,6 +1,10 @@
-//! The `ringgate` command line: parses arguments and hands over to the library.
+//! The `ringgate` command line: parses arguments and hands over to the
+//! library, or to the mock provider (`mock_upstream.rs`, a test and benchmark
+//! tool that is part of the binary, not of the gateway's library).
 
 use argh::FromArgs;
+
+mod mock_upstream;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -16,15 +20,15 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Serve(ringgate::runtime::ServeArgs),
-    MockUpstream(ringgate::mock_upstream::MockArgs),
+    MockUpstream(mock_upstream::MockArgs),
     Check(ringgate::runtime::preflight::CheckArgs),
 }
 
 fn main() {
     let cli: Cli = argh::from_env();
     let code = match cli.command {
-        Command::Serve(args) => ringgate::runtime::serve(args),
-        Command::MockUpstream(args) => ringgate::mock_upstream::main(args),
+        Command::Serve(args) => ringgate::app::serve(args),
+        Command::MockUpstream(args) => mock_upstream::main(args),
         Command::Check(args) => ringgate::runtime::preflight::main(args),
     };
     std::process::exit(code);

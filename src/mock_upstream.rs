@@ -22,7 +22,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,10 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argh::FromArgs;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::Placement;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// run an OpenAI-compatible mock upstream (tests and benchmarks)
 #[derive(FromArgs, Debug, Clone)]
@@ -114,12 +113,9 @@ fn start(args: MockArgs) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     }
     let addr = resolve(&args.listen)?;
     check_memlock()?;
-    let sockets = bind_all(addr, args.shards)?;
-    let local = sockets[0]
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
+    let group =
+        ringgate::runtime::bind::reuse_port_group("listen", addr, args.shards, 4096, false)?;
+    let (local, sockets) = (group.local_addr, group.sockets);
 
     // Panics inside executor start-up (e.g. io_uring blocked) become one line on stderr.
     std::panic::set_hook(Box::new(|info| {
@@ -143,10 +139,9 @@ fn start(args: MockArgs) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let mut handles = Vec::with_capacity(args.shards);
     // The mock's executors park like the gateway's: the same bell keeps a
     // lost wake-up (an accept completes on glommio's latency ring) short.
-    let bells = crate::runtime::bell::bells(args.shards)
+    let bells = ringgate::runtime::bell::bells(args.shards)
         .map_err(|e| format!("cannot start the executors' wake-up bell: {e}"))?;
-    for ((idx, sock), bell) in sockets.into_iter().enumerate().zip(bells) {
-        let fd = sock.into_raw_fd();
+    for ((idx, fd), bell) in sockets.into_iter().enumerate().zip(bells) {
         let settings = settings.clone();
         let ready = ready_tx.clone();
         let h = std::thread::Builder::new()
@@ -196,55 +191,18 @@ fn check_memlock() -> Result<(), String> {
     Ok(())
 }
 
-fn new_listener(addr: SocketAddr) -> Result<Socket, String> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| format!("cannot create a socket: {e}"))?;
-    s.set_reuse_address(true)
-        .and_then(|_| s.set_reuse_port(true))
-        .map_err(|e| format!("cannot set socket options: {e}"))?;
-    s.bind(&addr.into())
-        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    s.listen(4096)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    Ok(s)
-}
-
-fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<Socket>, String> {
-    if addr.port() != 0 {
-        // SO_REUSEPORT would silently share a port another process of ours listens on;
-        // a probe without it fails when the port is taken.
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-            .map_err(|e| format!("cannot create a socket: {e}"))?;
-        let _ = probe.set_reuse_address(true);
-        probe
-            .bind(&addr.into())
-            .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    }
-    let first = new_listener(addr)?;
-    let bound = first
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
-    let mut v = vec![first];
-    for _ in 1..n {
-        v.push(new_listener(bound)?);
-    }
-    Ok(v)
-}
-
 fn run_shard(
     idx: usize,
     fd: RawFd,
     settings: Arc<Settings>,
     ready: mpsc::Sender<Result<(), String>>,
-    bell: crate::runtime::bell::Bell,
+    bell: ringgate::runtime::bell::Bell,
 ) {
-    let ex = match LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .name(&format!("mock{idx}"))
-        .make()
-    {
+    let ex = match ringgate::runtime::executor::make(
+        &format!("mock{idx}"),
+        Placement::Unbound,
+        Duration::ZERO,
+    ) {
         Ok(ex) => ex,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot start executor {idx}: {e}")));
@@ -968,10 +926,10 @@ impl Conn {
                     ident,
                 );
                 let half = tmp.len() / 2;
-                crate::http::encode_chunk(&tmp[..half], out);
+                ringgate::http::encode_chunk(&tmp[..half], out);
                 split = Some(out.len());
-                crate::http::encode_chunk(&tmp[half..], out);
-                out.extend_from_slice(crate::http::LAST_CHUNK);
+                ringgate::http::encode_chunk(&tmp[half..], out);
+                out.extend_from_slice(ringgate::http::LAST_CHUNK);
             } else if h.chunked_echo {
                 // HTTP/1.0 has no chunked coding: close-delimited instead.
                 keep = false;
@@ -1064,7 +1022,7 @@ fn head_with(
     let _ = write!(
         out,
         "HTTP/1.1 {code} {}\r\ncontent-type: {ctype}\r\n",
-        crate::http::errors::reason(code)
+        ringgate::http::errors::reason(code)
     );
     out.extend_from_slice(extra.as_bytes());
     end_head(out, ident, conn)
@@ -1093,7 +1051,7 @@ fn plain_head(
     let _ = write!(
         out,
         "HTTP/1.1 {code} {}\r\n",
-        crate::http::errors::reason(code)
+        ringgate::http::errors::reason(code)
     );
     if let Some(n) = len {
         let _ = write!(out, "content-type: {ctype}\r\ncontent-length: {n}\r\n");
@@ -1295,9 +1253,9 @@ async fn stream_chat(
             tmp.extend_from_slice(b"data: [DONE]\n\n");
         }
         if s.chunked {
-            crate::http::encode_chunk(tmp, out);
+            ringgate::http::encode_chunk(tmp, out);
             if ev + 1 == total {
-                out.extend_from_slice(crate::http::LAST_CHUNK);
+                out.extend_from_slice(ringgate::http::LAST_CHUNK);
             }
         } else {
             out.extend_from_slice(tmp);
@@ -1358,9 +1316,9 @@ async fn stream_messages(
             glommio::timer::sleep(interval).await;
         }
         let ev = format!("event: {name}\ndata: {data}\n\n");
-        crate::http::encode_chunk(ev.as_bytes(), out);
+        ringgate::http::encode_chunk(ev.as_bytes(), out);
         if i + 1 == n {
-            out.extend_from_slice(crate::http::LAST_CHUNK);
+            out.extend_from_slice(ringgate::http::LAST_CHUNK);
         }
         if stream.write_all(out).await.is_err() {
             return false;

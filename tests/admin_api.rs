@@ -1,4 +1,4 @@
-//! The admin API of SPEC §3 against the real binary: CRUD of every entity,
+//! The admin API (README.md, "Admin API") against the real binary: CRUD of every entity,
 //! every refusal status (400 with its field, 404, 405, 409, 413, 415), paging,
 //! the configuration export/import, and the admin token.
 

@@ -3,8 +3,10 @@
 //! Reads answer from the store's in-memory configuration. Every change runs
 //! the same sequence, one change at a time ([`mutate`]): clone the whole
 //! configuration, apply the change, `normalize` + `validate` the whole of it
-//! (so cross-entity rules hold), compile the snapshot, persist it (fsync),
-//! broadcast it to every shard and wait for their acks, install it, answer.
+//! (so cross-entity rules hold), persist it (fsync, or Redis in cluster
+//! mode), then publish it as a change read from Redis is published
+//! (`Admin::publish` in `apply.rs`: compile, install, broadcast to every
+//! shard and wait for their acks), answer.
 //!
 //! Server-assigned fields in a create or `PUT` body (`id`, `gateway_id`,
 //! `created_at`, `updated_at`, target ids) are ignored. Shapes follow
@@ -15,18 +17,16 @@
 //! inside the changed entity name their field relative to the request body
 //! (`targets[0].port`, not `gateways[0].upstreams[2].targets[0].port`).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::admin::server::Request;
-use crate::admin::{Admin, Reply};
+use crate::admin::{Admin, Reply, Request};
 use crate::config::model::{ApiKey, Config, Gateway, Rule, Service, Upstream};
-use crate::config::validate::format_rfc3339;
 use crate::config::{compile, normalize, validate, ConfigError};
+use crate::util::rfc3339::format_rfc3339;
 
 /// Largest page a list answers.
 pub const MAX_LIMIT: usize = 100;
@@ -262,7 +262,8 @@ fn gateway_json(gw: &Gateway) -> Result<Value, Reply> {
 }
 
 /// Runs one change: apply `change` to a copy of the configuration (it
-/// validates), compile, persist, broadcast to every shard, install.
+/// validates), make it durable, then publish it (compile, install, broadcast
+/// to every shard; see `Admin::publish`).
 async fn mutate<T>(
     admin: &Admin,
     change: impl FnOnce(&mut Config, SystemTime) -> Result<T, Reply>,
@@ -278,11 +279,8 @@ async fn mutate<T>(
         (store.config().clone(), store.generation() + 1)
     };
     let out = change(&mut cfg, SystemTime::now())?;
-    let snapshot = Arc::new(compile(&cfg, generation));
     admin.commit(&cfg, generation).await?;
-    let applied = admin.plane.apply(snapshot.clone()).await;
-    admin.store.borrow_mut().install(cfg, generation, snapshot);
-    match applied {
+    match admin.publish(cfg, generation).await {
         Ok(()) => Ok(out),
         Err(lagging) => Err(Reply::error(
             503,
@@ -441,8 +439,12 @@ trait Entity: Serialize + DeserializeOwned + Clone {
     fn list_mut(gw: &mut Gateway) -> &mut Vec<Self>;
     fn id(&self) -> Option<&str>;
     fn name(&self) -> &str;
+    /// Sets `id` and `gateway_id`.
+    fn set_ids(&mut self, id: String, gateway_id: &str);
     /// Sets the server-assigned fields; `old` is the entity a PUT replaces.
-    fn assign(&mut self, id: String, gateway_id: &str, old: Option<&Self>);
+    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
+        self.set_ids(id, gateway_id);
+    }
     /// Why this entity cannot be deleted (what still references it).
     fn used_by(_gw: &Gateway, _id: &str) -> Option<String> {
         None
@@ -456,27 +458,38 @@ trait Entity: Serialize + DeserializeOwned + Clone {
     }
 }
 
+/// The accessors every entity writes alike: its list in the gateway
+/// (`$list`), id, name, gateway id and timestamps.
+macro_rules! entity_fields {
+    ($list:ident) => {
+        fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
+            (&mut self.created_at, &mut self.updated_at)
+        }
+        fn list(gw: &Gateway) -> &Vec<Self> {
+            &gw.$list
+        }
+        fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
+            &mut gw.$list
+        }
+        fn id(&self) -> Option<&str> {
+            self.id.as_deref()
+        }
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn set_ids(&mut self, id: String, gateway_id: &str) {
+            self.id = Some(id);
+            self.gateway_id = Some(gateway_id.to_string());
+        }
+    };
+}
+
 impl Entity for Upstream {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "upstreams";
     const SINGULAR: &'static str = "upstream";
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.upstreams
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.upstreams
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    entity_fields!(upstreams);
     fn assign(&mut self, id: String, gateway_id: &str, old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
+        self.set_ids(id, gateway_id);
         // A target at the same place keeps its id, and so its per-shard
         // balancer and health state.
         let mut free: Vec<_> = old.map(|o| o.targets.iter().collect()).unwrap_or_default();
@@ -496,27 +509,9 @@ impl Entity for Upstream {
 }
 
 impl Entity for Service {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "services";
     const SINGULAR: &'static str = "service";
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.services
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.services
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
-    }
+    entity_fields!(services);
     fn used_by(gw: &Gateway, id: &str) -> Option<String> {
         gw.rules
             .iter()
@@ -526,29 +521,11 @@ impl Entity for Service {
 }
 
 impl Entity for Rule {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "rules";
     const SINGULAR: &'static str = "rule";
     const PARTIAL: bool = true;
     const LIST: ListShape = ListShape::Bare(None);
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.rules
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.rules
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
-    }
+    entity_fields!(rules);
     /// Removing a rule from a key's policies could widen the key (an empty
     /// list allows every rule), so a rule named by a policy stays.
     fn used_by(gw: &Gateway, id: &str) -> Option<String> {
@@ -566,29 +543,11 @@ impl Entity for Rule {
 }
 
 impl Entity for ApiKey {
-    fn stamps(&mut self) -> (&mut Option<String>, &mut Option<String>) {
-        (&mut self.created_at, &mut self.updated_at)
-    }
     const PLURAL: &'static str = "keys";
     const SINGULAR: &'static str = "key";
     const PUT: bool = false;
     const LIST: ListShape = ListShape::Counted("api_keys");
-    fn list(gw: &Gateway) -> &Vec<Self> {
-        &gw.keys
-    }
-    fn list_mut(gw: &mut Gateway) -> &mut Vec<Self> {
-        &mut gw.keys
-    }
-    fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn assign(&mut self, id: String, gateway_id: &str, _old: Option<&Self>) {
-        self.id = Some(id);
-        self.gateway_id = Some(gateway_id.to_string());
-    }
+    entity_fields!(keys);
     /// The key is generated here and shown once; a key given in the body is
     /// refused (existing keys are imported as `key_hash` through
     /// `PUT /api/v1/config`).

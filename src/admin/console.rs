@@ -5,8 +5,7 @@
 //! revalidated by its ETag on every load. The page talks to the same
 //! listener's `/api/v1` and `/metrics` with the admin token in a header.
 
-use crate::admin::server::Request;
-use crate::admin::Reply;
+use crate::admin::{Reply, Request};
 
 /// One embedded file: its URL path, type, content hash, identity and gzip
 /// bodies.

@@ -4,6 +4,7 @@
 //! broadcast to every shard; the caller hears back once every shard serves it.
 
 pub mod api;
+pub mod apply;
 pub mod console;
 pub mod server;
 pub mod spend;
@@ -49,44 +50,28 @@ impl Admin {
     }
 }
 
-impl Admin {
-    /// Before a change (write permit held): in cluster mode, catch up with
-    /// Redis, so the change starts from the newest generation; 503 when
-    /// Redis cannot be reached.
-    pub async fn before_change(&self) -> Result<(), Reply> {
-        match &self.cluster {
-            None => Ok(()),
-            Some(c) => c
-                .catch_up(self)
-                .await
-                .map_err(|e| crate::cluster::config::unavailable(c.target(), &e)),
-        }
+/// A parsed admin request, owned (admin calls are rare and small).
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
-    /// Makes a change durable before it is broadcast: the data dir's
-    /// `state.json`, or Redis in cluster mode.
-    pub async fn commit(
-        &self,
-        config: &crate::config::model::Config,
-        generation: u64,
-    ) -> Result<(), Reply> {
-        if let Some(c) = &self.cluster {
-            return c.commit(config, generation).await;
-        }
-        let store = self.store.borrow();
-        store.persist(config, generation).map_err(|e| {
-            let path = store.state_path();
-            log::error!(
-                "cannot store generation {generation} in {}: {e}",
-                path.display()
-            );
-            Reply::error(
-                500,
-                &format!(
-                    "the change could not be stored in {}: {e}; nothing was changed",
-                    path.display()
-                ),
-            )
+    /// A query parameter's raw value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::admin::{api, console, Admin, Reply};
+use crate::admin::{api, console, Admin, Reply, Request};
 use crate::buf::ReadBuf;
 use crate::http::{self, BodyKind, ChunkedDecoder};
 use crate::runtime::conn::{linger, timed};
@@ -30,32 +30,6 @@ X-Frame-Options: DENY\r\n\
 Referrer-Policy: no-referrer\r\n\
 Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; \
 img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n";
-
-/// A parsed admin request, owned (admin calls are rare and small).
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A query parameter's raw value.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.as_deref()?.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then_some(v)
-        })
-    }
-}
 
 impl Admin {
     /// Accepts admin connections and, beside them, samples the counters for

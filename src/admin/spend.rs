@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::admin::server::Request;
+use crate::admin::Request;
 use crate::admin::{Admin, Reply};
 use crate::cost::Period;
 

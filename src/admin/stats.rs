@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::admin::server::Request;
+use crate::admin::Request;
 use crate::admin::{Admin, Reply};
 use crate::metrics::render::Names;
 use crate::metrics::{ShardStats, BUCKETS};

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::admin::server::Request;
+use crate::admin::Request;
 use crate::admin::{Admin, Reply};
 use crate::metrics::render::{render, Process};
 

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use crate::config::model::Config;
-use crate::config::{compile, validate, Snapshot};
+use crate::config::{compile, Snapshot};
 use crate::runtime::Settings;
 
 /// The state file's name inside the data dir.
@@ -35,7 +35,7 @@ pub struct Store {
     /// Held (and `flock`ed) for the process lifetime (not in cluster mode).
     _lock: Option<File>,
     /// Cluster mode: where the configuration lives instead.
-    pub redis: Option<crate::cluster::Target>,
+    pub redis: Option<crate::cluster::RedisUrl>,
     config: Config,
     generation: u64,
     snapshot: Arc<Snapshot>,
@@ -100,7 +100,7 @@ impl Store {
 
     /// Cluster mode: the configuration (and generation) Redis holds, or
     /// `--config` written there as the next generation.
-    fn open_redis(settings: &Settings, target: &crate::cluster::Target) -> Result<Store, String> {
+    fn open_redis(settings: &Settings, target: &crate::cluster::RedisUrl) -> Result<Store, String> {
         let file = match &settings.config {
             None => None,
             Some(path) => {
@@ -252,15 +252,7 @@ fn decode(bytes: &[u8]) -> Result<(Config, u64), String> {
     if hex(&Sha256::digest(body)) != digest {
         return Err("checksum mismatch: the body was altered or damaged".into());
     }
-    Ok((parse_state(body)?, generation))
-}
-
-/// A stored configuration document (the state file's body, or the document
-/// in Redis), parsed and validated like `PUT /api/v1/config`.
-pub fn parse_state(body: &[u8]) -> Result<Config, String> {
-    let config = validate::parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
-    validate::validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
-    Ok(config)
+    Ok((crate::config::compile::parse_state(body)?, generation))
 }
 
 #[cfg(test)]

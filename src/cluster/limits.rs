@@ -70,9 +70,29 @@ use std::time::{Duration, Instant};
 use glommio::sync::Semaphore;
 use redis_protocol::resp2::types::OwnedFrame;
 
-use super::resp::{int, Client, Error};
-use super::Target;
-use crate::plugin::counters::{Decision, BUCKETS};
+use super::resp::{int, Error, RedisClient};
+use super::RedisUrl;
+
+/// Buckets per window.
+pub const BUCKETS: u64 = 20;
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Still available in the window after this request.
+    pub remaining: u64,
+    /// Microseconds until everything counted now has left the window.
+    pub reset_us: u64,
+    /// When denied: microseconds until the request would fit.
+    pub retry_us: u64,
+    /// The bucket the cost was counted in (for `plugin::counters::Counters::adjust`).
+    pub bucket: u64,
+    /// The owner could not be asked.
+    pub unavailable: bool,
+    /// Extra permits leased to the asking shard along with this admission.
+    pub leased: u64,
+}
 
 /// A limiter call's bound: a slow Redis must not hold requests long (and
 /// the asking shard waits at most `counters`' 2 s for its owner).
@@ -217,9 +237,9 @@ struct Return {
 
 /// One shard's leases and its own Redis connections.
 pub struct Leases {
-    client: Client,
+    client: RedisClient,
     /// Give-backs use their own connection: no request waits behind one.
-    returns: Client,
+    returns: RedisClient,
     leases: RefCell<HashMap<u64, Lease>>,
     /// One refill at a time; a waiter looks at the lease again first.
     turn: Semaphore,
@@ -234,10 +254,10 @@ fn name(key: u64) -> String {
 }
 
 impl Leases {
-    pub fn new(target: Target) -> Leases {
+    pub fn new(target: RedisUrl) -> Leases {
         Leases {
-            client: Client::new(target.clone(), TIMEOUT),
-            returns: Client::new(target, TIMEOUT),
+            client: RedisClient::new(target.clone(), TIMEOUT),
+            returns: RedisClient::new(target, TIMEOUT),
             leases: RefCell::new(HashMap::new()),
             turn: Semaphore::new(1),
             down_until: Cell::new(None),

@@ -25,7 +25,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 /// Where Redis is: `redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct RedisUrl {
     pub addr: SocketAddr,
     pub db: u32,
     pub password: Option<String>,
@@ -33,9 +33,9 @@ pub struct Target {
     pub shown: String,
 }
 
-impl Target {
+impl RedisUrl {
     /// Parses and resolves the URL (blocking DNS: start-up only).
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
         let rest = url.strip_prefix("redis://").ok_or_else(|| {
             format!("{url:?} is neither \"local\" nor a redis://HOST:PORT/DB URL")
         })?;
@@ -65,7 +65,7 @@ impl Target {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| format!("cannot resolve {hostport:?}"))?;
-        Ok(Target {
+        Ok(RedisUrl {
             addr,
             db,
             password,
@@ -86,14 +86,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = Target::parse("redis://127.0.0.1:6380/3").unwrap();
+        let t = RedisUrl::parse("redis://127.0.0.1:6380/3").unwrap();
         assert_eq!(t.addr, "127.0.0.1:6380".parse().unwrap());
         assert_eq!((t.db, t.password.as_deref()), (3, None));
-        let t = Target::parse("redis://:s3cret@127.0.0.1").unwrap();
+        let t = RedisUrl::parse("redis://:s3cret@127.0.0.1").unwrap();
         assert_eq!(t.addr.port(), 6379);
         assert_eq!((t.db, t.password.as_deref()), (0, Some("s3cret")));
         assert_eq!(t.shown, "redis://127.0.0.1:6379/0");
-        assert!(Target::parse("http://x").is_err());
-        assert!(Target::parse("redis://127.0.0.1:1/x").is_err());
+        assert!(RedisUrl::parse("http://x").is_err());
+        assert!(RedisUrl::parse("redis://127.0.0.1:1/x").is_err());
     }
 }

@@ -16,7 +16,7 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
-use super::Target;
+use super::RedisUrl;
 use crate::runtime::conn::timed;
 
 /// Why a Redis call failed.
@@ -51,7 +51,7 @@ pub struct Conn {
 
 impl Conn {
     /// Connects, authenticates and selects the database.
-    pub async fn open(target: &Target, timeout: Duration) -> Result<Conn, Error> {
+    pub async fn open(target: &RedisUrl, timeout: Duration) -> Result<Conn, Error> {
         let stream = TcpStream::connect_timeout(target.addr, timeout)
             .await
             .map_err(|e| Error::Unreachable(format!("connect {}: {e}", target.addr)))?;
@@ -122,16 +122,16 @@ impl Conn {
 }
 
 /// A reconnecting client: one connection, used by one call at a time.
-pub struct Client {
-    pub target: Target,
+pub struct RedisClient {
+    pub target: RedisUrl,
     timeout: Duration,
     conn: RefCell<Option<Conn>>,
     turn: Semaphore,
 }
 
-impl Client {
-    pub fn new(target: Target, timeout: Duration) -> Client {
-        Client {
+impl RedisClient {
+    pub fn new(target: RedisUrl, timeout: Duration) -> RedisClient {
+        RedisClient {
             target,
             timeout,
             conn: RefCell::new(None),

@@ -5,17 +5,21 @@
 //! line.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
 use std::time::{Duration, SystemTime};
 
+use super::error::ConfigError;
+use super::keys::parse_key_hash;
 use super::model::{self, Config, Credentials, GatewayStatus, Protocol, ServiceType};
 use super::snapshot::{
     ActiveCheck, Algorithm, ApiKey, BreakerSettings, Gateway, PassiveHealth, Rule, Service,
     ServiceKind, Snapshot, Target, Upstream,
 };
-use super::validate::{normalize, parse, parse_key_hash, parse_rfc3339, validate, ConfigError};
-use crate::route::{fnv1a64, RouteSpec, Router};
+use super::{normalize, parse, validate};
+use crate::route::{RouteSpec, Router};
 use crate::upstream::tls::{self, TlsClient, Trust};
+use crate::util::fnv::fnv1a64;
+use crate::util::rfc3339::parse_rfc3339;
 
 /// `parse` + `normalize` + `validate`: a configuration file as
 /// `serve --config` and `PUT /api/v1/config` take it.
@@ -390,7 +394,7 @@ fn build_target(p: TargetParts<'_>) -> Target {
         } else {
             None
         },
-        addr: resolve(p.host, p.port),
+        addr: crate::upstream::pool::resolve(p.host, p.port),
         authority,
         path: p.path.unwrap_or("").trim_end_matches('/').to_string(),
         weight: p.weight,
@@ -433,33 +437,6 @@ fn query_credential(c: &Credentials) -> Option<String> {
 /// target that has `credentials` of its own.
 const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
     ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
-
-/// Resolves `host:port`, preferring the first IPv4 address. IP literals
-/// (bracketed or not) never touch DNS.
-pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    match (bare, port).to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            let found = addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or_else(|| addrs.first())
-                .copied();
-            if found.is_none() {
-                log::warn!("{host}:{port} resolved to no address");
-            }
-            found
-        }
-        Err(e) => {
-            log::warn!("cannot resolve {host}:{port}: {e}");
-            None
-        }
-    }
-}
 
 /// The header lines a target or service injects: its `headers` first, then
 /// its credentials rendered for the provider. A line whose name is already
@@ -531,10 +508,18 @@ pub fn render(
     (inject, names)
 }
 
+/// A stored configuration document (the state file's body, or the document
+/// in Redis), parsed and validated like `PUT /api/v1/config`.
+pub fn parse_state(body: &[u8]) -> Result<Config, String> {
+    let config = parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
+    validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::hash_key;
+    use crate::config::keys::hash_key;
     use serde_json::json;
     use sha2::{Digest, Sha256};
     use std::time::{Duration, UNIX_EPOCH};

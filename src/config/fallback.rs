@@ -14,10 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-
+use super::error::ConfigError;
 use super::model;
-use super::validate::ConfigError;
 
 /// Longest fallback chain (steps after the primary): each step may wait a
 /// whole upstream timeout, so the chain bounds the request's time too.
@@ -26,16 +24,6 @@ pub const MAX_STEPS: usize = 4;
 pub const MAX_ALIASES: usize = 64;
 /// Longest model name (and alias).
 pub const MAX_MODEL_LEN: usize = 256;
-
-/// One configured step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    /// The upstream's name or id, in the rule's gateway.
-    pub upstream: String,
-    /// The concrete model this step is sent.
-    pub model: String,
-}
 
 /// The compiled form on a snapshot rule.
 #[derive(Debug, Default)]
@@ -123,7 +111,7 @@ pub fn check(rule: &model::Rule, gw: &model::Gateway, rp: &str) -> Result<(), Co
 
 /// The compiled form, `None` when the rule has neither.
 pub fn compile(
-    steps: &[Step],
+    steps: &[model::FallbackStep],
     aliases: &BTreeMap<String, String>,
     ups: &[model::Upstream],
 ) -> Option<Box<Fallback>> {

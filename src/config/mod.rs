@@ -5,13 +5,23 @@
 //! → [`validate`] → [`compile`]; [`load`] is the first three.
 
 pub mod compile;
+pub mod error;
 pub mod fallback;
+pub mod keys;
 pub mod model;
+pub mod normalize;
+pub mod parse;
 pub mod snapshot;
 pub mod unacted;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use compile::{compile, load};
+pub use error::{ConfigError, ErrorKind};
 pub use model::Config;
+pub use normalize::normalize;
+pub use parse::parse;
 pub use snapshot::Snapshot;
-pub use validate::{normalize, parse, validate, ConfigError, ErrorKind};
+pub use validate::validate;

@@ -425,7 +425,7 @@ pub struct Rule {
     pub public: bool,
     /// Model fallbacks after the rule's service (see `config::fallback`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fallbacks: Vec<super::fallback::Step>,
+    pub fallbacks: Vec<FallbackStep>,
     /// Client model name → concrete model for the rule's service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub model_aliases: BTreeMap<String, String>,
@@ -515,4 +515,14 @@ pub struct Plugin {
     pub priority: i32,
     #[serde(default = "default_settings")]
     pub settings: serde_json::Value,
+}
+
+/// One step of a rule's model fallbacks (see `config::fallback`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackStep {
+    /// The upstream's name or id, in the rule's gateway.
+    pub upstream: String,
+    /// The concrete model this step is sent.
+    pub model: String,
 }

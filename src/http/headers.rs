@@ -132,6 +132,13 @@ impl ConnectionTokens {
     }
 }
 
+/// Is `s` an HTTP token (RFC 9110 `tchar`s, non-empty)?
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

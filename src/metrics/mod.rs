@@ -11,17 +11,19 @@
 //! Series are keyed by the configuration's stable keys (hashes of ids), so a
 //! configuration change keeps them; names are looked up at scrape time.
 
+pub mod fallbacks;
 pub mod render;
 pub mod usage;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::util::fnv::fnv1a64;
 use std::time::{Duration, Instant};
 
 use crate::config::snapshot::{KeyHash, Snapshot, Target};
 use crate::cost::Period;
-use crate::runtime::shard::Shard;
 
 #[derive(Default)]
 pub struct ShardMetrics {
@@ -80,10 +82,10 @@ impl ShardMetrics {
     /// spend in the current day and month (older periods than the previous
     /// ones are forgotten).
     pub fn count_cost(&self, gateway: u64, key_id: &str, model: &[u8], micros: u64) {
-        let k = fnv(key_id.as_bytes());
+        let k = fnv1a64(key_id.as_bytes());
         self.costs
             .borrow_mut()
-            .entry(mix(gateway, mix(k, fnv(model))))
+            .entry(mix(gateway, mix(k, fnv1a64(model))))
             .or_insert_with(|| CostStats {
                 gateway,
                 key_id: key_id.to_string(),
@@ -126,6 +128,14 @@ impl ShardMetrics {
         }
     }
 
+    /// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
+    pub fn count_refusal(&self, flow: &crate::plugin::Flow<'_>, stop: &crate::plugin::Stop) {
+        use crate::plugin::Stop;
+        if let (Stop::Reject(..) | Stop::Limited(..), Some(name)) = (stop, flow.stopped_by) {
+            self.plugin_rejection(name);
+        }
+    }
+
     /// Counts one answered request of (gateway, rule) (stable keys, 0 for none).
     pub fn count(&self, gateway: u64, rule: u64, status: u16, total: Duration) {
         let mut routes = self.routes.borrow_mut();
@@ -158,7 +168,7 @@ impl ShardMetrics {
     pub fn count_tokens(&self, gateway: u64, model: &[u8], prompt: u64, completion: u64) {
         let mut tokens = self.tokens.borrow_mut();
         let t = tokens
-            .entry(mix(gateway, fnv(model)))
+            .entry(mix(gateway, fnv1a64(model)))
             .or_insert_with(|| TokenStats {
                 gateway,
                 model: String::from_utf8_lossy(model).into_owned(),
@@ -308,33 +318,50 @@ pub struct ShardStats {
     pub ring: Option<crate::runtime::uring::Stats>,
 }
 
-/// Copies the shard's counters (on the shard, between requests).
-pub fn collect(shard: &Shard, cpu: usize) -> ShardStats {
-    let m = &shard.metrics;
-    ShardStats {
-        shard: shard.index,
-        cpu,
-        generation: shard.view().generation,
-        open_connections: shard.open_connections.get() as u64,
-        connections_refused: m.connections_refused.get(),
-        pool_idle: shard.pool.idle_count() as u64,
-        pool_reuses: m.pool_reuses.get(),
-        pool_connects: m.pool_connects.get(),
-        routes: m.routes.borrow().values().cloned().collect(),
-        targets: m
-            .targets
-            .borrow()
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect(),
-        tokens: m.tokens.borrow().values().cloned().collect(),
-        costs: m.costs.borrow().values().cloned().collect(),
-        spend: m.spend.borrow().values().cloned().collect(),
-        plugins: m.plugins.borrow().clone(),
-        health: shard.balancer.health(),
-        log_lines: shard.access_log.written.get(),
-        log_dropped: shard.access_log.dropped.get(),
-        ring: crate::runtime::uring::current().map(|d| d.stats()),
+impl ShardMetrics {
+    /// A copy of these counters; the shard fills in the rest of its
+    /// [`ShardStats`] (on the shard, between requests).
+    pub fn stats(&self) -> ShardStats {
+        let m = self;
+        ShardStats {
+            connections_refused: m.connections_refused.get(),
+            pool_reuses: m.pool_reuses.get(),
+            pool_connects: m.pool_connects.get(),
+            routes: m.routes.borrow().values().cloned().collect(),
+            targets: m
+                .targets
+                .borrow()
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            tokens: m.tokens.borrow().values().cloned().collect(),
+            costs: m.costs.borrow().values().cloned().collect(),
+            spend: m.spend.borrow().values().cloned().collect(),
+            plugins: m.plugins.borrow().clone(),
+            ..ShardStats::default()
+        }
+    }
+}
+
+/// What a request's [`Record`] needs of its shard: the counters, the
+/// access log and whether metrics are on. The shard implements it; this
+/// module never sees the rest of the shard.
+pub trait Sink {
+    fn metrics(&self) -> &ShardMetrics;
+    fn access_log(&self) -> &crate::access_log::ShardLog;
+    /// `--metrics` (counters and token scans on).
+    fn metrics_on(&self) -> bool;
+}
+
+impl<S: Sink + ?Sized> Sink for std::rc::Rc<S> {
+    fn metrics(&self) -> &ShardMetrics {
+        (**self).metrics()
+    }
+    fn access_log(&self) -> &crate::access_log::ShardLog {
+        (**self).access_log()
+    }
+    fn metrics_on(&self) -> bool {
+        (**self).metrics_on()
     }
 }
 
@@ -357,12 +384,6 @@ impl Hasher for KeyHasher {
 }
 
 type Map<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
 
 /// One key from two (order matters).
 fn mix(a: u64, b: u64) -> u64 {
@@ -460,7 +481,7 @@ impl Record {
 
     pub fn begin(
         &mut self,
-        shard: &Shard,
+        shard: &impl Sink,
         consumed: u64,
         method: &[u8],
         path: &[u8],
@@ -478,9 +499,9 @@ impl Record {
         self.fallback_step = None;
         self.bytes_out = 0;
         self.body.clear();
-        self.sampled = shard.access_log.sample();
+        self.sampled = shard.access_log().sample();
         // `false` stops keeping the body: nobody will read its usage.
-        self.body_complete = shard.settings.metrics || self.sampled;
+        self.body_complete = shard.metrics_on() || self.sampled;
         if self.sampled {
             self.method.clear();
             self.method.extend_from_slice(method);
@@ -581,15 +602,15 @@ impl Record {
 
 /// Counts a finished request and writes its access-log line if sampled.
 /// `consumed` is the client buffer's consumed-bytes counter now.
-pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
-    if !shard.settings.metrics && !rec.sampled {
+pub fn finish(shard: &impl Sink, view: &Snapshot, rec: &mut Record, consumed: u64) {
+    if !shard.metrics_on() && !rec.sampled {
         return;
     }
     let total = rec.started.elapsed();
     // The client left before any answer: nginx's 499.
     let status = if rec.status == 0 { 499 } else { rec.status };
-    let m = &shard.metrics;
-    if shard.settings.metrics {
+    let m = shard.metrics();
+    if shard.metrics_on() {
         m.count(rec.gateway, rec.rule.map_or(0, |r| r.1), status, total);
         if let Some(target) = rec.target {
             m.count_upstream(target, rec.upstream_latency);
@@ -601,14 +622,14 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
     // Prices the answer and counts its cost (metrics on).
     let charge = |model: &[u8], billed: crate::cost::Tokens| {
         let c = view.prices.get(model).map(|p| p.cost(billed));
-        if let (Some(c), true) = (c, shard.settings.metrics) {
+        if let (Some(c), true) = (c, shard.metrics_on()) {
             m.count_cost(rec.gateway, key.map_or("", |k| &k.id), model, c);
         }
         c
     };
     if rec.body_complete && !rec.body.is_empty() {
         if let Some(u) = usage::scan(&rec.body) {
-            if shard.settings.metrics {
+            if shard.metrics_on() {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }
             tokens = Some((u.prompt, u.completion));
@@ -618,7 +639,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
     }
     if tokens.is_none() && !rec.tail.is_empty() {
         if let Some(u) = rec.tail.scan() {
-            if shard.settings.metrics {
+            if shard.metrics_on() {
                 m.count_tokens(rec.gateway, u.model, u.prompt, u.completion);
             }
             tokens = Some((u.prompt, u.completion));
@@ -628,7 +649,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
     rec.tail.clear();
     if let Some((prompt, completion)) = rec.reported.take() {
         if tokens.is_none() {
-            if shard.settings.metrics {
+            if shard.metrics_on() {
                 m.count_tokens(rec.gateway, b"", prompt, completion);
             }
             tokens = Some((prompt, completion));
@@ -658,7 +679,7 @@ pub fn finish(shard: &Shard, view: &Snapshot, rec: &mut Record, consumed: u64) {
             cost,
             served: rec.fallback_step.map(|s| (&rec.served_model[..], s)),
         };
-        shard.access_log.write(&line);
+        shard.access_log().write(&line);
     }
 }
 

@@ -21,8 +21,22 @@ pub struct Process {
 pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> String {
     let names = Names::new(snap);
     let mut out = String::with_capacity(8 << 10);
+    requests(&mut out, shards, &names);
+    targets(&mut out, shards, &names);
+    health(&mut out, shards, &names);
+    rings(&mut out, shards);
+    connections(&mut out, shards);
+    plugins(&mut out, shards);
+    tokens(&mut out, shards, &names);
+    costs(&mut out, shards, &names);
+    fallbacks(&mut out, &names);
+    cache(&mut out);
+    process_families(&mut out, shards, process);
+    out
+}
 
-    // Requests and their latency by (gateway, rule).
+/// Requests and their latency by (gateway, rule).
+fn requests(out: &mut String, shards: &[ShardStats], names: &Names<'_>) {
     let mut requests: BTreeMap<(String, String, u16), u64> = BTreeMap::new();
     let mut latency: BTreeMap<(String, String), Histogram> = BTreeMap::new();
     for r in shards.iter().flat_map(|s| &s.routes) {
@@ -38,7 +52,7 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             .merge(&r.latency);
     }
     header(
-        &mut out,
+        out,
         "ringgate_requests_total",
         "counter",
         "Requests answered, by gateway, rule and status (499: the client left before an answer).",
@@ -46,28 +60,30 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
     for ((gateway, rule, status), n) in &requests {
         let status = status.to_string();
         sample(
-            &mut out,
+            out,
             "ringgate_requests_total",
             &[("gateway", gateway), ("rule", rule), ("status", &status)],
             *n,
         );
     }
     header(
-        &mut out,
+        out,
         "ringgate_request_duration_seconds",
         "histogram",
         "Time from a parsed request head to the end of the answer, by gateway and rule.",
     );
     for ((gateway, rule), h) in &latency {
         histogram(
-            &mut out,
+            out,
             "ringgate_request_duration_seconds",
             &[("gateway", gateway), ("rule", rule)],
             h,
         );
     }
+}
 
-    // Upstream targets.
+/// Upstream targets: requests, failures and latency.
+fn targets(out: &mut String, shards: &[ShardStats], names: &Names<'_>) {
     let mut targets: BTreeMap<[String; 3], TargetStats> = BTreeMap::new();
     for (key, t) in shards.iter().flat_map(|s| &s.targets) {
         let sum = targets.entry(names.target(*key)).or_default();
@@ -77,13 +93,6 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         sum.retries += t.retries;
         sum.latency.merge(&t.latency);
     }
-    let target_labels = |k: &[String; 3]| -> [(&'static str, String); 3] {
-        [
-            ("gateway", k[0].clone()),
-            ("upstream", k[1].clone()),
-            ("target", k[2].clone()),
-        ]
-    };
     type Field = fn(&TargetStats) -> u64;
     let counters: [(&str, &str, Field); 4] = [
         (
@@ -107,9 +116,9 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             |t| t.retries,
         ),
     ];
-    counter_families(&mut out, &counters, &targets, |k| target_labels(k).to_vec());
+    counter_families(out, &counters, &targets, |k| target_labels(k).to_vec());
     header(
-        &mut out,
+        out,
         "ringgate_upstream_duration_seconds",
         "histogram",
         "Time from the first attempt to the upstream's response head, by target.",
@@ -118,15 +127,17 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         if t.latency.count() > 0 {
             let labels = target_labels(k);
             histogram(
-                &mut out,
+                out,
                 "ringgate_upstream_duration_seconds",
                 &borrowed(&labels),
                 &t.latency,
             );
         }
     }
+}
 
-    // Target health: every target of the snapshot, served or not.
+/// Target health: every target of the snapshot, served or not.
+fn health(out: &mut String, shards: &[ShardStats], names: &Names<'_>) {
     let mut health: BTreeMap<&[String; 3], (bool, u64, u64)> =
         names.targets.values().map(|k| (k, (false, 0, 0))).collect();
     for (key, h) in shards.iter().flat_map(|s| &s.health) {
@@ -137,7 +148,7 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         }
     }
     header(
-        &mut out,
+        out,
         "ringgate_target_up",
         "gauge",
         "0 while the target's active health check reports it down, else 1 (also without active checks).",
@@ -145,14 +156,14 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
     for (k, (down, _, _)) in &health {
         let labels = target_labels(k);
         sample(
-            &mut out,
+            out,
             "ringgate_target_up",
             &borrowed(&labels),
             u64::from(!down),
         );
     }
     header(
-        &mut out,
+        out,
         "ringgate_target_ejected_shards",
         "gauge",
         "Shards on which the target is out of rotation, by reason: passive (consecutive failures) or circuit_breaker (open, or half-open with its probe out).",
@@ -162,11 +173,13 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             let owned = target_labels(k);
             let mut labels = borrowed(&owned);
             labels.push(("reason", reason));
-            sample(&mut out, "ringgate_target_ejected_shards", &labels, *n);
+            sample(out, "ringgate_target_ejected_shards", &labels, *n);
         }
     }
+}
 
-    // The shards' own rings (absent on glommio's path).
+/// The shards' own rings (absent on glommio's path).
+fn rings(out: &mut String, shards: &[ShardStats]) {
     let rings: Vec<(String, crate::runtime::uring::Stats)> = shards
         .iter()
         .filter_map(|s| s.ring.map(|r| (s.shard.to_string(), r)))
@@ -195,51 +208,45 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
                 |r| r.no_buffers,
             ),
         ];
-        counter_families(
-            &mut out,
-            &series,
-            rings.iter().map(|(k, v)| (k, v)),
-            |shard| vec![("shard", shard.to_string())],
-        );
+        counter_families(out, &series, rings.iter().map(|(k, v)| (k, v)), |shard| {
+            vec![("shard", shard.to_string())]
+        });
     }
+}
 
-    // Pools and connections, per shard.
+/// Pools and connections, per shard.
+fn connections(out: &mut String, shards: &[ShardStats]) {
     let (reuses, connects): (u64, u64) = shards
         .iter()
         .fold((0, 0), |(r, c), s| (r + s.pool_reuses, c + s.pool_connects));
     header(
-        &mut out,
+        out,
         "ringgate_upstream_pool_idle_connections",
         "gauge",
         "Idle keep-alive upstream connections, by shard.",
     );
     per_shard(
-        &mut out,
+        out,
         "ringgate_upstream_pool_idle_connections",
         shards,
         |s| s.pool_idle,
     );
     header(
-        &mut out,
+        out,
         "ringgate_upstream_pool_reuses_total",
         "counter",
         "Upstream requests sent on a pooled connection.",
     );
-    sample(&mut out, "ringgate_upstream_pool_reuses_total", &[], reuses);
+    sample(out, "ringgate_upstream_pool_reuses_total", &[], reuses);
     header(
-        &mut out,
+        out,
         "ringgate_upstream_pool_connects_total",
         "counter",
         "Upstream connections opened (or attempted).",
     );
-    sample(
-        &mut out,
-        "ringgate_upstream_pool_connects_total",
-        &[],
-        connects,
-    );
+    sample(out, "ringgate_upstream_pool_connects_total", &[], connects);
     header(
-        &mut out,
+        out,
         "ringgate_upstream_pool_reuse_ratio",
         "gauge",
         "Share of upstream requests sent on a pooled connection since start.",
@@ -251,48 +258,44 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
     };
     let _ = writeln!(out, "ringgate_upstream_pool_reuse_ratio {ratio}");
     header(
-        &mut out,
+        out,
         "ringgate_open_connections",
         "gauge",
         "Open client connections, by shard.",
     );
-    per_shard(&mut out, "ringgate_open_connections", shards, |s| {
+    per_shard(out, "ringgate_open_connections", shards, |s| {
         s.open_connections
     });
     header(
-        &mut out,
+        out,
         "ringgate_connections_refused_total",
         "counter",
         "Client connections closed at once because the shard was full, by shard.",
     );
-    per_shard(
-        &mut out,
-        "ringgate_connections_refused_total",
-        shards,
-        |s| s.connections_refused,
-    );
+    per_shard(out, "ringgate_connections_refused_total", shards, |s| {
+        s.connections_refused
+    });
+}
 
-    // Plugins.
+/// Refusals by plugin.
+fn plugins(out: &mut String, shards: &[ShardStats]) {
     let mut plugins: BTreeMap<&str, u64> = BTreeMap::new();
     for (p, n) in shards.iter().flat_map(|s| &s.plugins) {
         *plugins.entry(p).or_default() += n;
     }
     header(
-        &mut out,
+        out,
         "ringgate_plugin_rejections_total",
         "counter",
         "Requests refused by a plugin, by plugin.",
     );
     for (p, n) in plugins {
-        sample(
-            &mut out,
-            "ringgate_plugin_rejections_total",
-            &[("plugin", p)],
-            n,
-        );
+        sample(out, "ringgate_plugin_rejections_total", &[("plugin", p)], n);
     }
+}
 
-    // Tokens.
+/// Tokens by gateway and model.
+fn tokens(out: &mut String, shards: &[ShardStats], names: &Names<'_>) {
     let mut tokens: BTreeMap<(String, &str), (u64, u64)> = BTreeMap::new();
     for t in shards.iter().flat_map(|s| &s.tokens) {
         let sum = tokens
@@ -313,14 +316,16 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             true,
         ),
     ] {
-        header(&mut out, name, "counter", help);
+        header(out, name, "counter", help);
         for ((gateway, model), (p, c)) in &tokens {
             let n = if completion { *c } else { *p };
-            sample(&mut out, name, &[("gateway", gateway), ("model", model)], n);
+            sample(out, name, &[("gateway", gateway), ("model", model)], n);
         }
     }
+}
 
-    // Cost.
+/// Cost by gateway, key and model.
+fn costs(out: &mut String, shards: &[ShardStats], names: &Names<'_>) {
     let mut costs: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
     for c in shards.iter().flat_map(|s| &s.costs) {
         *costs
@@ -332,38 +337,42 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             .or_default() += c.micros;
     }
     header(
-        &mut out,
+        out,
         "ringgate_cost_micro_usd_total",
         "counter",
         "Cost of answers in micro-dollars (1e-6 USD) from their usage and the price table, by gateway, key id and model (unpriced models are not counted).",
     );
     for ((gateway, key, model), n) in &costs {
         sample(
-            &mut out,
+            out,
             "ringgate_cost_micro_usd_total",
             &[("gateway", gateway), ("key", key), ("model", model)],
             *n,
         );
     }
+}
 
-    // Model fallbacks (node-wide, see `proxy::fallback`).
+/// Model fallbacks (node-wide, see [`super::fallbacks`]).
+fn fallbacks(out: &mut String, names: &Names<'_>) {
     header(
-        &mut out,
+        out,
         "ringgate_fallbacks_total",
         "counter",
         "Requests moved to the next model-fallback step, by gateway and the reason the step was left.",
     );
-    for (gateway, reason, n) in crate::proxy::fallback::counts() {
+    for (gateway, reason, n) in super::fallbacks::counts() {
         let gateway = names.gateway(gateway);
         sample(
-            &mut out,
+            out,
             "ringgate_fallbacks_total",
             &[("gateway", &gateway), ("reason", reason)],
             n,
         );
     }
+}
 
-    // Response cache (node-wide stores, see `plugin::cache`).
+/// Response cache (node-wide stores, see `plugin::cache`).
+fn cache(out: &mut String) {
     let [hits, misses, evictions, saved, entries, bytes] = crate::plugin::cache::totals();
     for (name, kind, help, v) in [
         (
@@ -403,34 +412,31 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
             bytes,
         ),
     ] {
-        header(&mut out, name, kind, help);
-        sample(&mut out, name, &[], v);
+        header(out, name, kind, help);
+        sample(out, name, &[], v);
     }
+}
 
-    // Configuration and process.
+/// Configuration and process.
+fn process_families(out: &mut String, shards: &[ShardStats], process: &Process) {
     header(
-        &mut out,
+        out,
         "ringgate_config_generation",
         "gauge",
         "Generation of the configuration the control plane last applied.",
     );
-    sample(
-        &mut out,
-        "ringgate_config_generation",
-        &[],
-        process.generation,
-    );
+    sample(out, "ringgate_config_generation", &[], process.generation);
     header(
-        &mut out,
+        out,
         "ringgate_shard_config_generation",
         "gauge",
         "Generation of the configuration each shard serves.",
     );
-    per_shard(&mut out, "ringgate_shard_config_generation", shards, |s| {
+    per_shard(out, "ringgate_shard_config_generation", shards, |s| {
         s.generation
     });
     header(
-        &mut out,
+        out,
         "ringgate_config_last_apply_duration_seconds",
         "gauge",
         "Time the last configuration change took to reach every shard.",
@@ -438,28 +444,23 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
     let last = process.last_apply.map_or(0.0, |d| d.as_secs_f64());
     let _ = writeln!(out, "ringgate_config_last_apply_duration_seconds {last}");
     header(
-        &mut out,
+        out,
         "ringgate_access_log_lines_total",
         "counter",
         "Access-log lines handed to the writer.",
     );
     let lines: u64 = shards.iter().map(|s| s.log_lines).sum();
-    sample(&mut out, "ringgate_access_log_lines_total", &[], lines);
+    sample(out, "ringgate_access_log_lines_total", &[], lines);
     header(
-        &mut out,
+        out,
         "ringgate_access_log_dropped_lines_total",
         "counter",
         "Access-log lines dropped because the writer fell behind.",
     );
     let dropped: u64 = shards.iter().map(|s| s.log_dropped).sum();
-    sample(
-        &mut out,
-        "ringgate_access_log_dropped_lines_total",
-        &[],
-        dropped,
-    );
+    sample(out, "ringgate_access_log_dropped_lines_total", &[], dropped);
     header(
-        &mut out,
+        out,
         "ringgate_uptime_seconds",
         "gauge",
         "Seconds since the gateway started.",
@@ -470,18 +471,26 @@ pub fn render(shards: &[ShardStats], snap: &Snapshot, process: &Process) -> Stri
         process.uptime.as_secs_f64()
     );
     header(
-        &mut out,
+        out,
         "ringgate_build_info",
         "gauge",
         "Always 1; the version is a label.",
     );
     sample(
-        &mut out,
+        out,
         "ringgate_build_info",
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    out
+}
+
+/// A target's labels, from its names (gateway, upstream, target).
+fn target_labels(k: &[String; 3]) -> [(&'static str, String); 3] {
+    [
+        ("gateway", k[0].clone()),
+        ("upstream", k[1].clone()),
+        ("target", k[2].clone()),
+    ]
 }
 
 /// Counter families over the same items: for each `(name, help, field)` a

@@ -39,7 +39,7 @@ use super::token_rate_limiter::{default_cpt, default_max_tokens, estimate_tokens
 use super::{bad, Flow, Stop};
 use crate::config::ConfigError;
 use crate::cost::{Price, Tokens};
-use crate::route::fnv1a64;
+use crate::util::fnv::fnv1a64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

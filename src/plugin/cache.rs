@@ -58,7 +58,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{bad, push_header, push_header_num, Flow, RequestView, Stop, Window};
-use crate::cluster::resp::Client;
+use crate::cluster::resp::RedisClient;
 use crate::config::ConfigError;
 
 fn default_ttl() -> Window {
@@ -301,7 +301,7 @@ pub struct Pending<'s> {
     recording: Vec<u8>,
     overflow: bool,
     /// The shared tier's connection, when the plugin uses it.
-    redis: Option<Rc<Client>>,
+    redis: Option<Rc<RedisClient>>,
 }
 
 impl Cache {
@@ -378,7 +378,7 @@ impl Cache {
     /// The body stage: a hit answers; a miss arms the recording.
     pub async fn on_body(
         &self,
-        redis: Option<&Rc<Client>>,
+        redis: Option<&Rc<RedisClient>>,
         body: &[u8],
         flow: &mut Flow<'_>,
         headers: &mut Vec<u8>,
@@ -693,7 +693,7 @@ fn decode(v: &[u8]) -> Option<Entry> {
 }
 
 /// The shared tier's entry for `key`; an error or a timeout is a miss.
-async fn remote_get(r: &Client, key: &Key) -> Option<Entry> {
+async fn remote_get(r: &RedisClient, key: &Key) -> Option<Entry> {
     use redis_protocol::resp2::types::OwnedFrame;
     match r.call(&[b"GET", &remote_name(key)]).await {
         Ok(OwnedFrame::BulkString(v)) => decode(&v),
@@ -706,7 +706,7 @@ async fn remote_get(r: &Client, key: &Key) -> Option<Entry> {
 }
 
 /// Writes `e` to the shared tier in the background.
-fn remote_put(r: Rc<Client>, key: &Key, e: &Entry, ttl: Duration) {
+fn remote_put(r: Rc<RedisClient>, key: &Key, e: &Entry, ttl: Duration) {
     let name = remote_name(key);
     let value = encode(e);
     let ms = ttl.as_millis().max(1).to_string();

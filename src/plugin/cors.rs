@@ -27,8 +27,8 @@
 use serde::Deserialize;
 
 use super::{bad, push_header, push_header_num, RequestView, Stop};
-use crate::config::validate::is_token;
 use crate::config::ConfigError;
+use crate::http::headers::is_token;
 use crate::http::headers::{eq_ignore_case, trim};
 
 fn default_methods() -> Vec<String> {

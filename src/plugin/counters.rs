@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 
-/// Buckets per window.
-pub const BUCKETS: u64 = 20;
+pub use crate::cluster::limits::{Decision, BUCKETS};
+
 /// Messages in flight per shard pair before senders yield.
 const CHANNEL: usize = 4096;
 /// The longest a receiving task waits before looking at its channel again.
@@ -64,24 +64,6 @@ pub const LEASE_MAX: u64 = 64;
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
-}
-
-/// The outcome of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    /// Still available in the window after this request.
-    pub remaining: u64,
-    /// Microseconds until everything counted now has left the window.
-    pub reset_us: u64,
-    /// When denied: microseconds until the request would fit.
-    pub retry_us: u64,
-    /// The bucket the cost was counted in (for [`Counters::adjust`]).
-    pub bucket: u64,
-    /// The owner could not be asked.
-    pub unavailable: bool,
-    /// Extra permits leased to the asking shard along with this admission.
-    pub leased: u64,
 }
 
 /// A bucketed sliding window (see the module docs).
@@ -254,7 +236,7 @@ pub struct Counters {
     cluster: Option<Rc<crate::cluster::limits::Leases>>,
     /// Cluster mode: this shard's connection for the response cache's
     /// shared tier (`plugin::cache`).
-    pub cache_redis: Option<Rc<crate::cluster::resp::Client>>,
+    pub cache_redis: Option<Rc<crate::cluster::resp::RedisClient>>,
 }
 
 impl Counters {
@@ -276,9 +258,9 @@ impl Counters {
     }
 
     /// Cluster mode: `take_shared` counts across every node through Redis.
-    pub fn shared(mut self, redis: Option<crate::cluster::Target>) -> Counters {
+    pub fn shared(mut self, redis: Option<crate::cluster::RedisUrl>) -> Counters {
         self.cache_redis = redis.as_ref().map(|t| {
-            Rc::new(crate::cluster::resp::Client::new(
+            Rc::new(crate::cluster::resp::RedisClient::new(
                 t.clone(),
                 crate::plugin::cache::REDIS_TIMEOUT,
             ))

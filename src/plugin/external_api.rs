@@ -154,7 +154,7 @@ impl ExternalApi {
             )
         })?;
         let method = s.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
-        if !crate::config::validate::is_token(&method) {
+        if !crate::http::headers::is_token(&method) {
             return Err(bad(field, "method", format!("{method:?} is not a method")));
         }
         let timeout = s.timeout.map_or(Duration::from_secs(5), |w| w.0);
@@ -194,7 +194,7 @@ impl ExternalApi {
         );
         for (name, value) in &s.headers {
             let f = format!("headers.{name}");
-            if !crate::config::validate::is_token(name) {
+            if !crate::http::headers::is_token(name) {
                 return Err(bad(field, &f, "not a valid header name"));
             }
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -247,7 +247,7 @@ impl ExternalApi {
         } else {
             None
         };
-        let addr = crate::config::compile::resolve(host, port);
+        let addr = crate::upstream::pool::resolve(host, port);
         if addr.is_none() {
             log::warn!("external_api endpoint {host}:{port} does not resolve: requests are refused (502) until it does");
         }

@@ -198,7 +198,7 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
             list.iter().enumerate().filter(|(_, p)| p.enabled).collect();
         sorted.sort_by_key(|(_, p)| (p.stage == PluginStage::PostResponse, p.priority));
         for (i, p) in sorted {
-            let key = crate::route::fnv1a64(format!("{scope}#{i}").as_bytes());
+            let key = crate::util::fnv::fnv1a64(format!("{scope}#{i}").as_bytes());
             match compile(p, &format!("{scope}[{i}]"), key) {
                 Ok(c) => plugins.push(c),
                 Err(e) => log::error!("plugin skipped: {e}"),
@@ -303,13 +303,6 @@ pub struct RequestView<'a> {
 impl RequestView<'_> {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.head.header(self.buf, name)
-    }
-}
-
-/// Counts a refusal (not a CORS preflight answer) by the plugin that made it.
-pub fn count_refusal(metrics: &crate::metrics::ShardMetrics, flow: &Flow<'_>, stop: &Stop) {
-    if let (Stop::Reject(..) | Stop::Limited(..), Some(name)) = (stop, flow.stopped_by) {
-        metrics.plugin_rejection(name);
     }
 }
 

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use super::counters::Counters;
 use super::{bad, push_header_num, RequestView, Stop, Window};
 use crate::config::ConfigError;
-use crate::route::fnv1a64;
+use crate::util::fnv::fnv1a64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +137,7 @@ impl RateLimiter {
             ));
         }
         if let Some(h) = &s.user_header {
-            if !crate::config::validate::is_token(h) {
+            if !crate::http::headers::is_token(h) {
                 return Err(bad(
                     field,
                     "user_header",

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use super::counters::Counters;
 use super::{bad, push_header_num, Flow, Stop, Window};
 use crate::config::ConfigError;
-use crate::route::fnv1a64;
+use crate::util::fnv::fnv1a64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,8 +14,8 @@
 //! reaches the resource in `credentials.azure_endpoint` (see
 //! [`super::endpoint`]).
 
+use crate::config::error::ConfigError;
 use crate::config::model::Target;
-use crate::config::validate::ConfigError;
 
 /// What a compiled `azure` target needs per request.
 #[derive(Debug, Clone, PartialEq, Eq)]

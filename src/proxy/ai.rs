@@ -101,7 +101,14 @@ impl Ai {
         ai.chat = maybe_chat && peek.messages.is_some();
         ai.model = peek.model.map(|m| m.into_owned());
         ai.stream = peek.stream == Some(true);
-        crate::proxy::fallback::alias(plan, &mut ai);
+        // A model alias of the rule: the concrete model goes upstream.
+        let concrete = (plan.rule.fallback.as_ref())
+            .zip(ai.model.as_deref())
+            .and_then(|(fb, asked)| fb.alias(asked))
+            .map(str::to_owned);
+        if let Some(m) = concrete {
+            ai.use_model(&m);
+        }
         if let Some(m) = &ai.model {
             if !up.targets.iter().any(|t| ai.serves(t)) {
                 return Err(format!("model {m:?} is not served by this route"));

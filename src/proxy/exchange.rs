@@ -13,12 +13,13 @@ use std::rc::Rc;
 use crate::config::snapshot::Target;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::errors::push_decimal;
-use crate::http::headers::{connection_lists, eq_ignore_case, is_hop_by_hop};
+use crate::http::headers::eq_ignore_case;
 use crate::http::{self, BodyKind, ResponseHead};
 use crate::metrics::{bump, UpstreamEvent};
 use crate::proxy::ai::Ai;
 use crate::proxy::failover;
 use crate::proxy::fallback::{self, Reason};
+use crate::proxy::head::push_response_head;
 use crate::proxy::plan::{Piece, Plan, Targets};
 use crate::proxy::rewrite;
 use crate::proxy::{linger_close, respond_error, send, Client, Next};
@@ -186,7 +187,7 @@ async fn exchange(shard: &Rc<Shard>, conn: &mut Client, mut plan: &mut Plan<'_>)
         ))
         .await;
         if let Some(stop) = stop {
-            crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
+            shard.metrics.count_refusal(&plan.plugins, &stop);
             let keep_alive = keep(&plan, &pending);
             let next = Box::pin(crate::proxy::plugin_answer(
                 shard, conn, stop, &rid, keep_alive,
@@ -752,62 +753,6 @@ enum Relay {
     /// Chunked upstream, HTTP/1.0 client: decoded, delimited by close.
     Dechunk,
     UntilClose,
-}
-
-/// The status line and the upstream's end-to-end headers for the client,
-/// with X-Request-Id when the upstream sent none, the plugins' headers and
-/// X-Selected-Target;
-/// `skip` drops more (the framing of a body the gateway rewrites). The
-/// framing, `Connection` and the final CRLF are the caller's.
-pub(crate) fn push_response_head(
-    out: &mut Vec<u8>,
-    buf: &[u8],
-    resp: &ResponseHead,
-    rid: &[u8],
-    plugin_headers: &[u8],
-    target: &Target,
-    skip: impl Fn(&[u8]) -> bool,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(resp.status));
-    out.push(b' ');
-    let reason = resp.reason.get(buf);
-    out.extend_from_slice(if reason.is_empty() {
-        http::errors::reason(resp.status).as_bytes()
-    } else {
-        reason
-    });
-    out.extend_from_slice(b"\r\n");
-    let mut connection: [&[u8]; 4] = [b""; 4];
-    let mut n_conn = 0;
-    let mut has_request_id = false;
-    for h in resp.headers() {
-        if eq_ignore_case(h.name.get(buf), b"connection") && n_conn < 4 {
-            connection[n_conn] = h.value.get(buf);
-            n_conn += 1;
-        }
-    }
-    for h in resp.headers() {
-        let name = h.name.get(buf);
-        if is_hop_by_hop(name)
-            || (n_conn > 0 && connection_lists(&connection[..n_conn], name))
-            || skip(name)
-        {
-            continue;
-        }
-        has_request_id |= eq_ignore_case(name, b"x-request-id");
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
-    if !has_request_id {
-        out.extend_from_slice(b"X-Request-Id: ");
-        out.extend_from_slice(rid);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(plugin_headers);
-    failover::push_selected_target(out, target);
 }
 
 async fn forward_response(

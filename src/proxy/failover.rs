@@ -17,7 +17,6 @@
 use std::time::{Duration, Instant};
 
 use crate::config::snapshot::Target;
-use crate::http::errors::push_decimal;
 use crate::http::{BodyKind, ResponseHead};
 use crate::proxy::plan::Targets;
 use crate::proxy::rewrite::Body;
@@ -95,21 +94,4 @@ async fn drain(up: &mut UpstreamConn, kind: BodyKind, max: u64) -> bool {
             _ => return false,
         }
     }
-}
-
-/// `X-Selected-Target: host:port\r\n`, the target that answered.
-pub(crate) fn push_selected_target(out: &mut Vec<u8>, target: &Target) {
-    out.extend_from_slice(b"X-Selected-Target: ");
-    let host = target.host.as_bytes();
-    let bracket = host.contains(&b':') && !host.starts_with(b"[");
-    if bracket {
-        out.push(b'[');
-    }
-    out.extend_from_slice(host);
-    if bracket {
-        out.push(b']');
-    }
-    out.push(b':');
-    push_decimal(out, u64::from(target.port));
-    out.extend_from_slice(b"\r\n");
 }

@@ -15,8 +15,6 @@
 //! Answers on such a rule say which step served them: `X-Model-Used` (the
 //! model sent upstream) and `X-Fallback-Step` (0 = the rule's service).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::http::errors::push_decimal;
@@ -58,19 +56,8 @@ impl Reason {
     }
 }
 
-/// Fallbacks taken, by (gateway key, reason), node-wide. Taken only on the
-/// fallback path, so the lock is off the common path.
-static COUNTS: Mutex<BTreeMap<(u64, Reason), u64>> = Mutex::new(BTreeMap::new());
-
 fn count(gateway: u64, reason: Reason) {
-    let mut c = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    *c.entry((gateway, reason)).or_default() += 1;
-}
-
-/// (gateway key, reason label, fallbacks), for `/metrics`.
-pub fn counts() -> Vec<(u64, &'static str, u64)> {
-    let c = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    c.iter().map(|(&(g, r), &n)| (g, r.label(), n)).collect()
+    crate::metrics::fallbacks::count(gateway, reason.label());
 }
 
 /// Whether the request may leave step `step` for the next one.
@@ -112,20 +99,6 @@ pub(crate) fn step_on(plan: &mut Plan<'_>, ai: &mut Ai, step: &mut u8, reason: R
     plan.targets = Targets::Balanced(&plan.gateway.upstreams[*up]);
     ai.use_model(model);
     *step += 1;
-}
-
-/// Resolves the rule's alias for the model the client asked for.
-pub(crate) fn alias(plan: &Plan<'_>, ai: &mut Ai) {
-    let concrete = plan
-        .rule
-        .fallback
-        .as_ref()
-        .zip(ai.model.as_deref())
-        .and_then(|(fb, asked)| fb.alias(asked));
-    if let Some(m) = concrete {
-        let m = m.to_owned();
-        ai.use_model(&m);
-    }
 }
 
 /// `X-Model-Used` and `X-Fallback-Step`, into the answer's extra headers,

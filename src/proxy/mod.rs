@@ -6,7 +6,8 @@
 mod ai;
 mod exchange;
 mod failover;
-pub(crate) mod fallback;
+mod fallback;
+mod head;
 mod keepalive;
 mod plan;
 mod rewrite;
@@ -140,7 +141,7 @@ impl Client {
     /// Gives the buffers back while the connection waits for a request.
     fn park(&mut self, shard: &Shard) {
         if let Some(buf) = self.buf.release() {
-            shard.give_read_buf(buf);
+            shard.give_read_buf(buf, CLIENT_BUF);
         }
         for v in [
             &mut self.out,
@@ -399,7 +400,7 @@ async fn answer(
         ))
         .await;
         if let Some(stop) = stop {
-            crate::plugin::count_refusal(&shard.metrics, &plan.plugins, &stop);
+            shard.metrics.count_refusal(&plan.plugins, &stop);
             return Box::pin(stopped(shard, conn, head, stop, &rid, can_keep)).await;
         }
     }

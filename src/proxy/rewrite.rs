@@ -25,7 +25,7 @@ use crate::plugin::data_masking::DataMasking;
 use crate::provider::translate::{self, Direction, StreamTranslator};
 use crate::provider::{self, sse};
 use crate::proxy::ai::Ai;
-use crate::proxy::exchange::push_response_head;
+use crate::proxy::head::push_response_head;
 use crate::proxy::plan::Plan;
 use crate::proxy::{respond_error, send, Client, Next};
 use crate::runtime::shard::Shard;

@@ -48,18 +48,31 @@ pub fn proxy_listeners(
     backlog: i32,
     share: bool,
 ) -> Result<ProxySockets, String> {
+    reuse_port_group("proxy", addr, shards, backlog, share)
+}
+
+/// `n` sockets on `addr` in one `SO_REUSEPORT` group, probed first unless
+/// `share` (see [`proxy_listeners`]). `what` names the address, and its
+/// command-line flag, in errors. The mock provider binds with it too.
+pub fn reuse_port_group(
+    what: &str,
+    addr: SocketAddr,
+    n: usize,
+    backlog: i32,
+    share: bool,
+) -> Result<ProxySockets, String> {
     if !share && addr.port() != 0 {
-        probe_unshared(addr)?;
+        probe_unshared(what, addr)?;
     }
-    let first = socket(addr, true, backlog).map_err(|e| explain("proxy", addr, e))?;
+    let first = socket(addr, true, backlog).map_err(|e| explain(what, addr, e))?;
     let local_addr = first
         .local_addr()
         .ok()
         .and_then(|a| a.as_socket())
-        .ok_or("proxy listener has no address")?;
+        .ok_or_else(|| format!("{what} listener has no address"))?;
     let mut sockets = vec![first.into_raw_fd()];
-    for _ in 1..shards {
-        let s = socket(local_addr, true, backlog).map_err(|e| explain("proxy", local_addr, e))?;
+    for _ in 1..n {
+        let s = socket(local_addr, true, backlog).map_err(|e| explain(what, local_addr, e))?;
         sockets.push(s.into_raw_fd());
     }
     Ok(ProxySockets {
@@ -69,19 +82,19 @@ pub fn proxy_listeners(
 }
 
 /// Fails when some process already listens on `addr`.
-fn probe_unshared(addr: SocketAddr) -> Result<(), String> {
+fn probe_unshared(what: &str, addr: SocketAddr) -> Result<(), String> {
     let taken = |e: std::io::Error| {
         match e.kind() {
-        std::io::ErrorKind::AddrInUse => format!(
+        std::io::ErrorKind::AddrInUse if what == "proxy" => format!(
             "proxy address {addr} is already in use (another gateway listens there?): pick another with --proxy, or pass --share-proxy-port on to share it on purpose (zero-downtime upgrade: start the new binary, then stop the old one)"
         ),
-        _ => explain("proxy", addr, e),
+        _ => explain(what, addr, e),
     }
     };
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| explain("proxy", addr, e))?;
+        .map_err(|e| explain(what, addr, e))?;
     s.set_reuse_address(true)
-        .map_err(|e| explain("proxy", addr, e))?;
+        .map_err(|e| explain(what, addr, e))?;
     s.bind(&addr.into()).map_err(taken)?;
     Ok(())
 }

@@ -1,13 +1,11 @@
 //! The control plane: the messages between the control thread and the
 //! shards, the broadcast that waits for every shard's acknowledgement, and
-//! the control thread's executor (admin API, signals, shutdown).
+//! the shutdown that drains them. The control thread itself is started in
+//! `crate::app`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::net::TcpListener;
-use std::os::fd::IntoRawFd;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -16,11 +14,9 @@ use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 use glommio::sync::Semaphore;
-use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Snapshot;
 use crate::metrics::ShardStats;
-use crate::runtime::Settings;
 
 /// What the control thread tells a shard.
 pub enum ToShard {
@@ -151,7 +147,7 @@ impl std::fmt::Display for Lagging {
 }
 
 impl ControlPlane {
-    async fn connect(ends: Vec<ControlEnds>, ack_timeout: Duration) -> ControlPlane {
+    pub async fn connect(ends: Vec<ControlEnds>, ack_timeout: Duration) -> ControlPlane {
         let mut links = Vec::with_capacity(ends.len());
         for e in ends {
             links.push(Link {
@@ -288,54 +284,10 @@ async fn recv_within(rx: &Inbox, wait: Duration) -> Option<FromShard> {
     rx.recv_within(wait).await
 }
 
-/// Runs the control thread until a signal stops the gateway.
-pub fn run(
-    settings: Arc<Settings>,
-    admin: TcpListener,
-    ends: Vec<ControlEnds>,
-    store: crate::admin::Store,
-    stop: Arc<AtomicBool>,
-    bell: crate::runtime::bell::Bell,
-) -> Result<(), String> {
-    let ex = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("control")
-        .io_memory(256 << 10)
-        .make()
-        .map_err(|e| format!("cannot start the control executor: {e}"))?;
-    let admin_fd = admin.into_raw_fd();
-    ex.run(async move {
-        bell.listen();
-        let plane = Rc::new(ControlPlane::connect(ends, Duration::from_secs(5)).await);
-        // SAFETY: the fd is a listening TCP socket we own; glommio takes it over.
-        let listener =
-            unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(admin_fd) };
-        let admin = crate::admin::Admin::new(settings.clone(), store, plane.clone());
-        let follower = admin
-            .cluster
-            .clone()
-            .map(|c| glommio::spawn_local(crate::cluster::config::follow(admin.clone(), c)));
-        let server = glommio::spawn_local(admin.serve(listener));
-        while !crate::runtime::stopping(&stop) {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
-        log::info!(
-            "signal received: draining (up to {:?})",
-            settings.limits.drain_timeout
-        );
-        server.cancel().await;
-        if let Some(f) = follower {
-            f.cancel().await;
-        }
-        plane
-            .shutdown(settings.limits.drain_timeout + Duration::from_secs(2))
-            .await;
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use glommio::Placement;
     use std::time::Instant;
 
     /// One shard that answers its first `Stats` late (after the control
@@ -346,9 +298,7 @@ mod tests {
     fn a_late_answer_does_not_slow_later_calls() {
         let (control, shard) = channels();
         let shard = std::thread::spawn(move || {
-            let ex = LocalExecutorBuilder::new(Placement::Unbound)
-                .io_memory(256 << 10)
-                .make()
+            let ex = crate::runtime::executor::make("shard", Placement::Unbound, Duration::ZERO)
                 .unwrap();
             ex.run(async move {
                 let rx = shard.rx.connect().await;
@@ -372,10 +322,8 @@ mod tests {
                 }
             });
         });
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(256 << 10)
-            .make()
-            .unwrap();
+        let ex =
+            crate::runtime::executor::make("control", Placement::Unbound, Duration::ZERO).unwrap();
         ex.run(async move {
             let ack = Duration::from_millis(300);
             let plane = Rc::new(ControlPlane::connect(vec![control], ack).await);

@@ -66,6 +66,18 @@ pub struct Needs {
     pub io: crate::runtime::settings::IoPath,
 }
 
+impl Needs {
+    /// What `settings` ask of the host.
+    pub fn of(settings: &crate::runtime::Settings) -> Needs {
+        Needs {
+            shards: settings.shards,
+            // A client and an upstream socket per connection, plus pools and files.
+            fds: (settings.shards * settings.limits.max_connections * 2) as u64 + 256,
+            io: settings.io,
+        }
+    }
+}
+
 pub struct Report {
     pub lines: Vec<Line>,
 }
@@ -238,17 +250,8 @@ fn nofile(need: u64) -> Line {
     )
 }
 
-/// `net.core.somaxconn`, the kernel's cap on a listen backlog.
-pub fn somaxconn() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn backlog() -> Line {
-    match somaxconn() {
+    match crate::runtime::settings::somaxconn() {
         Some(v) if v < MIN_SOMAXCONN => line(
             Level::Warn,
             "somaxconn",

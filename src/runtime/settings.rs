@@ -182,7 +182,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
     /// Cluster mode: the Redis that holds configuration and limits.
-    pub redis: Option<crate::cluster::Target>,
+    pub redis: Option<crate::cluster::RedisUrl>,
     pub admin_token: Option<String>,
     pub log_level: Option<String>,
     pub backlog: i32,
@@ -327,28 +327,25 @@ impl Settings {
             config: pick(&a.config, "config").map(PathBuf::from),
             redis: match pick(&a.store, "store").as_deref().map(str::trim) {
                 None | Some("local") => None,
-                Some(url) => {
-                    Some(crate::cluster::Target::parse(url).map_err(|e| format!("--store: {e}"))?)
-                }
+                Some(url) => Some(
+                    crate::cluster::RedisUrl::parse(url).map_err(|e| format!("--store: {e}"))?,
+                ),
             },
             admin_token: pick(&a.admin_token, "admin-token"),
             log_level: pick(&a.log_level, "log-level"),
             io: IoPath::parse(pick(&a.io, "io").as_deref())?,
             spin: Duration::from_micros(number(&a.spin_us, "spin-us", 50u64)?.min(10_000)),
-            backlog: crate::runtime::preflight::somaxconn()
-                .unwrap_or(4096)
-                .clamp(128, 65535) as i32,
+            backlog: somaxconn().unwrap_or(4096).clamp(128, 65535) as i32,
             limits,
         })
     }
+}
 
-    /// What this configuration asks of the host, for the preflight checks.
-    pub fn host_needs(&self) -> crate::runtime::preflight::Needs {
-        crate::runtime::preflight::Needs {
-            shards: self.shards,
-            // A client and an upstream socket per connection, plus pools and files.
-            fds: (self.shards * self.limits.max_connections * 2) as u64 + 256,
-            io: self.io,
-        }
-    }
+/// `net.core.somaxconn`, the kernel's cap on a listen backlog.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

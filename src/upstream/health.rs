@@ -32,7 +32,6 @@ use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, S
 use glommio::task::JoinHandle;
 
 use crate::config::snapshot::{ActiveCheck, Target};
-use crate::runtime::shard::Shard;
 use crate::upstream::pool::UPSTREAM_HEAD_MAX;
 
 /// How often the scheduler looks at the configuration when no probe is due.
@@ -67,11 +66,17 @@ pub fn links(shards: usize) -> Vec<Link> {
     out
 }
 
+/// What the checks need of their shard: its current configuration and its
+/// balancer (where verdicts land). The shard implements it.
+pub trait Host {
+    fn view(&self) -> Rc<std::sync::Arc<crate::config::Snapshot>>;
+    fn balancer(&self) -> &crate::upstream::Balancer;
+}
+
 /// Starts the shard's side: the checker on shard 0, a listener elsewhere.
 /// Cancel the handle at shutdown (the checker's senders then close, which
 /// ends the listeners).
-pub fn start(shard: &Rc<Shard>, link: Link) -> JoinHandle<()> {
-    let shard = shard.clone();
+pub fn start(shard: Rc<dyn Host>, link: Link) -> JoinHandle<()> {
     match link {
         Link::Checker(senders) => glommio::spawn_local(async move {
             let mut peers = Vec::with_capacity(senders.len());
@@ -89,7 +94,7 @@ pub fn start(shard: &Rc<Shard>, link: Link) -> JoinHandle<()> {
         Link::Listener(rx) => glommio::spawn_local(async move {
             let rx = rx.connect().await;
             while let Some(v) = rx.recv().await {
-                shard.balancer.set_active(v.key, v.up);
+                shard.balancer().set_active(v.key, v.up);
             }
         })
         .detach(),
@@ -109,7 +114,7 @@ struct Check {
 }
 
 struct Checker {
-    shard: Rc<Shard>,
+    shard: Rc<dyn Host>,
     peers: Vec<ConnectedSender<Verdict>>,
     checks: RefCell<HashMap<u64, Check>>,
 }
@@ -276,7 +281,7 @@ impl Checker {
 
     /// Applies a verdict here and sends it to every other shard.
     async fn publish(&self, key: u64, up: bool) {
-        self.shard.balancer.set_active(key, up);
+        self.shard.balancer().set_active(key, up);
         for (i, peer) in self.peers.iter().enumerate() {
             let mut v = Verdict { key, up };
             loop {

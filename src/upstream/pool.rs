@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -203,5 +203,32 @@ impl Pool {
             }
         });
         task.detach()
+    }
+}
+
+/// Resolves `host:port`, preferring the first IPv4 address. IP literals
+/// (bracketed or not) never touch DNS.
+pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    match (bare, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            let found = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| addrs.first())
+                .copied();
+            if found.is_none() {
+                log::warn!("{host}:{port} resolved to no address");
+            }
+            found
+        }
+        Err(e) => {
+            log::warn!("cannot resolve {host}:{port}: {e}");
+            None
+        }
     }
 }

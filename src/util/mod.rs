@@ -1,0 +1,4 @@
+//! Small helpers that need nothing but `std`: the bottom layer.
+
+pub mod fnv;
+pub mod rfc3339;
