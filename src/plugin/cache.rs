@@ -146,9 +146,27 @@ impl Entry {
 
 type Key = [u8; 32];
 
+/// Keys are SHA-256 digests already: their first eight bytes are the hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: keep the bytes.
+        if let Some(head) = bytes.first_chunk::<8>() {
+            self.0 = u64::from_le_bytes(*head);
+        }
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 #[derive(Debug, Default)]
 struct Lru {
-    map: HashMap<Key, (Arc<Entry>, u64)>,
+    map: KeyMap<(Arc<Entry>, u64)>,
     /// Use tick → key, oldest first.
     order: BTreeMap<u64, Key>,
     tick: u64,
@@ -200,16 +218,29 @@ impl Store {
         *self.bounds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[cfg(test)]
     fn get(&self, k: &Key) -> Option<Arc<Entry>> {
+        self.first(std::slice::from_ref(k)).map(|(_, e)| e)
+    }
+
+    /// The first of `keys` with a live entry (its index and the entry),
+    /// under one lock.
+    fn first(&self, keys: &[Key]) -> Option<(usize, Arc<Entry>)> {
         let ttl = self.bounds().ttl;
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
-        let e = lru.map.get(k)?.0.clone();
-        if e.age() >= ttl {
-            lru.remove(k);
-            return None;
+        for (i, k) in keys.iter().enumerate() {
+            let Some((e, _)) = lru.map.get(k) else {
+                continue;
+            };
+            let e = e.clone();
+            if e.age() >= ttl {
+                lru.remove(k);
+                continue;
+            }
+            lru.touch(k);
+            return Some((i, e));
         }
-        lru.touch(k);
-        Some(e)
+        None
     }
 
     #[cfg(test)]
@@ -391,9 +422,9 @@ impl Cache {
         if p.read {
             let mut hit = self.lookup(store, &keys);
             if let (None, Some(r)) = (&hit, redis) {
-                if let Some(e) = remote_get(r, &keys.own).await {
+                if let Some(e) = remote_get(r, &keys.all[0]).await {
                     let e = Arc::new(e);
-                    store.put_arc(keys.own, e.clone());
+                    store.put_arc(keys.all[0], e.clone());
                     hit = Some(e);
                 }
             }
@@ -407,29 +438,28 @@ impl Cache {
         }
         push_header(headers, "X-Cache", b"MISS");
         if p.write {
-            p.key = Some(keys.own);
+            p.key = Some(keys.all[0]);
         }
         None
     }
 
     /// The local store's answer: the request's own, or its twin converted.
     fn lookup(&self, store: &Store, keys: &Keys) -> Option<Arc<Entry>> {
-        store.get(&keys.own).or_else(|| {
-            // The same request's twin recorded in the other form.
-            keys.twins.iter().find_map(|k| {
-                let e = store.get(k)?;
-                let body = match keys.stream {
-                    Stream::No => stream_to_json(&e.body)?,
-                    Stream::Yes { usage } => json_to_stream(&e.body, usage)?,
-                };
-                Some(Arc::new(Entry {
-                    body,
-                    sse: keys.stream != Stream::No,
-                    stored: e.stored,
-                    tokens: e.tokens,
-                }))
-            })
-        })
+        let (i, e) = store.first(&keys.all[..keys.n])?;
+        if i == 0 {
+            return Some(e);
+        }
+        // The same request's twin recorded in the other form.
+        let body = match keys.stream {
+            Stream::No => stream_to_json(&e.body)?,
+            Stream::Yes { usage } => json_to_stream(&e.body, usage)?,
+        };
+        Some(Arc::new(Entry {
+            body,
+            sse: keys.stream != Stream::No,
+            stored: e.stored,
+            tokens: e.tokens,
+        }))
     }
 
     /// The keys of a cacheable body, `None` when it is not one.
@@ -449,31 +479,39 @@ impl Cache {
         }
         let stream = v.remove("stream") == Some(serde_json::Value::Bool(true));
         let options = v.remove("stream_options");
-        // serde_json's map is ordered by key: this is the canonical form.
-        let canonical = serde_json::to_vec(&v).ok()?;
-        let key = |kind: &[u8], options: Option<&serde_json::Value>| -> Key {
-            let mut h = Sha256::new();
-            h.update(route);
-            h.update(&canonical);
+        // serde_json's map is ordered by key: this is the canonical form,
+        // hashed once; each kind of answer finishes a copy of that state.
+        let mut common = Sha256::new();
+        common.update(route);
+        serde_json::to_writer(&mut Digesting(&mut common), &v).ok()?;
+        let key = |kind: &[u8], options: Option<&[u8]>| -> Key {
+            let mut h = common.clone();
             h.update(kind);
             if let Some(o) = options {
-                h.update(serde_json::to_vec(o).unwrap_or_default());
+                h.update(o);
             }
             h.finalize().into()
         };
-        let usage = serde_json::json!({"include_usage": true});
         Some(if stream {
+            let o = options.as_ref().and_then(|o| serde_json::to_vec(o).ok());
             Keys {
-                own: key(b"sse", options.as_ref()),
-                twins: vec![key(b"json", None)],
+                all: [key(b"sse", o.as_deref()), key(b"json", None), [0; 32]],
+                n: 2,
                 stream: Stream::Yes {
                     usage: options.is_some_and(|o| o["include_usage"] == true),
                 },
             }
         } else {
+            // A stream recorded with `stream_options` asking for usage, as
+            // serde_json writes that object.
+            const USAGE: &[u8] = br#"{"include_usage":true}"#;
             Keys {
-                own: key(b"json", None),
-                twins: vec![key(b"sse", Some(&usage)), key(b"sse", None)],
+                all: [
+                    key(b"json", None),
+                    key(b"sse", Some(USAGE)),
+                    key(b"sse", None),
+                ],
+                n: 3,
                 stream: Stream::No,
             }
         })
@@ -493,10 +531,25 @@ impl std::fmt::Debug for Pending<'_> {
 
 /// Where a request's answer is kept, and where its twin in the other form
 /// (streamed or plain) would be.
+/// A request's own key first (`all[0]`), then its twins': the same request
+/// recorded in the other form. `n` of `all` are used.
 struct Keys {
-    own: Key,
-    twins: Vec<Key>,
+    all: [Key; 3],
+    n: usize,
     stream: Stream,
+}
+
+/// Feeds what serde_json writes straight into a digest.
+struct Digesting<'a>(&'a mut Sha256);
+
+impl std::io::Write for Digesting<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -778,7 +831,7 @@ mod tests {
     struct Keyer(Cache);
     impl Keyer {
         fn key(&self, route: &[u8; 32], body: &[u8]) -> Option<Key> {
-            self.0.keys(route, body).map(|k| k.own)
+            self.0.keys(route, body).map(|k| k.all[0])
         }
     }
 
@@ -852,9 +905,10 @@ mod tests {
         let bare = c
             .keys(&r, br#"{"model":"m","messages":[],"stream":true}"#)
             .unwrap();
-        assert_eq!(plain.twins, [streamed.own, bare.own]);
-        assert_ne!(plain.own, streamed.own);
-        assert_eq!(streamed.twins, [plain.own]);
+        assert_eq!((plain.n, streamed.n), (3, 2));
+        assert_eq!(plain.all[1..], [streamed.all[0], bare.all[0]]);
+        assert_ne!(plain.all[0], streamed.all[0]);
+        assert_eq!(streamed.all[1], plain.all[0]);
         assert_eq!(streamed.stream, Stream::Yes { usage: true });
         assert_eq!(bare.stream, Stream::Yes { usage: false });
         // And back: the assembled JSON as a stream again.
