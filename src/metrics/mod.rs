@@ -316,6 +316,8 @@ pub struct ShardStats {
     pub log_dropped: u64,
     /// The shard's own ring, when it runs on one.
     pub ring: Option<crate::runtime::uring::Stats>,
+    /// Cross-shard counter answers slower than the wake-up bell's interval.
+    pub late_answers: u64,
 }
 
 impl ShardMetrics {

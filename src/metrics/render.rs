@@ -275,6 +275,18 @@ fn connections(out: &mut String, shards: &[ShardStats]) {
     per_shard(out, "ringgate_connections_refused_total", shards, |s| {
         s.connections_refused
     });
+    header(
+        out,
+        "ringgate_cross_shard_late_answers_total",
+        "counter",
+        "Rate-limit answers from another shard that took longer than the wake-up bell's interval (50 ms): a wake-up glommio lost, ended by the bell, or an overloaded shard. By the asking shard.",
+    );
+    per_shard(
+        out,
+        "ringgate_cross_shard_late_answers_total",
+        shards,
+        |s| s.late_answers,
+    );
 }
 
 /// Refusals by plugin.
@@ -685,6 +697,7 @@ mod tests {
         assert!(out.contains("\nringgate_config_generation 3\n"));
         assert!(out.contains("\nringgate_config_last_apply_duration_seconds 0.002\n"));
         assert!(out.contains("\nringgate_open_connections{shard=\"0\"} 0\n"));
+        assert!(out.contains("\nringgate_cross_shard_late_answers_total{shard=\"0\"} 0\n"));
         assert!(out.ends_with('\n'));
     }
 

@@ -56,6 +56,11 @@ const CHANNEL: usize = 4096;
 /// The longest a receiving task waits before looking at its channel again.
 /// How long a shard waits for an owner's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// An answer slower than this is counted late (`/metrics`). An owner
+/// answers in microseconds; one that takes the wake-up bell's interval was
+/// woken by the bell (`runtime/bell.rs`: glommio lost the channel's
+/// wake-up) or was overloaded.
+const LATE: Duration = crate::runtime::bell::INTERVAL;
 /// The most permits one lease carries.
 pub const LEASE_MAX: u64 = 64;
 
@@ -232,6 +237,8 @@ pub struct Counters {
     leases: RefCell<HashMap<u64, Lease>>,
     next_id: Cell<u64>,
     inserts: Cell<u64>,
+    /// Answers from an owner shard that took longer than [`LATE`].
+    late: Cell<u64>,
     /// Cluster mode: leases of the windows Redis keeps for all nodes.
     cluster: Option<Rc<crate::cluster::limits::Leases>>,
     /// Cluster mode: this shard's connection for the response cache's
@@ -252,9 +259,15 @@ impl Counters {
             leases: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             inserts: Cell::new(0),
+            late: Cell::new(0),
             cluster: None,
             cache_redis: None,
         }
+    }
+
+    /// Answers from owner shards that came later than [`LATE`], or never.
+    pub fn late_answers(&self) -> u64 {
+        self.late.get()
     }
 
     /// Cluster mode: `take_shared` counts across every node through Redis.
@@ -571,6 +584,7 @@ impl Counters {
             unavailable: true,
             leased: 0,
         };
+        let asked = Instant::now();
         if !self.send(owner, ask).await {
             self.waiting.borrow_mut().remove(&id);
             return unavailable;
@@ -582,7 +596,11 @@ impl Counters {
                 Poll::Pending
             }
         });
-        match crate::runtime::conn::timed(ASK_TIMEOUT, answer).await {
+        let answer = crate::runtime::conn::timed(ASK_TIMEOUT, answer).await;
+        if asked.elapsed() >= LATE {
+            self.late.set(self.late.get() + 1);
+        }
+        match answer {
             Some(d) => d,
             None => {
                 self.waiting.borrow_mut().remove(&id);

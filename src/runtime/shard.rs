@@ -107,6 +107,7 @@ impl Shard {
             log_lines: self.access_log.written.get(),
             log_dropped: self.access_log.dropped.get(),
             ring: crate::runtime::uring::current().map(|d| d.stats()),
+            late_answers: self.counters.late_answers(),
             ..self.metrics.stats()
         }
     }
