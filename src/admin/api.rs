@@ -1,12 +1,11 @@
 //! The `/api/v1` routes (the README's "Admin API" lists them).
 //!
 //! Reads answer from the store's in-memory configuration. Every change runs
-//! the same sequence, one change at a time ([`mutate`]): clone the whole
-//! configuration, apply the change, `normalize` + `validate` the whole of it
-//! (so cross-entity rules hold), persist it (fsync, or Redis in cluster
-//! mode), then publish it as a change read from Redis is published
-//! (`Admin::publish` in `apply.rs`: compile, install, broadcast to every
-//! shard and wait for their acks), answer.
+//! the apply pipeline (`apply.rs`), one change at a time ([`mutate`]): the
+//! change edits a copy of the whole configuration and `normalize` +
+//! `validate` the whole of it (so cross-entity rules hold); the pipeline
+//! compiles it, commits it (fsync, or Redis in cluster mode), installs it and
+//! broadcasts it to every shard, waiting for their acks; then the answer.
 //!
 //! Server-assigned fields in a create or `PUT` body (`id`, `gateway_id`,
 //! `created_at`, `updated_at`, target ids) are ignored. Shapes follow
@@ -261,34 +260,17 @@ fn gateway_json(gw: &Gateway) -> Result<Value, Reply> {
     Ok(v)
 }
 
-/// Runs one change: apply `change` to a copy of the configuration (it
-/// validates), make it durable, then publish it (compile, install, broadcast
-/// to every shard; see `Admin::publish`).
+/// Runs one change through the apply pipeline ([`Admin::change`]):
+/// `change` edits a copy of the configuration (and validates it); the
+/// pipeline's errors become their answers.
 async fn mutate<T>(
     admin: &Admin,
     change: impl FnOnce(&mut Config, SystemTime) -> Result<T, Reply>,
 ) -> Result<T, Reply> {
-    let _turn = admin
-        .writes
-        .acquire_permit(1)
+    admin
+        .change(change)
         .await
-        .map_err(|_| Reply::error(503, "the admin API is shutting down"))?;
-    admin.before_change().await?;
-    let (mut cfg, generation) = {
-        let store = admin.store.borrow();
-        (store.config().clone(), store.generation() + 1)
-    };
-    let out = change(&mut cfg, SystemTime::now())?;
-    admin.commit(&cfg, generation).await?;
-    match admin.publish(cfg, generation).await {
-        Ok(()) => Ok(out),
-        Err(lagging) => Err(Reply::error(
-            503,
-            &format!(
-                "the change is stored durably (generation {generation}) but {lagging}; they will serve it once they catch up"
-            ),
-        )),
-    }
+        .map_err(crate::admin::apply::answer)
 }
 
 async fn replace_config(admin: &Admin, req: &Request) -> Answer {
