@@ -368,4 +368,56 @@ mod tests {
         assert!(decode(&flipped).unwrap_err().contains("checksum"));
         assert!(decode(b"garbage\n{}").is_err());
     }
+
+    /// A fresh directory under the system temp dir, removed by the caller.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ringgate-store-{name}-{}-{:?}",
+            std::process::id(),
+            SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The local store's futures are ready at once.
+    fn now<T>(f: Pending<'_, T>) -> T {
+        futures_lite::future::block_on(f)
+    }
+
+    #[test]
+    fn local_commit_checks_the_generation_and_survives_a_reopen() {
+        let dir = scratch("commit");
+        let cfg = demo();
+        {
+            let store = LocalStore::open(&dir).unwrap();
+            assert!(matches!(now(store.catch_up(0)).unwrap(), CatchUp::Even));
+            now(store.commit(&cfg, 0, 1)).unwrap();
+            // A writer that started from generation 0 again is refused and
+            // changes nothing.
+            let stale = now(store.commit(&Config::default(), 0, 2));
+            assert!(matches!(stale, Err(StoreError::Conflict(1))), "{stale:?}");
+            now(store.commit(&cfg, 1, 2)).unwrap();
+        }
+        let store = LocalStore::open(&dir).unwrap();
+        match now(store.catch_up(0)).unwrap() {
+            CatchUp::Newer(config, 2) => assert_eq!(config, cfg),
+            _ => panic!("generation 2 is not read back"),
+        }
+        // Taken once: this node now serves it.
+        assert!(matches!(now(store.catch_up(2)).unwrap(), CatchUp::Even));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn local_store_is_locked_while_open() {
+        let dir = scratch("lock");
+        let store = LocalStore::open(&dir).unwrap();
+        let second = LocalStore::open(&dir).err().unwrap_or_default();
+        assert!(second.contains("already in use"), "{second}");
+        drop(store);
+        assert!(LocalStore::open(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
