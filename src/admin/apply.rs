@@ -34,7 +34,7 @@ use crate::admin::{Admin, Reply};
 use crate::cluster::config::{self, Cluster};
 use crate::config::compile;
 use crate::config::model::Config;
-use crate::config::Snapshot;
+use crate::config::{ConfigError, Snapshot};
 use crate::runtime::control::Lagging;
 use crate::runtime::Settings;
 
@@ -44,6 +44,8 @@ pub enum ApplyError<E> {
     ShuttingDown,
     /// The change itself refused (its own error).
     Refused(E),
+    /// The changed configuration does not compile (a plugin's settings).
+    Invalid(ConfigError),
     /// The store could not catch up or commit; nothing was changed.
     Store(StoreError),
     /// Committed as `generation`, but some shards did not acknowledge it yet.
@@ -69,7 +71,8 @@ impl Admin {
             (store.config().clone(), store.generation())
         };
         let out = change(&mut config, SystemTime::now()).map_err(ApplyError::Refused)?;
-        let snapshot = Arc::new(compile::compile(&config, generation + 1));
+        let snapshot =
+            Arc::new(compile::compile(&config, generation + 1).map_err(ApplyError::Invalid)?);
         self.durable
             .commit(&config, generation, generation + 1)
             .await
@@ -87,7 +90,16 @@ impl Admin {
         match self.durable.catch_up(ours).await? {
             CatchUp::Even => {}
             CatchUp::Newer(config, generation) => {
-                let snapshot = Arc::new(compile::compile(&config, generation));
+                let snapshot = match compile::compile(&config, generation) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        log::error!(
+                            "{}: generation {generation} does not compile ({e}); still serving generation {ours}",
+                            self.durable.describe()
+                        );
+                        return Ok(());
+                    }
+                };
                 if let Err(lagging) = self.install(config, snapshot).await {
                     log::error!("generation {generation} from the store: {lagging}");
                 }
@@ -139,6 +151,7 @@ pub fn answer(e: ApplyError<Reply>) -> Reply {
     match e {
         ApplyError::ShuttingDown => Reply::error(503, "the admin API is shutting down"),
         ApplyError::Refused(reply) => reply,
+        ApplyError::Invalid(e) => Reply::json(e.status(), &e.to_json()),
         ApplyError::Store(StoreError::Conflict(stored)) => Reply::error(
             409,
             &format!("the configuration changed on another node meanwhile (generation {stored}); nothing was changed, retry"),
@@ -168,8 +181,12 @@ pub fn answer(e: ApplyError<Reply>) -> Reply {
 /// Start-up, through the same steps before any shard runs (so nothing to
 /// broadcast): catch up from the store, then `file` (`--config`) as the
 /// change, compile, commit. A store that holds nothing and `seeds_empty` is
-/// committed as generation 1. Returns what the shards start with.
-pub async fn boot(durable: &dyn ConfigStore, file: Option<Config>) -> Result<Store, String> {
+/// committed as generation 1. `file` comes with how errors name it.
+/// Returns what the shards start with.
+pub async fn boot(
+    durable: &dyn ConfigStore,
+    file: Option<(String, Config)>,
+) -> Result<Store, String> {
     let failed = |e: String| format!("{}: {e}", durable.describe());
     let (mut config, mut generation) = (Config::default(), 0);
     match durable
@@ -188,7 +205,9 @@ pub async fn boot(durable: &dyn ConfigStore, file: Option<Config>) -> Result<Sto
         CatchUp::Even | CatchUp::Behind(_) => {}
     }
     let stored = generation;
-    if let Some(file) = file {
+    let mut source = None;
+    if let Some((named, file)) = file {
+        source = Some(named);
         config = file;
         generation += 1;
         log::info!(
@@ -198,7 +217,14 @@ pub async fn boot(durable: &dyn ConfigStore, file: Option<Config>) -> Result<Sto
     } else if generation == 0 && durable.seeds_empty() {
         generation = 1;
     }
-    let snapshot = Arc::new(compile::compile(&config, generation));
+    let snapshot = Arc::new(
+        compile::compile(&config, generation).map_err(|e| match &source {
+            Some(named) => format!("{named}: {e}"),
+            None => failed(format!(
+                "generation {generation} is not a valid configuration: {e}"
+            )),
+        })?,
+    );
     if generation != stored {
         durable
             .commit(&config, stored, generation)
@@ -226,10 +252,10 @@ pub fn open(settings: &Settings) -> Result<(Store, Durable), String> {
         Some(path) => {
             let bytes =
                 std::fs::read(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-            Some(
-                compile::load(&bytes, SystemTime::now())
-                    .map_err(|e| format!("config {}: {e}", path.display()))?,
-            )
+            let named = format!("config {}", path.display());
+            let config =
+                compile::load(&bytes, SystemTime::now()).map_err(|e| format!("{named}: {e}"))?;
+            Some((named, config))
         }
     };
     // The data dir (locked here), or where Redis is.
@@ -305,7 +331,7 @@ mod tests {
             std::process::id(),
             SystemTime::now()
         ));
-        let boot_on = |file: Option<Config>| {
+        let boot_on = |file: Option<(String, Config)>| {
             let local = LocalStore::open(&dir).unwrap();
             futures_lite::future::block_on(boot(&local, file)).unwrap()
         };
@@ -315,7 +341,7 @@ mod tests {
         assert!(dir.join(crate::admin::store::STATE_FILE).exists());
 
         let cfg = demo();
-        let replaced = boot_on(Some(cfg.clone()));
+        let replaced = boot_on(Some(("config test".into(), cfg.clone())));
         assert_eq!(replaced.generation(), 2);
         assert_eq!(replaced.snapshot().gateways.len(), 1);
 

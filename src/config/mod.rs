@@ -2,7 +2,10 @@
 //! compilation into the immutable per-shard [`Snapshot`] (`compile`).
 //!
 //! The flow: [`parse`] → [`normalize`] (ids, name references, key hashes)
-//! → [`validate`] → [`compile`]; [`load`] is the first three.
+//! → `validate_model` → [`compile`], which parses plugin settings once and
+//! fails on a bad one; [`load`] is the first three. [`validate`] is
+//! `validate_model` with the plugin settings parsed too (and dropped), for a
+//! caller that wants every check without compiling.
 
 pub mod compile;
 pub mod error;
