@@ -315,22 +315,14 @@ pub async fn follow(admin: Rc<Admin>, cluster: Rc<Cluster>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn demo() -> Config {
-        let json = br#"{"gateways":[{"name":"g","upstreams":[{"name":"u","targets":[{"host":"127.0.0.1","port":9}]}]}]}"#;
-        compile::load(json, SystemTime::now()).unwrap()
-    }
+    use crate::admin::store::tests::{demo, scratch};
 
     /// Start-up through the pipeline on the data dir: an empty one is
     /// committed as generation 1, `--config` becomes the next generation and
     /// is durable before anything is served, a restart reads it back.
     #[test]
     fn boot_seeds_commits_and_reads_back() {
-        let dir = std::env::temp_dir().join(format!(
-            "ringgate-boot-{}-{:?}",
-            std::process::id(),
-            SystemTime::now()
-        ));
+        let dir = scratch("boot");
         let boot_on = |file: Option<(String, Config)>| {
             let local = LocalStore::open(&dir).unwrap();
             futures_lite::future::block_on(boot(&local, file)).unwrap()

@@ -337,12 +337,13 @@ fn decode(bytes: &[u8]) -> Result<(Config, u64), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::compile;
     use std::time::SystemTime;
 
-    fn demo() -> Config {
+    /// A small valid configuration (fresh ids on every call).
+    pub(crate) fn demo() -> Config {
         let json = br#"{"gateways":[{"name":"g","upstreams":[{"name":"u","targets":[{"host":"127.0.0.1","port":9}]}]}]}"#;
         compile::load(json, SystemTime::now()).unwrap()
     }
@@ -370,7 +371,7 @@ mod tests {
     }
 
     /// A fresh directory under the system temp dir, removed by the caller.
-    fn scratch(name: &str) -> PathBuf {
+    pub(crate) fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "ringgate-store-{name}-{}-{:?}",
             std::process::id(),
