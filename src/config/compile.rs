@@ -1,10 +1,10 @@
-//! Compiles a normalized, validated [`model::Config`](super::model::Config)
-//! into the immutable [`Snapshot`] every shard holds. Compiling is the last
-//! check: plugin settings are parsed here, once, into the form the snapshot
-//! keeps (`validate_model` checks only their shape), and one that does not parse
-//! fails the compile with a [`ConfigError`] naming its field. A host name
-//! that does not resolve gives `addr: None` (and a warning); anything else
-//! validation would have refused is skipped with a log line.
+//! Compiles a normalized [`model::Config`](super::model::Config) into the
+//! immutable [`Snapshot`] every shard holds, validation included: the one
+//! fallible step of the apply pipeline (`admin/apply.rs`), so no snapshot is
+//! ever built from a configuration that was not checked. It runs
+//! `validate_model`, then parses plugin settings, once, into the form the
+//! snapshot keeps; either failure is a [`ConfigError`] naming its field. A
+//! host name that does not resolve gives `addr: None` (and a warning).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,8 +42,10 @@ pub fn stable_key(id: &str) -> u64 {
 
 /// Builds the snapshot of `cfg` (normalized and validated) as generation
 /// `generation`. Resolves target host names (IP literals never touch DNS).
-/// Fails on plugin settings that do not parse, naming the field.
+/// Validation included: fails on a configuration `validate_model` refuses
+/// and on plugin settings that do not parse, naming the field.
 pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigError> {
+    validate_model(cfg)?;
     super::unacted::log_new(cfg);
     let mut snap = Snapshot {
         generation,
@@ -549,6 +551,33 @@ mod tests {
 
     /// TrustGate's provider targets (no host, no port) compile to their
     /// provider's public HTTPS endpoint.
+    /// Nothing unchecked is compiled: a configuration validation refuses,
+    /// or one with plugin settings that do not parse, fails with the field.
+    #[test]
+    fn compile_validates_and_parses_plugin_settings_once() {
+        let doc = |upstreams: serde_json::Value, chain: serde_json::Value| {
+            let v = json!({"gateways": [{"name": "g", "upstreams": upstreams,
+                "services": [{"name": "s", "type": "upstream", "upstream": "u"}],
+                "rules": [{"name": "r", "path": "/", "service": "s", "plugin_chain": chain}]}]});
+            let mut cfg = parse(v.to_string().as_bytes()).unwrap();
+            normalize(&mut cfg, now()).unwrap();
+            cfg
+        };
+        let u = json!({"name": "u", "targets": [{"host": "127.0.0.1", "port": 9}]});
+        let twice = doc(json!([u, u]), json!([]));
+        let e = compile(&twice, 1).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("gateways[0].upstreams[1].name"));
+        let bad = json!([{"name": "rate_limiter", "settings": {"limits": {"global": {"limit": 0, "window": "1m"}}}}]);
+        let e = compile(&doc(json!([u]), bad), 1).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("gateways[0].rules[0].plugin_chain[0].settings.limits.global.limit")
+        );
+        let good = json!([{"name": "rate_limiter", "settings": {"limits": {"global": {"limit": 5, "window": "1m"}}}}]);
+        let snap = compile(&doc(json!([u]), good), 1).unwrap();
+        assert_eq!(snap.gateways[0].rules[0].plugins.plugins.len(), 1);
+    }
+
     #[test]
     fn provider_targets_without_host_compile_to_the_public_endpoint() {
         let cfg = load_value(
