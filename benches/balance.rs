@@ -26,7 +26,7 @@ fn snapshot(algorithm: &str, targets: usize, health: bool) -> Snapshot {
         "services": [{"name": "s", "type": "upstream", "upstream": "llm"}],
         "rules": [{"name": "r", "path": "/", "service": "s"}]}]});
     let cfg = load(cfg.to_string().as_bytes(), SystemTime::now()).expect("valid config");
-    compile(&cfg, 1)
+    compile(&cfg, 1).expect("the benchmark configuration compiles")
 }
 
 fn attempt(c: &mut Criterion) {

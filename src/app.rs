@@ -53,7 +53,7 @@ pub fn serve(args: ServeArgs) -> i32 {
 }
 
 fn start(settings: Arc<Settings>) -> Result<(), String> {
-    let store = crate::admin::Store::open(&settings)?;
+    let (store, durable) = crate::admin::apply::open(&settings)?;
     let snapshot = store.snapshot();
 
     let proxy = crate::runtime::bind::proxy_listeners(
@@ -102,7 +102,14 @@ fn start(settings: Arc<Settings>) -> Result<(), String> {
         settings.data_dir.display()
     );
 
-    let result = control_thread(settings.clone(), admin, links, store, stop, control_bell);
+    let result = control_thread(
+        settings.clone(),
+        admin,
+        links,
+        (store, durable),
+        stop,
+        control_bell,
+    );
     for handle in shards {
         let _ = handle.join();
     }
@@ -164,7 +171,7 @@ fn control_thread(
     settings: Arc<Settings>,
     admin: TcpListener,
     ends: Vec<crate::runtime::control::ControlEnds>,
-    store: crate::admin::Store,
+    (store, durable): (crate::admin::Store, crate::admin::Durable),
     stop: Arc<AtomicBool>,
     bell: crate::runtime::bell::Bell,
 ) -> Result<(), String> {
@@ -179,7 +186,7 @@ fn control_thread(
         // SAFETY: the fd is a listening TCP socket we own; glommio takes it over.
         let listener =
             unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(admin_fd) };
-        let admin = crate::admin::Admin::new(settings.clone(), store, plane.clone());
+        let admin = crate::admin::Admin::new(settings.clone(), store, durable, plane.clone());
         let follower = admin
             .cluster
             .clone()

@@ -1104,3 +1104,75 @@ fn external_api_validates_and_a_slow_or_dead_validator_never_hangs_the_request()
         );
     }
 }
+
+/// Plugin settings are parsed once, by the apply pipeline's compile: through
+/// the entity endpoints a plugin that does not parse (a disabled one too) is
+/// refused with its field named relative to the request body, nothing is
+/// stored, and `serve --config` with one does not start.
+#[test]
+fn the_pipeline_compile_refuses_bad_plugin_settings_and_changes_nothing() {
+    use common::admin::call;
+    let dir = common::admin::temp_dir("plugins-compile");
+    let gw = common::admin::start(&dir, &[]);
+    let (s, v) = call(
+        gw.admin,
+        "PUT",
+        "/api/v1/config",
+        Some(&config_with(json!([]))),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, before) = call(gw.admin, "GET", "/api/v1/config", None, None);
+    let gid = before["gateways"][0]["id"].as_str().unwrap().to_string();
+    let rid = before["gateways"][0]["rules"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bad = json!({"name": "cors", "settings": {"allowed_origins": []}});
+    let mut disabled = bad.clone();
+    disabled["enabled"] = json!(false);
+    let cases = [
+        (
+            "POST",
+            format!("/api/v1/gateways/{gid}/rules"),
+            json!({"name": "r2", "path": "/two", "service": "svc", "plugin_chain": [bad]}),
+            "plugin_chain[0].settings.allowed_origins",
+        ),
+        (
+            "PUT",
+            format!("/api/v1/gateways/{gid}/rules/{rid}"),
+            json!({"plugin_chain": [disabled]}),
+            "plugin_chain[0].settings.allowed_origins",
+        ),
+        (
+            "PUT",
+            format!("/api/v1/gateways/{gid}"),
+            json!({"required_plugins": [bad]}),
+            "required_plugins[0].settings.allowed_origins",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let (s, v) = call(gw.admin, method, &path, Some(&body), None);
+        assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{path}: {v}");
+    }
+    let (_, after) = call(gw.admin, "GET", "/api/v1/config", None, None);
+    assert_eq!(after, before, "a refused change stored something");
+    drop(gw);
+
+    let file = dir.join("bad-plugin.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&config_with(
+            json!([{"name": "cors", "settings": {"allowed_origins": []}}]),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (code, stderr) = common::admin::start_failing(&dir, &["--config", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("config {}", file.display()))
+            && stderr.contains("gateways[0].rules[0].plugin_chain[0].settings.allowed_origins"),
+        "{stderr}"
+    );
+}

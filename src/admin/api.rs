@@ -1,12 +1,12 @@
 //! The `/api/v1` routes (the README's "Admin API" lists them).
 //!
 //! Reads answer from the store's in-memory configuration. Every change runs
-//! the same sequence, one change at a time ([`mutate`]): clone the whole
-//! configuration, apply the change, `normalize` + `validate` the whole of it
-//! (so cross-entity rules hold), persist it (fsync, or Redis in cluster
-//! mode), then publish it as a change read from Redis is published
-//! (`Admin::publish` in `apply.rs`: compile, install, broadcast to every
-//! shard and wait for their acks), answer.
+//! the apply pipeline (`apply.rs`), one change at a time ([`mutate`]): the
+//! change edits a copy of the whole configuration and `normalize` +
+//! `validate_model` the whole of it (so cross-entity rules hold); the
+//! pipeline compiles it (parsing plugin settings, once), commits it (fsync,
+//! or Redis in cluster mode), installs it and broadcasts it to every shard,
+//! waiting for their acks; then the answer.
 //!
 //! Server-assigned fields in a create or `PUT` body (`id`, `gateway_id`,
 //! `created_at`, `updated_at`, target ids) are ignored. Shapes follow
@@ -23,9 +23,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::admin::apply::ApplyError;
 use crate::admin::{Admin, Reply, Request};
 use crate::config::model::{ApiKey, Config, Gateway, Rule, Service, Upstream};
-use crate::config::{compile, normalize, validate, ConfigError};
+use crate::config::validate::validate_model;
+use crate::config::{compile, normalize, ConfigError};
 use crate::util::rfc3339::format_rfc3339;
 
 /// Largest page a list answers.
@@ -116,21 +118,25 @@ fn refuse(mut e: ConfigError, prefix: &str) -> Reply {
     Reply::json(e.status(), &e.to_json())
 }
 
-/// `normalize` + `validate` the whole configuration. `at` is the changed
-/// entity's path; `last` moves it to the end of its list in a copy and
+/// `normalize` + `validate_model` the whole configuration (the compile in
+/// the pipeline checks plugin settings). `at` is the changed
+/// entity's path (noted in `changed`, for the compile that follows, see
+/// [`mutate`]); `last` moves it to the end of its list in a copy and
 /// returns its path there: the copy is what is validated, so a conflict
 /// between the changed entity and an existing one is reported on the changed
 /// one.
 fn check(
     cfg: &mut Config,
     now: SystemTime,
+    changed: &mut String,
     at: &str,
     last: impl FnOnce(&mut Config) -> String,
 ) -> Result<(), Reply> {
+    *changed = at.to_string();
     normalize(cfg, now).map_err(|e| refuse(e, at))?;
     let mut copy = cfg.clone();
     let moved = last(&mut copy);
-    validate(&copy).map_err(|e| refuse(e, &moved))
+    validate_model(&copy).map_err(|e| refuse(e, &moved))
 }
 
 /// Moves `list[at]` to the end; its new index.
@@ -261,34 +267,21 @@ fn gateway_json(gw: &Gateway) -> Result<Value, Reply> {
     Ok(v)
 }
 
-/// Runs one change: apply `change` to a copy of the configuration (it
-/// validates), make it durable, then publish it (compile, install, broadcast
-/// to every shard; see `Admin::publish`).
+/// Runs one change through the apply pipeline ([`Admin::change`]):
+/// `change` edits a copy of the configuration (and validates it) and names
+/// the changed entity's path in its last argument, so that a compile error
+/// (a plugin's settings) names its field relative to the request body as
+/// validation errors do; the pipeline's errors become their answers.
 async fn mutate<T>(
     admin: &Admin,
-    change: impl FnOnce(&mut Config, SystemTime) -> Result<T, Reply>,
+    change: impl FnOnce(&mut Config, SystemTime, &mut String) -> Result<T, Reply>,
 ) -> Result<T, Reply> {
-    let _turn = admin
-        .writes
-        .acquire_permit(1)
-        .await
-        .map_err(|_| Reply::error(503, "the admin API is shutting down"))?;
-    admin.before_change().await?;
-    let (mut cfg, generation) = {
-        let store = admin.store.borrow();
-        (store.config().clone(), store.generation() + 1)
-    };
-    let out = change(&mut cfg, SystemTime::now())?;
-    admin.commit(&cfg, generation).await?;
-    match admin.publish(cfg, generation).await {
-        Ok(()) => Ok(out),
-        Err(lagging) => Err(Reply::error(
-            503,
-            &format!(
-                "the change is stored durably (generation {generation}) but {lagging}; they will serve it once they catch up"
-            ),
-        )),
-    }
+    let mut at = String::new();
+    let result = admin.change(|cfg, now| change(cfg, now, &mut at)).await;
+    result.map_err(|e| match e {
+        ApplyError::Invalid(e) => refuse(e, &at),
+        e => crate::admin::apply::answer(e),
+    })
 }
 
 async fn replace_config(admin: &Admin, req: &Request) -> Answer {
@@ -296,7 +289,7 @@ async fn replace_config(admin: &Admin, req: &Request) -> Answer {
     let _: Value = body(req)?;
     let cfg = compile::load(&req.body, SystemTime::now()).map_err(|e| refuse(e, ""))?;
     let exported = to_value(&cfg)?;
-    mutate(admin, move |all, _| {
+    mutate(admin, move |all, _, _| {
         *all = cfg;
         Ok(())
     })
@@ -367,7 +360,7 @@ fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, Reply> {
 
 async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
     let mut gw = gateway_body(req, None)?;
-    let stored = mutate(admin, |cfg, now| {
+    let stored = mutate(admin, |cfg, now, changed| {
         let stamp = format_rfc3339(now);
         gw.id = Some(uuid::Uuid::new_v4().to_string());
         gw.created_at = Some(stamp.clone());
@@ -375,7 +368,7 @@ async fn create_gateway(admin: &Admin, req: &Request) -> Answer {
         cfg.gateways.push(gw);
         let gi = cfg.gateways.len() - 1;
         let at = format!("gateways[{gi}]");
-        check(cfg, now, &at, |_| at.clone())?;
+        check(cfg, now, changed, &at, |_| at.clone())?;
         gateway_json(&cfg.gateways[gi])
     })
     .await?;
@@ -391,7 +384,7 @@ async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
         gateway_json(&store.config().gateways[gi])?
     };
     let mut gw = gateway_body(req, Some(old))?;
-    let stored = mutate(admin, |cfg, now| {
+    let stored = mutate(admin, |cfg, now, changed| {
         let gi = gateway_index(cfg, gid)?;
         let old = &mut cfg.gateways[gi];
         gw.id = old.id.clone();
@@ -402,7 +395,7 @@ async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
         gw.rules = std::mem::take(&mut old.rules);
         gw.keys = std::mem::take(&mut old.keys);
         *old = gw;
-        check(cfg, now, &format!("gateways[{gi}]"), |c| {
+        check(cfg, now, changed, &format!("gateways[{gi}]"), |c| {
             format!("gateways[{}]", move_last(&mut c.gateways, gi))
         })?;
         gateway_json(&cfg.gateways[gi])
@@ -412,7 +405,7 @@ async fn put_gateway(admin: &Admin, req: &Request, gid: &str) -> Answer {
 }
 
 async fn delete_gateway(admin: &Admin, gid: &str) -> Answer {
-    mutate(admin, |cfg, _| {
+    mutate(admin, |cfg, _, _| {
         let gi = gateway_index(cfg, gid)?;
         cfg.gateways.remove(gi);
         Ok(())
@@ -626,7 +619,7 @@ async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
     gateway_index(admin.store.borrow().config(), gid)?;
     let mut new: T = body(req)?;
     let plaintext = new.generate()?;
-    let mut shown = mutate(admin, |cfg, now| {
+    let mut shown = mutate(admin, |cfg, now, changed| {
         let gi = gateway_index(cfg, gid)?;
         new.assign(uuid::Uuid::new_v4().to_string(), gid, None);
         let stamp = format_rfc3339(now);
@@ -637,7 +630,7 @@ async fn create<T: Entity>(admin: &Admin, req: &Request, gid: &str) -> Answer {
         list.push(new);
         let at = list.len() - 1;
         let path = format!("gateways[{gi}].{}[{at}]", T::PLURAL);
-        check(cfg, now, &path, |_| path.clone())?;
+        check(cfg, now, changed, &path, |_| path.clone())?;
         T::list(&cfg.gateways[gi])[at].show()
     })
     .await?;
@@ -668,7 +661,7 @@ async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -
     } else {
         body(req)?
     };
-    let shown = mutate(admin, |cfg, now| {
+    let shown = mutate(admin, |cfg, now, changed| {
         let gi = gateway_index(cfg, gid)?;
         let at = entity_index::<T>(&cfg.gateways[gi], id)?;
         let list = T::list_mut(&mut cfg.gateways[gi]);
@@ -681,6 +674,7 @@ async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -
         check(
             cfg,
             now,
+            changed,
             &format!("gateways[{gi}].{}[{at}]", T::PLURAL),
             |c| {
                 let last = move_last(T::list_mut(&mut c.gateways[gi]), at);
@@ -694,7 +688,7 @@ async fn replace<T: Entity>(admin: &Admin, req: &Request, gid: &str, id: &str) -
 }
 
 async fn delete<T: Entity>(admin: &Admin, gid: &str, id: &str) -> Answer {
-    mutate(admin, |cfg, _| {
+    mutate(admin, |cfg, _, _| {
         let gi = gateway_index(cfg, gid)?;
         let gw = &mut cfg.gateways[gi];
         let at = entity_index::<T>(gw, id)?;

@@ -1,7 +1,8 @@
 //! The admin side, on the control thread: an HTTP server (`server`), the
-//! API routes (`api`), the durable store (`store`). A change is validated
-//! against the whole configuration, compiled, made durable, and only then
-//! broadcast to every shard; the caller hears back once every shard serves it.
+//! API routes (`api`), the stores (`store`) and the apply pipeline every
+//! change goes through (`apply`). A change is validated against the whole
+//! configuration, compiled, made durable, and only then broadcast to every
+//! shard; the caller hears back once every shard serves it.
 
 pub mod api;
 pub mod apply;
@@ -16,7 +17,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-pub use store::Store;
+pub use store::{ConfigStore, Durable, LocalStore, Store};
 
 use crate::runtime::control::ControlPlane;
 use crate::runtime::Settings;
@@ -24,7 +25,10 @@ use crate::runtime::Settings;
 /// The control thread's admin state.
 pub struct Admin {
     pub settings: Arc<Settings>,
+    /// What this node serves.
     pub store: RefCell<Store>,
+    /// Where it is kept durably: the data dir, or Redis in cluster mode.
+    pub durable: Rc<dyn ConfigStore>,
     pub plane: Rc<ControlPlane>,
     pub started: std::time::Instant,
     /// One mutation at a time, held from validation to the answer.
@@ -34,13 +38,23 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(settings: Arc<Settings>, store: Store, plane: Rc<ControlPlane>) -> Rc<Admin> {
-        let cluster = store
-            .redis
-            .clone()
-            .map(|t| Rc::new(crate::cluster::config::Cluster::new(t)));
+    /// `durable`: the store [`apply::open`] opened, kept for the process.
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        durable: Durable,
+        plane: Rc<ControlPlane>,
+    ) -> Rc<Admin> {
+        let (durable, cluster): (Rc<dyn ConfigStore>, _) = match durable {
+            Durable::Local(local) => (Rc::new(local), None),
+            Durable::Redis(target) => {
+                let cluster = Rc::new(crate::cluster::config::Cluster::new(target));
+                (cluster.clone(), Some(cluster))
+            }
+        };
         Rc::new(Admin {
             cluster,
+            durable,
             settings,
             store: RefCell::new(store),
             plane,

@@ -8,8 +8,9 @@
 //!
 //! How a node follows (the subscriber, the poll, the catch-up that applies
 //! a newer generation) is the admin side's, in `admin/apply.rs`: this file
-//! only reads, writes and subscribes, and reports failures as typed errors
-//! ([`Error`], [`CommitError`]) that the admin side turns into answers.
+//! only reads, writes and subscribes. It is a [`ConfigStore`] (the apply
+//! pipeline's store interface, `admin/store.rs`) and reports failures as
+//! typed errors ([`StoreError`]) that the admin side turns into answers.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use super::resp::{int, Conn, Error, RedisClient};
 use super::RedisUrl;
+use crate::admin::store::{CatchUp, ConfigStore, Pending, StoreError};
 use crate::config::model::Config;
 
 const GENERATION: &[u8] = b"ringgate:generation";
@@ -117,29 +119,67 @@ impl Cluster {
             }
         }
     }
+}
 
-    /// Stores a change made on this node as `generation` (the caller holds
-    /// the write permit and caught up first).
-    pub async fn commit(&self, config: &Config, generation: u64) -> Result<(), CommitError> {
-        let result = self.write(generation - 1, generation, config).await;
-        match result {
-            Ok(None) => Ok(()),
-            Ok(Some(stored)) => Err(CommitError::Conflict(stored)),
-            Err(e) => {
-                self.note(&Err(e.clone()));
-                Err(CommitError::Unreachable(e))
+impl ConfigStore for Cluster {
+    fn describe(&self) -> String {
+        format!("store {}", self.target().shown)
+    }
+
+    fn catch_up(&self, generation: u64) -> Pending<'_, Result<CatchUp, StoreError>> {
+        Box::pin(async move {
+            let result = self.compare(generation).await;
+            self.note(&result.as_ref().map(|_| ()).map_err(Clone::clone));
+            result.map_err(|error| self.unreachable(error))
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        config: &'a Config,
+        expected: u64,
+        generation: u64,
+    ) -> Pending<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            match self.write(expected, generation, config).await {
+                Ok(None) => Ok(()),
+                Ok(Some(stored)) => Err(StoreError::Conflict(stored)),
+                Err(e) => {
+                    self.note(&Err(e.clone()));
+                    Err(self.unreachable(e))
+                }
             }
-        }
+        })
     }
 }
 
-/// Why a change could not be stored in Redis.
-#[derive(Debug)]
-pub enum CommitError {
-    /// Another node wrote this generation (the one stored) meanwhile.
-    Conflict(u64),
-    /// Redis could not be reached or answered wrongly.
-    Unreachable(Error),
+impl Cluster {
+    /// Redis's generation against this node's `ours`; a newer document is
+    /// read and parsed.
+    async fn compare(&self, ours: u64) -> Result<CatchUp, Error> {
+        let theirs = self.generation().await?;
+        if theirs < ours {
+            return Ok(CatchUp::Behind(theirs));
+        }
+        if theirs == ours {
+            return Ok(CatchUp::Even);
+        }
+        let (generation, doc) = self.read().await?;
+        let Some(doc) = doc.filter(|_| generation > ours) else {
+            return Ok(CatchUp::Even);
+        };
+        Ok(match crate::config::compile::parse_state(&doc) {
+            Ok(config) => CatchUp::Newer(config, generation),
+            Err(error) => CatchUp::Invalid(generation, error),
+        })
+    }
+
+    fn unreachable(&self, error: Error) -> StoreError {
+        StoreError::Unreachable {
+            store: self.target().shown.clone(),
+            error,
+        }
+    }
 }
 
 /// Subscribes to the generation's channel; each published generation
@@ -150,52 +190,4 @@ pub async fn subscribe(target: &RedisUrl) -> Result<Conn, Error> {
     conn.call(&[b"SUBSCRIBE", channel.as_bytes()], TIMEOUT)
         .await?;
     Ok(conn)
-}
-
-/// Start-up in cluster mode: the configuration from Redis, or `file`
-/// (`--config`) written to Redis as the next generation. Runs on a
-/// short-lived executor of its own thread, before the shards start; an
-/// unreachable Redis stops start-up.
-pub fn load_at_start(target: &RedisUrl, file: Option<Config>) -> Result<(Config, u64), String> {
-    let t = target.clone();
-    let thread = std::thread::spawn(move || {
-        let ex = crate::runtime::executor::make(
-            "redis-load",
-            glommio::Placement::Unbound,
-            Duration::ZERO,
-        )
-        .map_err(|e| format!("cannot start an executor: {e}"))?;
-        ex.run(async move {
-            let cluster = Cluster::new(t);
-            let (generation, doc) = cluster.read().await.map_err(|e| e.to_string())?;
-            if let Some(config) = file {
-                let next = generation + 1;
-                if let Some(stored) = cluster
-                    .write(generation, next, &config)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    return Err(format!(
-                        "another node wrote generation {stored} meanwhile; start again"
-                    ));
-                }
-                log::info!("--config replaces the configuration in Redis (generation {next})");
-                return Ok((config, next));
-            }
-            match doc {
-                None => Ok((Config::default(), 0)),
-                Some(doc) => crate::config::compile::parse_state(&doc)
-                    .map(|c| (c, generation))
-                    .map_err(|e| {
-                        format!(
-                            "generation {generation} in Redis is not a valid configuration: {e}"
-                        )
-                    }),
-            }
-        })
-    });
-    thread
-        .join()
-        .map_err(|_| "the Redis loader thread panicked".to_string())?
-        .map_err(|e| format!("store {}: {e}", target.shown))
 }

@@ -1,8 +1,10 @@
-//! Compiles a normalized, validated [`model::Config`](super::model::Config)
-//! into the immutable [`Snapshot`] every shard holds. Compiling does not
-//! fail: a host name that does not resolve gives `addr: None` (and a
-//! warning), anything validation would have refused is skipped with a log
-//! line.
+//! Compiles a normalized [`model::Config`](super::model::Config) into the
+//! immutable [`Snapshot`] every shard holds, validation included: the one
+//! fallible step of the apply pipeline (`admin/apply.rs`), so no snapshot is
+//! ever built from a configuration that was not checked. It runs
+//! `validate_model`, then parses plugin settings, once, into the form the
+//! snapshot keeps; either failure is a [`ConfigError`] naming its field. A
+//! host name that does not resolve gives `addr: None` (and a warning).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,18 +17,21 @@ use super::snapshot::{
     ActiveCheck, Algorithm, ApiKey, BreakerSettings, Gateway, PassiveHealth, Rule, Service,
     ServiceKind, Snapshot, Target, Upstream,
 };
-use super::{normalize, parse, validate};
+use super::validate::validate_model;
+use super::{normalize, parse};
+use crate::plugin::List;
 use crate::route::{RouteSpec, Router};
 use crate::upstream::tls::{self, TlsClient, Trust};
 use crate::util::fnv::fnv1a64;
 use crate::util::rfc3339::parse_rfc3339;
 
-/// `parse` + `normalize` + `validate`: a configuration file as
-/// `serve --config` and `PUT /api/v1/config` take it.
+/// `parse` + `normalize` + `validate_model`: a configuration file as
+/// `serve --config` and `PUT /api/v1/config` take it. The apply pipeline
+/// compiles it next, which checks the plugin settings.
 pub fn load(json: &[u8], now: SystemTime) -> Result<Config, ConfigError> {
     let mut cfg = parse(json)?;
     normalize(&mut cfg, now)?;
-    validate(&cfg)?;
+    validate_model(&cfg)?;
     Ok(cfg)
 }
 
@@ -37,7 +42,10 @@ pub fn stable_key(id: &str) -> u64 {
 
 /// Builds the snapshot of `cfg` (normalized and validated) as generation
 /// `generation`. Resolves target host names (IP literals never touch DNS).
-pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
+/// Validation included: fails on a configuration `validate_model` refuses
+/// and on plugin settings that do not parse, naming the field.
+pub fn compile(cfg: &Config, generation: u64) -> Result<Snapshot, ConfigError> {
+    validate_model(cfg)?;
     super::unacted::log_new(cfg);
     let mut snap = Snapshot {
         generation,
@@ -47,7 +55,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
         prices: crate::cost::Prices::new(&cfg.prices),
     };
     for (gi, gw) in cfg.gateways.iter().enumerate() {
-        let gateway = compile_gateway(gw);
+        let gateway = compile_gateway(gi, gw)?;
         if let Some(sd) = &gw.subdomain {
             snap.subdomains.insert(sd.to_ascii_lowercase(), gi);
         }
@@ -80,7 +88,7 @@ pub fn compile(cfg: &Config, generation: u64) -> Snapshot {
         snap.gateways.push(gateway);
     }
     snap.number_targets();
-    snap
+    Ok(snap)
 }
 
 /// A policy entry names a rule by id (or, unnormalized, by name).
@@ -91,7 +99,13 @@ fn rule_index(rules: &[model::Rule], r: &str) -> Option<usize> {
         .or_else(|| rules.iter().position(|x| !x.name.is_empty() && x.name == r))
 }
 
-fn compile_gateway(gw: &model::Gateway) -> Gateway {
+fn compile_gateway(gi: usize, gw: &model::Gateway) -> Result<Gateway, ConfigError> {
+    let required = format!("gateways[{gi}].required_plugins");
+    let required_scope = format!("{}.required_plugins", gw.id.as_deref().unwrap_or(&gw.name));
+    if gw.rules.is_empty() {
+        // No chain holds them yet; still checked.
+        crate::plugin::validate(&gw.required_plugins, &required)?;
+    }
     let upstreams: Vec<Upstream> = gw.upstreams.iter().map(compile_upstream).collect();
     let services: Vec<Service> = gw
         .services
@@ -100,7 +114,7 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
         .collect();
     let mut rules = Vec::with_capacity(gw.rules.len());
     let mut specs = Vec::with_capacity(gw.rules.len());
-    for r in &gw.rules {
+    for (ri, r) in gw.rules.iter().enumerate() {
         let service = gw.services.iter().position(|s| {
             (r.service_id.is_some() && s.id == r.service_id)
                 || (r.service_id.is_none() && r.service.as_deref() == Some(s.name.as_str()))
@@ -142,14 +156,20 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
             public: r.public,
             fallback: super::fallback::compile(&r.fallbacks, &r.model_aliases, &gw.upstreams),
             plugins: crate::plugin::chain(
-                &gw.required_plugins,
-                &format!("{}.required_plugins", gw.id.as_deref().unwrap_or(&gw.name)),
-                &r.plugin_chain,
-                &format!("{}.plugin_chain", r.id.as_deref().unwrap_or(&r.name)),
-            ),
+                List {
+                    plugins: &gw.required_plugins,
+                    field: &required,
+                    scope: &required_scope,
+                },
+                List {
+                    plugins: &r.plugin_chain,
+                    field: &format!("gateways[{gi}].rules[{ri}].plugin_chain"),
+                    scope: &format!("{}.plugin_chain", r.id.as_deref().unwrap_or(&r.name)),
+                },
+            )?,
         });
     }
-    Gateway {
+    Ok(Gateway {
         id: gw.id.clone().unwrap_or_default(),
         key: stable_key(gw.id.as_deref().unwrap_or_default()),
         name: gw.name.clone(),
@@ -158,7 +178,7 @@ fn compile_gateway(gw: &model::Gateway) -> Gateway {
         rules,
         services,
         upstreams,
-    }
+    })
 }
 
 fn compile_upstream(u: &model::Upstream) -> Upstream {
@@ -509,10 +529,11 @@ pub fn render(
 }
 
 /// A stored configuration document (the state file's body, or the document
-/// in Redis), parsed and validated like `PUT /api/v1/config`.
+/// in Redis), parsed and validated like `PUT /api/v1/config` (and, like it,
+/// compiled next by the apply pipeline).
 pub fn parse_state(body: &[u8]) -> Result<Config, String> {
     let config = parse(body).map_err(|e| format!("stored state does not parse: {e}"))?;
-    validate(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
+    validate_model(&config).map_err(|e| format!("stored state is invalid: {e}"))?;
     Ok(config)
 }
 
@@ -530,6 +551,33 @@ mod tests {
 
     /// TrustGate's provider targets (no host, no port) compile to their
     /// provider's public HTTPS endpoint.
+    /// Nothing unchecked is compiled: a configuration validation refuses,
+    /// or one with plugin settings that do not parse, fails with the field.
+    #[test]
+    fn compile_validates_and_parses_plugin_settings_once() {
+        let doc = |upstreams: serde_json::Value, chain: serde_json::Value| {
+            let v = json!({"gateways": [{"name": "g", "upstreams": upstreams,
+                "services": [{"name": "s", "type": "upstream", "upstream": "u"}],
+                "rules": [{"name": "r", "path": "/", "service": "s", "plugin_chain": chain}]}]});
+            let mut cfg = parse(v.to_string().as_bytes()).unwrap();
+            normalize(&mut cfg, now()).unwrap();
+            cfg
+        };
+        let u = json!({"name": "u", "targets": [{"host": "127.0.0.1", "port": 9}]});
+        let twice = doc(json!([u, u]), json!([]));
+        let e = compile(&twice, 1).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("gateways[0].upstreams[1].name"));
+        let bad = json!([{"name": "rate_limiter", "settings": {"limits": {"global": {"limit": 0, "window": "1m"}}}}]);
+        let e = compile(&doc(json!([u]), bad), 1).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("gateways[0].rules[0].plugin_chain[0].settings.limits.global.limit")
+        );
+        let good = json!([{"name": "rate_limiter", "settings": {"limits": {"global": {"limit": 5, "window": "1m"}}}}]);
+        let snap = compile(&doc(json!([u]), good), 1).unwrap();
+        assert_eq!(snap.gateways[0].rules[0].plugins.plugins.len(), 1);
+    }
+
     #[test]
     fn provider_targets_without_host_compile_to_the_public_endpoint() {
         let cfg = load_value(
@@ -543,7 +591,7 @@ mod tests {
                  "azure_endpoint": "https://res.openai.azure.com", "azure_version": "2024-06-01"}}
             ]}]}]}),
         );
-        let snap = compile(&cfg, 1);
+        let snap = compile(&cfg, 1).unwrap();
         let ts = &snap.gateways[0].upstreams[0].targets;
         let got: Vec<(&str, u16, bool, &str)> = ts
             .iter()
@@ -696,7 +744,7 @@ mod tests {
     #[test]
     fn compiles_every_field() {
         let cfg = load_value(demo());
-        let snap = compile(&cfg, 7);
+        let snap = compile(&cfg, 7).unwrap();
         assert_eq!(snap.generation, 7);
         assert_eq!(snap.gateways.len(), 2);
         assert_eq!(snap.subdomains.get("demo"), Some(&0));
@@ -809,7 +857,7 @@ mod tests {
         assert_eq!(hash_key("other").len(), 71);
 
         // Stable keys across compiles.
-        let again = compile(&cfg, 8);
+        let again = compile(&cfg, 8).unwrap();
         assert_eq!(again.gateways[0].upstreams[0].key, up.key);
         assert_eq!(again.gateways[0].upstreams[0].targets[1].key, t1.key);
     }
@@ -818,7 +866,7 @@ mod tests {
     fn unresolvable_host_compiles() {
         let mut v = demo();
         v["gateways"][0]["upstreams"][0]["targets"][2]["host"] = json!("no-such-host.invalid");
-        let snap = compile(&load_value(v), 1);
+        let snap = compile(&load_value(v), 1).unwrap();
         assert_eq!(snap.gateways[0].upstreams[0].targets[2].addr, None);
     }
 
@@ -834,7 +882,7 @@ mod tests {
         let json =
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.json")).unwrap();
         let cfg = load(&json, now()).unwrap();
-        let snap = compile(&cfg, 1);
+        let snap = compile(&cfg, 1).unwrap();
         assert_eq!(snap.subdomains.get("demo"), Some(&0));
         let gw = &snap.gateways[0];
         assert_eq!(

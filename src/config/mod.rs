@@ -2,7 +2,11 @@
 //! compilation into the immutable per-shard [`Snapshot`] (`compile`).
 //!
 //! The flow: [`parse`] → [`normalize`] (ids, name references, key hashes)
-//! → [`validate`] → [`compile`]; [`load`] is the first three.
+//! → [`compile`], which validates (`validate_model`), parses plugin settings
+//! once and fails on either; [`load`] is parse, normalize and
+//! `validate_model` (a document checked as it is read). [`validate`] is
+//! `validate_model` with the plugin settings parsed too (and dropped), for a
+//! caller that wants every check without compiling.
 
 pub mod compile;
 pub mod error;

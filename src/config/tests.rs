@@ -86,7 +86,7 @@ fn health_check_fields_name_the_field() {
         "circuit_breaker": {"window": 4}
     });
     let cfg = load_value(&v).expect("valid health checks");
-    let snap = crate::config::compile::compile(&cfg, 1);
+    let snap = crate::config::compile::compile(&cfg, 1).unwrap();
     let up = &snap.gateways[0].upstreams[0];
     let check = up.active_check.as_ref().expect("active check");
     assert_eq!(check.path, "/v1/models");
@@ -266,7 +266,7 @@ fn duplicate_gateway_and_key_names_and_nameless_rules_are_accepted() {
     second["rules"] = json!([{"path": "/a", "service": "chat"}, {"path": "/b", "service": "chat"}]);
     v["gateways"].as_array_mut().unwrap().push(second);
     let cfg = load_value(&v).expect("accepted");
-    let snap = crate::config::compile(&cfg, 1);
+    let snap = crate::config::compile(&cfg, 1).unwrap();
     // A nameless rule is labelled by its path.
     assert_eq!(snap.gateways[1].rules[0].name, "/a");
     // Named rules stay unique (policies name them).

@@ -282,7 +282,9 @@ fn check_path_prefix(path: &Option<String>, field: &str) -> Result<(), ConfigErr
     Ok(())
 }
 
-fn check_plugins(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
+/// A list of plugins: names and settings objects; with `parse`, their
+/// settings too (parsed and dropped: `compile` parses them for the snapshot).
+fn check_plugins(plugins: &[Plugin], field: &str, parse: bool) -> Result<(), ConfigError> {
     for (i, p) in plugins.iter().enumerate() {
         let pp = format!("{field}[{i}]");
         nonempty(&p.name, &format!("{pp}.name"))?;
@@ -293,7 +295,10 @@ fn check_plugins(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
             ));
         }
     }
-    crate::plugin::validate(plugins, field)
+    if parse {
+        crate::plugin::validate(plugins, field)?;
+    }
+    Ok(())
 }
 
 fn check_target(t: &Target, tp: &str) -> Result<(), ConfigError> {
@@ -381,9 +386,21 @@ fn methods_overlap(a: &[String], b: &[String]) -> bool {
             .any(|m| b.iter().any(|n| m.eq_ignore_ascii_case(n)))
 }
 
-/// Checks everything a configuration must satisfy. Expects a
-/// [`normalize`]d configuration, though references by name are accepted.
+/// Checks everything a configuration must satisfy, plugin settings
+/// included. Expects a [`normalize`]d configuration, though references by
+/// name are accepted.
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    validate_with(cfg, true)
+}
+
+/// [`validate`] but for parsing plugin settings (their names and shape are
+/// checked): what the apply pipeline runs, since `compile` parses the
+/// settings once into the form the snapshot keeps and fails on a bad one.
+pub fn validate_model(cfg: &Config) -> Result<(), ConfigError> {
+    validate_with(cfg, false)
+}
+
+fn validate_with(cfg: &Config, plugins: bool) -> Result<(), ConfigError> {
     crate::cost::validate(&cfg.prices)?;
     let mut subdomains = HashSet::new();
     let mut key_hashes: HashSet<String> = HashSet::new();
@@ -417,7 +434,11 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
         check_time(&gw.created_at, &format!("{gp}.created_at"))?;
         check_time(&gw.updated_at, &format!("{gp}.updated_at"))?;
-        check_plugins(&gw.required_plugins, &format!("{gp}.required_plugins"))?;
+        check_plugins(
+            &gw.required_plugins,
+            &format!("{gp}.required_plugins"),
+            plugins,
+        )?;
 
         let mut names = HashSet::new();
         for (ui, up) in gw.upstreams.iter().enumerate() {
@@ -607,7 +628,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
                 }
             }
             check_headers(&rule.headers, &format!("{rp}.headers"), false)?;
-            check_plugins(&rule.plugin_chain, &format!("{rp}.plugin_chain"))?;
+            check_plugins(&rule.plugin_chain, &format!("{rp}.plugin_chain"), plugins)?;
             super::fallback::check(rule, gw, &rp)?;
             if rule.active {
                 let mut canonical = String::new();

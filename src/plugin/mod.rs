@@ -1,9 +1,10 @@
 //! Plugins: a closed set compiled into the binary, one file each.
 //!
-//! A plugin's `settings` are parsed into a typed struct while the
-//! configuration is validated (so the admin API answers 400 naming the
-//! field, e.g. `gateways[0].rules[1].plugin_chain[0].settings.limits.global.limit`)
-//! and compiled into every rule's [`Chain`]: the gateway's `required_plugins`
+//! A plugin's `settings` are parsed into a typed struct once, when the
+//! configuration is compiled (`config/compile.rs`; a plugin that does not
+//! parse fails the compile, so the admin API answers 400 naming the field,
+//! e.g. `gateways[0].rules[1].plugin_chain[0].settings.limits.global.limit`),
+//! and kept in every rule's [`Chain`]: the gateway's `required_plugins`
 //! first, then the rule's `plugin_chain`; within each, `pre_request` before
 //! `post_response`, then ascending `priority` (ties keep configuration
 //! order); `enabled: false` plugins are left out.
@@ -180,7 +181,8 @@ pub fn compile(p: &Plugin, field: &str, scope: u64) -> Result<Compiled, ConfigEr
     Ok(Compiled { kind, scope })
 }
 
-/// Validates a list of plugins (`required_plugins` or `plugin_chain`).
+/// Checks a list of plugins (`required_plugins` or `plugin_chain`) without
+/// keeping them: their settings parse and hold. `field` is the list's path.
 pub fn validate(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
     for (i, p) in plugins.iter().enumerate() {
         compile(p, &format!("{field}[{i}]"), 0)?;
@@ -188,21 +190,34 @@ pub fn validate(plugins: &[Plugin], field: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// One list of a rule's chain: its plugins, their JSON path (errors name
+/// it, e.g. `gateways[0].required_plugins`), and the scope their counters
+/// are keyed by (the owning gateway's or rule's id, and the list).
+pub struct List<'a> {
+    pub plugins: &'a [Plugin],
+    pub field: &'a str,
+    pub scope: &'a str,
+}
+
 /// The chain of a rule: `required` (the gateway's) then the rule's own, each
-/// sorted by stage then priority, disabled ones left out. Plugins that do
-/// not compile (validation refuses them first) are skipped with a log line.
-pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scope: &str) -> Chain {
+/// sorted by stage then priority, disabled ones left out. Every plugin's
+/// settings are parsed here, once (a disabled one too, so it is checked): a
+/// plugin that does not compile fails the whole configuration, naming its
+/// field.
+pub fn chain(required: List<'_>, own: List<'_>) -> Result<Chain, ConfigError> {
     let mut plugins = Vec::new();
-    for (list, scope) in [(required, required_scope), (own, own_scope)] {
-        let mut sorted: Vec<(usize, &Plugin)> =
-            list.iter().enumerate().filter(|(_, p)| p.enabled).collect();
+    for list in [required, own] {
+        let mut sorted: Vec<(usize, &Plugin)> = list.plugins.iter().enumerate().collect();
         sorted.sort_by_key(|(_, p)| (p.stage == PluginStage::PostResponse, p.priority));
         for (i, p) in sorted {
-            let key = crate::util::fnv::fnv1a64(format!("{scope}#{i}").as_bytes());
-            match compile(p, &format!("{scope}[{i}]"), key) {
-                Ok(c) => plugins.push(c),
-                Err(e) => log::error!("plugin skipped: {e}"),
+            let field = format!("{}[{i}]", list.field);
+            if !p.enabled {
+                // Checked, not kept (scope 0: no counters, no cache store).
+                compile(p, &field, 0)?;
+                continue;
             }
+            let key = crate::util::fnv::fnv1a64(format!("{}#{i}", list.scope).as_bytes());
+            plugins.push(compile(p, &field, key)?);
         }
     }
     let needs_full_body = plugins.iter().any(|p| match &p.kind {
@@ -220,11 +235,11 @@ pub fn chain(required: &[Plugin], required_scope: &str, own: &[Plugin], own_scop
             Kind::Cache(_) => true,
             _ => false,
         });
-    Chain {
+    Ok(Chain {
         plugins,
         wants_body,
         needs_full_body,
-    }
+    })
 }
 
 /// A duration: seconds as a number, or text such as `"10s"`, `"1m"`, `"500ms"`.

@@ -321,7 +321,7 @@ mod tests {
             "upstreams": [{"name": "u", "targets": [t]}]}]});
         let cfg =
             crate::config::load(cfg.to_string().as_bytes(), std::time::SystemTime::now()).unwrap();
-        let mut snap = crate::config::compile(&cfg, 1);
+        let mut snap = crate::config::compile(&cfg, 1).unwrap();
         snap.gateways
             .remove(0)
             .upstreams

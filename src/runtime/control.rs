@@ -335,10 +335,13 @@ mod tests {
             for generation in 1..=3 {
                 let p = plane.clone();
                 let started = Instant::now();
-                let snapshot = Arc::new(crate::config::compile::compile(
-                    &crate::config::model::Config::default(),
-                    generation,
-                ));
+                let snapshot = Arc::new(
+                    crate::config::compile::compile(
+                        &crate::config::model::Config::default(),
+                        generation,
+                    )
+                    .unwrap(),
+                );
                 let applied = glommio::spawn_local(async move { p.apply(snapshot).await }).await;
                 let took = started.elapsed();
                 assert!(applied.is_ok(), "generation {generation}");
