@@ -326,21 +326,26 @@ impl GatewayBuilder {
         cmd
     }
 
+    fn spawn(&self, dir: &std::path::Path, stdout: Stdio, stderr: Stdio) -> ChildGuard {
+        let child = self
+            .command(dir)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start ringgate serve");
+        ChildGuard(child)
+    }
+
     /// Starts `ringgate serve` and waits (up to 20 s) for its ready line.
     pub fn start(self) -> Gateway {
         let dir = unique_temp_dir("gw");
-        let child = self
-            .command(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ringgate serve");
+        let child = self.spawn(&dir, Stdio::piped(), Stdio::inherit());
         // From here on the directory goes when the gateway does.
         let mut gw = Gateway {
             proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
-            child: Some(ChildGuard(child)),
+            child: Some(child),
         };
         let guard = gw.child.as_mut().expect("just set");
         let line = wait_for_line(guard, "ringgate ready: ");
@@ -362,13 +367,7 @@ impl GatewayBuilder {
     /// stderr (panics if it still runs after 20 s).
     pub fn start_failing(self) -> (i32, String) {
         let dir = unique_temp_dir("gw-failing");
-        let child = self
-            .command(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringgate serve");
-        let mut guard = ChildGuard(child);
+        let mut guard = self.spawn(&dir, Stdio::null(), Stdio::piped());
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let out = loop {
             if let Ok(Some(status)) = guard.0.try_wait() {
@@ -647,14 +646,20 @@ pub fn assert_mock_openai_stream(body: &[u8]) -> serde_json::Value {
         .clone()
 }
 
-/// The value of the unlabelled sample `name` on the admin listener's `/metrics`.
-pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+/// `GET /metrics` on the admin listener `admin`: the text (checked to be a 200).
+pub fn scrape(admin: SocketAddr) -> String {
     let r = roundtrip(
         admin,
         "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
     );
-    let text = String::from_utf8(r.body).unwrap();
-    text.lines()
+    assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+    String::from_utf8(r.body).unwrap()
+}
+
+/// The value of the unlabelled sample `name` on the admin listener's `/metrics`.
+pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+    scrape(admin)
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
         .parse()

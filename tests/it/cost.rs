@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::admin::call;
-use common::{json_body, roundtrip, spawn_gateway, spawn_mock, target, Gateway};
+use common::{json_body, roundtrip, scrape, spawn_gateway, spawn_mock, target, Gateway};
 use serde_json::{json, Value};
 
 const KEY: &str = "rg-cost-key";
@@ -45,14 +45,6 @@ fn chat(gw: &Gateway, path: &str, body: &Value) -> (u16, Vec<u8>) {
     );
     let common::Response { status, body, .. } = roundtrip(gw.proxy, &req);
     (status, body)
-}
-
-fn scrape(admin: SocketAddr) -> String {
-    let r = roundtrip(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    String::from_utf8(r.body).unwrap()
 }
 
 /// The value of the cost sample for `model`, if any.

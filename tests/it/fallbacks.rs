@@ -8,7 +8,7 @@ use crate::common;
 
 use std::net::SocketAddr;
 
-use common::{dead_port, header, json_body, post_json, spawn_gateway, spawn_mock, target};
+use common::{dead_port, header, json_body, post_json, scrape, spawn_gateway, spawn_mock, target};
 use serde_json::{json, Value};
 
 const KEY: &str = "rg-fallback-key";
@@ -122,14 +122,6 @@ fn streamed(model: &str) -> Value {
            "stream_options": {"include_usage": true}})
 }
 
-fn metrics(admin: SocketAddr) -> String {
-    let r = common::roundtrip(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    String::from_utf8(r.body).unwrap()
-}
-
 fn fallbacks(text: &str, reason: &str) -> u64 {
     let prefix = format!("ringgate_fallbacks_total{{gateway=\"fb\",reason=\"{reason}\"}} ");
     text.lines()
@@ -214,7 +206,7 @@ fn failures_fall_back_to_the_next_step() {
     );
     assert!(line("rnone").get("fallback_step").is_none(), "{lines:#?}");
 
-    let m = metrics(s.gw.admin);
+    let m = scrape(s.gw.admin);
     assert!(m.contains("# TYPE ringgate_fallbacks_total counter"), "{m}");
     assert_eq!(fallbacks(&m, "429"), 2, "r429 and rchain's first step");
     assert_eq!(fallbacks(&m, "5xx"), 2, "r500 and rchain's second step");
@@ -265,7 +257,7 @@ fn openai_request_falls_back_to_anthropic_translated() {
     assert_eq!(header(&headers, "x-fallback-step"), Some("1"));
     assert_eq!(header(&headers, "x-model-used"), Some("claude-long"));
     assert_eq!(json_body(&body)["object"], "chat.completion");
-    let m = metrics(s.gw.admin);
+    let m = scrape(s.gw.admin);
     assert_eq!(fallbacks(&m, "context_length"), 1, "{m}");
     assert_eq!(fallbacks(&m, "429"), 2);
 }
@@ -294,7 +286,7 @@ fn no_fallback_once_bytes_reached_the_client() {
     assert!(text.contains("event: error"), "{text}");
     assert!(text.contains("\"status\":429"), "{text}");
     assert!(!text.contains("Hello") && !text.contains("tok0"), "{text}");
-    let m = metrics(s.gw.admin);
+    let m = scrape(s.gw.admin);
     assert_eq!(fallbacks(&m, "429"), 0, "{m}");
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect_buffered, dead_port, get, header, json_body, post, read_response, roundtrip,
+    connect_buffered, dead_port, get, header, json_body, post, read_response, roundtrip, scrape,
     spawn_gateway, spawn_mock, target, ChildGuard, Gateway, Response,
 };
 use serde_json::{json, Value};
@@ -165,20 +165,12 @@ fn target_metric(gw: &Gateway, name: &str, t: SocketAddr, extra: &str) -> Option
         "{name}{{gateway=\"health\",upstream=\"llm\",target=\"{}\"{extra}}} ",
         addr_text(t)
     );
-    scrape(gw)
+    scrape(gw.admin)
         .lines()
         .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
 }
 
 /// The gateway's `/metrics` text.
-fn scrape(gw: &Gateway) -> String {
-    let common::Response { status, body, .. } = roundtrip(
-        gw.admin,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status, 200);
-    String::from_utf8(body).unwrap()
-}
 
 /// Polls `f` every 50 ms until it is true, up to `within`.
 fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -435,7 +427,7 @@ fn active_checks_take_a_target_out_on_every_shard_and_bring_it_back() {
 
 /// The other target of a two-target test gateway, read from `/metrics`.
 fn b_addr_of(gw: &Gateway, not: SocketAddr) -> SocketAddr {
-    scrape(gw)
+    scrape(gw.admin)
         .lines()
         .filter_map(|l| l.strip_prefix("ringgate_target_up{"))
         .filter_map(|l| l.split("target=\"").nth(1)?.split('"').next())

@@ -28,13 +28,6 @@ fn gateway(io: &str, mock: SocketAddr, extra: &[&str]) -> Gateway {
     spawn_gateway(&config, &args)
 }
 
-fn metrics(admin: SocketAddr) -> String {
-    let req = "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
-    let common::Response { status, body, .. } = roundtrip(admin, req);
-    assert_eq!(status, 200);
-    String::from_utf8(body).unwrap()
-}
-
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -63,7 +56,7 @@ fn keep_alive_pipelining_and_pool_reuse_on_both_paths() {
             assert_eq!(status, 200, "{io}");
             assert_eq!(json_body(&body)["path"], p, "{io}");
         }
-        let m = metrics(gw.admin);
+        let m = scrape(gw.admin);
         assert!(
             metric(&m, "ringgate_upstream_pool_reuses_total") >= 4,
             "{io}: the upstream connection was not reused:\n{m}"
