@@ -226,9 +226,6 @@ fn redis_restarted_mid_run_both_keep_serving_and_converge() {
 const KEY: &str = "rg-cluster-key";
 const KEY2: &str = "rg-cluster-key-2";
 
-/// `conns` keep-alive connections to `addr`, `per_conn` requests each, all
-/// at once: (200s, 429s, anything else).
-
 /// Two nodes on `redis`; `config` written on the first and served by both.
 fn two_nodes(redis: &Redis, tags: [&str; 2], config: &serde_json::Value) -> (Gateway, Gateway) {
     let a = node(redis, tags[0]);

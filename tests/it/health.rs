@@ -170,8 +170,6 @@ fn target_metric(gw: &Gateway, name: &str, t: SocketAddr, extra: &str) -> Option
         .find_map(|l| l.strip_prefix(&series).map(|v| v.parse().unwrap()))
 }
 
-/// The gateway's `/metrics` text.
-
 /// Polls `f` every 50 ms until it is true, up to `within`.
 fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;

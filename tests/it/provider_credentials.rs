@@ -37,9 +37,6 @@ fn gateway(targets: &[(&str, Value)]) -> common::Gateway {
     )
 }
 
-/// POSTs `body` with the gateway key as Bearer plus `extra` header lines;
-/// returns status and JSON body.
-
 fn mock_target(addr: std::net::SocketAddr, fields: Value) -> Value {
     let mut t = target(addr);
     t["path"] = json!("/echo");
