@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Oversubscribes the CPUs and runs the test binaries whose requests wait across
+# Oversubscribes the CPUs and runs the tests whose requests wait across
 # executors, in rounds, to catch lost wake-ups (a request or admin call that
 # gets no answer for 10 s fails its test).
 #
-# Each round runs three test binaries at once (rate_limit_exact: answers from
+# Each round runs three modules of the `alone` test binary (tests/alone/main.rs)
+# at once, each in its own process (rate_limit_exact: answers from
 # another shard; admin_replication: acknowledgements from every shard;
 # sharding: 64 connections over two shards) while BURNERS busy loops keep
 # every CPU full. Before the executors' wake-up bell (src/runtime/bell.rs)
@@ -22,15 +23,11 @@ LOGS="${LOGS:-target/stall-stress}"
 [[ "$BURNERS" =~ ^[0-9]+$ ]] || { echo "BURNERS must be a number" >&2; exit 1; }
 mkdir -p "$LOGS"
 
-echo "building the test binaries..." >&2
-BUILD="$(cargo test --no-run 2>&1)" || { echo "$BUILD" >&2; exit 1; }
-bin() { grep -o "Executable tests/$1.rs ([^)]*)" <<<"$BUILD" | sed 's/.*(\(.*\))/\1/'; }
+echo "building the test binary..." >&2
+BUILD="$(cargo test --test alone --no-run 2>&1)" || { echo "$BUILD" >&2; exit 1; }
+ALONE="$(grep -o "Executable tests/alone/main.rs ([^)]*)" <<<"$BUILD" | sed 's/.*(\(.*\))/\1/')"
+[[ -x "$ALONE" ]] || { echo "no test binary for tests/alone/main.rs" >&2; exit 1; }
 TESTS=(rate_limit_exact admin_replication sharding)
-declare -A BIN
-for t in "${TESTS[@]}"; do
-  BIN[$t]="$(bin "$t")"
-  [[ -x "${BIN[$t]}" ]] || { echo "no test binary for tests/$t.rs" >&2; exit 1; }
-done
 
 BURNER_PIDS=()
 stop_burners() { ((${#BURNER_PIDS[@]})) && kill "${BURNER_PIDS[@]}" 2>/dev/null; BURNER_PIDS=(); }
@@ -45,7 +42,7 @@ for ((n = 1; n <= ROUNDS; n++)); do
   started=$SECONDS
   declare -A PID=()
   for t in "${TESTS[@]}"; do
-    "${BIN[$t]}" >"$LOGS/$t.$n.log" 2>&1 &
+    "$ALONE" "$t::" >"$LOGS/$t.$n.log" 2>&1 &
     PID[$t]=$!
   done
   bad=()

@@ -2,16 +2,15 @@
 //! data dir the test controls (so restarts keep state), and a ready-made
 //! route to a mock upstream.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{connect_buffered, read_response, wait_for_line, ChildGuard};
+pub use super::Gateway;
+use super::{connect_buffered, read_response, unique_temp_dir};
 
 /// One admin call on a fresh connection: status and JSON body (`Null` when
 /// empty).
@@ -92,7 +91,7 @@ fn try_call_raw(
     // A refused body may be answered (and the connection closed) before it
     // is all sent: ignore write errors, the answer is what matters.
     let _ = s.write_all(body);
-    let (status, _, body) = read_response(&mut r)?;
+    let super::Response { status, body, .. } = read_response(&mut r)?;
     let value = if body.is_empty() {
         Value::Null
     } else {
@@ -119,115 +118,25 @@ pub fn expect(
     v
 }
 
-/// A fresh, empty directory under the system temp dir.
+/// A fresh, empty directory under the system temp dir, which the test owns
+/// (a gateway's data dir that outlives a restart).
 pub fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ringgate-test-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = unique_temp_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// A running `ringgate serve`.
-pub struct Gateway {
-    pub guard: ChildGuard,
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
-}
-
-impl Gateway {
-    /// SIGTERM, then wait (up to 20 s) for a clean exit.
-    pub fn stop(mut self) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(self.guard.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.guard.0.try_wait() {
-                assert!(status.success(), "gateway exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("gateway did not stop within 20 s of SIGTERM");
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(mut self) {
-        let _ = self.guard.0.kill();
-        let _ = self.guard.0.wait();
-    }
-}
-
-fn serve_command(data_dir: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringgate"));
-    cmd.arg("serve");
-    for flag in ["--proxy", "--admin"] {
-        if !extra.contains(&flag) {
-            cmd.args([flag, "127.0.0.1:0"]);
-        }
-    }
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(["--log-level", "error", "--max-connections", "1024"]);
-    if !extra.contains(&"--shards") {
-        cmd.args(["--shards", "1"]);
-    }
-    cmd.args(extra).stdin(Stdio::null());
-    cmd
-}
-
-/// Starts `ringgate serve` on `data_dir` (ports picked by the kernel, one
-/// shard unless `extra` says `--shards`) and waits for its ready line.
+/// `Gateway::builder().data_dir(data_dir).args(extra).start()`.
 pub fn start(data_dir: &Path, extra: &[&str]) -> Gateway {
-    let child = serve_command(data_dir, extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ringgate serve");
-    let mut guard = ChildGuard(child);
-    let line = wait_for_line(&mut guard, "ringgate ready:");
-    let addr = |label: &str| -> SocketAddr {
-        line.split_whitespace()
-            .skip_while(|w| *w != label)
-            .nth(1)
-            .and_then(|u| u.strip_prefix("http://"))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("bad ready line {line:?}"))
-    };
-    Gateway {
-        proxy: addr("proxy"),
-        admin: addr("admin"),
-        guard,
-    }
+    Gateway::builder().data_dir(data_dir).args(extra).start()
 }
 
-/// Starts `ringgate serve` expecting it to fail: its exit code and stderr.
+/// `Gateway::builder().data_dir(data_dir).args(extra).start_failing()`.
 pub fn start_failing(data_dir: &Path, extra: &[&str]) -> (i32, String) {
-    let child = serve_command(data_dir, extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ringgate serve");
-    let mut guard = ChildGuard(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = guard.0.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = guard.0.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.code().unwrap_or(-1), err);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve kept running though it should have refused to start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Gateway::builder()
+        .data_dir(data_dir)
+        .args(extra)
+        .start_failing()
 }
 
 /// The ids of a route: gateway → upstream (the mock) → service → rule, and
@@ -323,7 +232,7 @@ pub fn chat_request(key: &str, close: bool) -> Vec<u8> {
 pub fn proxied(proxy: SocketAddr, key: &str) -> u16 {
     let (mut s, mut r) = connect_buffered(proxy);
     s.write_all(&chat_request(key, true)).unwrap();
-    read_response(&mut r).expect("proxied response").0
+    read_response(&mut r).expect("proxied response").status
 }
 
 /// `GET /api/v1/gateways/{gid}/keys/{kid}/spend?period=...`: the answer, checked to be a 200.

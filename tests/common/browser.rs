@@ -126,7 +126,7 @@ impl Browser {
             self.port,
             body.len()
         )?;
-        let (_, _, answer) = read_response(&mut r)?;
+        let answer = read_response(&mut r)?.body;
         Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
     }
 

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod browser;
+pub mod tls;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -102,8 +104,36 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-/// status, headers (in order, names as sent), body.
-pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+/// One HTTP response as read off the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// In order, names as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// The body as text (lossy), e.g. for a failed assertion's message.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON, with the body in the panic message.
+    pub fn json(&self) -> serde_json::Value {
+        json_body(&self.body)
+    }
+
+    /// The status and the body parsed as JSON.
+    pub fn status_and_json(&self) -> (u16, serde_json::Value) {
+        (self.status, self.json())
+    }
+}
 
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -194,7 +224,11 @@ pub fn read_response_to<R: BufRead>(r: &mut R, head_request: bool) -> io::Result
     let (status, headers) = read_head(r)?;
     let mut body = Vec::new();
     if head_request || status == 204 || status == 304 {
-        return Ok((status, headers, body));
+        return Ok(Response {
+            status,
+            headers,
+            body,
+        });
     }
     let chunked = header(&headers, "transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -209,11 +243,16 @@ pub fn read_response_to<R: BufRead>(r: &mut R, head_request: bool) -> io::Result
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok((status, headers, body))
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
-/// A running `ringgate serve` with its temp data dir (removed on drop, after the process is
-/// killed).
+/// A running `ringgate serve`, started by [`Gateway::builder`]. Dropping it
+/// kills the process, then removes its scratch directory (`dir`: the config
+/// file and, unless the builder named one, the data dir).
 pub struct Gateway {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
@@ -222,7 +261,141 @@ pub struct Gateway {
     child: Option<ChildGuard>,
 }
 
+/// How to start a gateway; one set of defaults for every test: kernel-picked
+/// ports on 127.0.0.1, one shard, `--max-connections 2048` (keeps the
+/// file-descriptor need under the test host's limit), log level `error`
+/// (`RINGGATE_TEST_LOG=debug` shows the gateway's side), a fresh data dir.
+/// `args` overrides any of them.
+#[derive(Default)]
+pub struct GatewayBuilder {
+    config: Option<serde_json::Value>,
+    data_dir: Option<std::path::PathBuf>,
+    args: Vec<String>,
+}
+
+impl GatewayBuilder {
+    /// Serve this configuration (written to `DIR/config.json`, `--config`).
+    pub fn config(mut self, config: &serde_json::Value) -> Self {
+        self.config = Some(config.clone());
+        self
+    }
+
+    /// Keep the store in `dir`, which the test owns (so a restart finds it).
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// More command-line arguments (a flag given here replaces the default).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    fn command(&self, dir: &std::path::Path) -> Command {
+        std::fs::create_dir_all(dir).expect("create temp dir");
+        let given = |flag: &str| self.args.iter().any(|a| a == flag);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringgate"));
+        cmd.arg("serve");
+        for flag in ["--proxy", "--admin"] {
+            if !given(flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        if !given("--log-level") {
+            let level = std::env::var("RINGGATE_TEST_LOG").unwrap_or_else(|_| "error".into());
+            cmd.args(["--log-level", &level]);
+        }
+        if !given("--shards") {
+            cmd.args(["--shards", "1"]);
+        }
+        if !given("--max-connections") {
+            cmd.args(["--max-connections", "2048"]);
+        }
+        if !given("--data-dir") {
+            let data = self.data_dir.clone().unwrap_or_else(|| dir.join("data"));
+            cmd.arg("--data-dir").arg(data);
+        }
+        if let Some(config) = &self.config {
+            let path = dir.join("config.json");
+            std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap())
+                .expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.args(&self.args).stdin(Stdio::null());
+        cmd
+    }
+
+    fn spawn(&self, dir: &std::path::Path, stdout: Stdio, stderr: Stdio) -> ChildGuard {
+        let child = self
+            .command(dir)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start ringgate serve");
+        ChildGuard(child)
+    }
+
+    /// Starts `ringgate serve` and waits (up to 20 s) for its ready line.
+    pub fn start(self) -> Gateway {
+        let dir = unique_temp_dir("gw");
+        let child = self.spawn(&dir, Stdio::piped(), Stdio::inherit());
+        // From here on the directory goes when the gateway does.
+        let mut gw = Gateway {
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+            child: Some(child),
+        };
+        let guard = gw.child.as_mut().expect("just set");
+        let line = wait_for_line(guard, "ringgate ready: ");
+        // "ringgate ready: proxy http://ADDR admin http://ADDR shards N"
+        let addr = |label: &str| -> SocketAddr {
+            line.split_whitespace()
+                .skip_while(|w| *w != label)
+                .nth(1)
+                .and_then(|u| u.strip_prefix("http://"))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("bad {label} address in ready line {line:?}"))
+        };
+        gw.proxy = addr("proxy");
+        gw.admin = addr("admin");
+        gw
+    }
+
+    /// Starts `ringgate serve` expecting it to refuse: its exit code and
+    /// stderr (panics if it still runs after 20 s).
+    pub fn start_failing(self) -> (i32, String) {
+        let dir = unique_temp_dir("gw-failing");
+        let mut guard = self.spawn(&dir, Stdio::null(), Stdio::piped());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let out = loop {
+            if let Ok(Some(status)) = guard.0.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = guard.0.stderr.take() {
+                    let _ = io::Read::read_to_string(&mut e, &mut err);
+                }
+                break (status.code().unwrap_or(-1), err);
+            }
+            if std::time::Instant::now() >= deadline {
+                drop(guard);
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("serve kept running though it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+}
+
 impl Gateway {
+    /// The one way to start a gateway: `Gateway::builder().config(&c).args(&[..]).start()`.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
     /// True while the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -249,6 +422,21 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// SIGTERM, then wait (up to 20 s) for a clean exit.
+    pub fn stop(mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        match self.wait_exit(Duration::from_secs(20)) {
+            Some(status) => assert!(status.success(), "gateway exited with {status}"),
+            None => panic!("gateway did not stop within 20 s of SIGTERM"),
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        drop(self.child.take());
+    }
 }
 
 impl Drop for Gateway {
@@ -272,65 +460,9 @@ pub fn unique_temp_dir(tag: &str) -> std::path::PathBuf {
     ))
 }
 
-/// Writes `config_json` into a fresh temp dir and starts
-/// `ringgate serve --proxy 127.0.0.1:0 --admin 127.0.0.1:0 --data-dir DIR/data --config DIR/config.json <extra_args>`
-/// (with `--shards 1` and `--max-connections 2048` unless `extra_args` sets them); waits (up to 20 s) for the ready line.
-pub fn spawn_gateway(config_json: &serde_json::Value, extra_args: &[&str]) -> Gateway {
-    let dir = unique_temp_dir("gw");
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    let config = dir.join("config.json");
-    std::fs::write(&config, serde_json::to_vec_pretty(config_json).unwrap()).expect("write config");
-    let data = dir.join("data");
-    let mut args: Vec<String> = ["serve", "--proxy", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    // Quiet by default; RINGGATE_TEST_LOG=debug shows the gateway's side.
-    args.push("--log-level".into());
-    args.push(std::env::var("RINGGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()));
-    args.push("--data-dir".into());
-    args.push(data.to_string_lossy().into_owned());
-    args.push("--config".into());
-    args.push(config.to_string_lossy().into_owned());
-    if !extra_args.contains(&"--shards") {
-        args.push("--shards".into());
-        args.push("1".into());
-    }
-    if !extra_args.contains(&"--max-connections") {
-        // Keeps the file-descriptor need under the test host's limit (no start-up warning).
-        args.push("--max-connections".into());
-        args.push("2048".into());
-    }
-    args.extend(extra_args.iter().map(|s| s.to_string()));
-    let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ringgate serve");
-    let mut guard = ChildGuard(child);
-    let line = wait_for_line(&mut guard, "ringgate ready: ");
-    // "ringgate ready: proxy http://ADDR admin http://ADDR shards N"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let addr_after = |label: &str| -> SocketAddr {
-        let i = words
-            .iter()
-            .position(|w| *w == label)
-            .unwrap_or_else(|| panic!("no {label} in ready line {line:?}"));
-        words[i + 1]
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap_or_else(|_| panic!("bad {label} address in ready line {line:?}"))
-    };
-    let proxy = addr_after("proxy");
-    let admin = addr_after("admin");
-    Gateway {
-        proxy,
-        admin,
-        dir,
-        child: Some(guard),
-    }
+/// `Gateway::builder().config(config).args(extra_args).start()`.
+pub fn spawn_gateway(config: &serde_json::Value, extra_args: &[&str]) -> Gateway {
+    Gateway::builder().config(config).args(extra_args).start()
 }
 
 /// A one-gateway config: upstream `llm` (the given targets, `algorithm`), service `svc`, the
@@ -362,12 +494,39 @@ pub fn target(addr: SocketAddr) -> serde_json::Value {
     serde_json::json!({"host": addr.ip().to_string(), "port": addr.port(), "protocol": "http", "weight": 1})
 }
 
+/// The text of `GET path` to the proxy (Host `gw`) with API key `key`
+/// (`X-TG-API-Key`) and the `extra` header lines (each ending in CRLF).
+pub fn get(path: &str, key: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {key}\r\n{extra}\r\n")
+}
+
+/// The text of `POST path` to the proxy (Host `gw`) with API key `key`, the
+/// `extra` header lines (each ending in CRLF) and a JSON `body`.
+pub fn post(path: &str, key: &str, extra: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nX-TG-API-Key: {key}\r\n{extra}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Sends `req` on a fresh connection and reads one response.
 pub fn roundtrip(addr: SocketAddr, req: &str) -> Response {
     use std::io::Write;
     let (mut s, mut r) = connect_buffered(addr);
     s.write_all(req.as_bytes()).expect("write request");
     read_response(&mut r).unwrap_or_else(|e| panic!("reading the response to {req:?}: {e}"))
+}
+
+/// [`post`]s `body` to `addr` on a fresh connection and reads the answer.
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+    extra: &str,
+    body: &serde_json::Value,
+) -> Response {
+    roundtrip(addr, &post(path, key, extra, &body.to_string()))
 }
 
 /// Parses a JSON body, with the body in the panic message.
@@ -418,7 +577,7 @@ pub fn hammer(
                     );
                     s.write_all(head.as_bytes()).unwrap();
                     s.write_all(body).unwrap();
-                    match read_response(&mut r).expect("response").0 {
+                    match read_response(&mut r).expect("response").status {
                         200 => counts.0 += 1,
                         429 => counts.1 += 1,
                         _ => counts.2 += 1,
@@ -487,14 +646,20 @@ pub fn assert_mock_openai_stream(body: &[u8]) -> serde_json::Value {
         .clone()
 }
 
-/// The value of the unlabelled sample `name` on the admin listener's `/metrics`.
-pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+/// `GET /metrics` on the admin listener `admin`: the text (checked to be a 200).
+pub fn scrape(admin: SocketAddr) -> String {
     let r = roundtrip(
         admin,
         "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
     );
-    let text = String::from_utf8(r.2).unwrap();
-    text.lines()
+    assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+    String::from_utf8(r.body).unwrap()
+}
+
+/// The value of the unlabelled sample `name` on the admin listener's `/metrics`.
+pub fn metric(admin: SocketAddr, name: &str) -> u64 {
+    scrape(admin)
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
         .parse()

@@ -1,0 +1,241 @@
+//! The benchmark scripts' own logic, against the real binary where it talks to one:
+//! `scripts/idle_conns.py --path` (each connection served one request, then idle) and
+//! `scripts/compare_report.py` (the medians and ratios of `scripts/compare-nginx.sh`).
+//! The load runs themselves (wrk, hey, nginx) are not part of the suite, except the
+//! cache scenarios of `scripts/benchmark.sh` in a short form (1 s per run, concurrency 2,
+//! the debug binary): their hits and misses are checked against the gateway's counters.
+
+use crate::common;
+
+use common::{spawn_gateway, spawn_mock};
+use serde_json::json;
+use std::process::Command;
+
+fn script(name: &str) -> String {
+    format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn idle_conns(gw: &common::Gateway, conns: u32, key: &str) -> std::process::Output {
+    Command::new("python3")
+        .arg(script("idle_conns.py"))
+        .args([
+            "--proxy",
+            &gw.proxy.to_string(),
+            "--pid",
+            &gw.pid().to_string(),
+        ])
+        .args([
+            "--conns",
+            &conns.to_string(),
+            "--path",
+            "/v1/chat/completions",
+            "--method",
+            "POST",
+        ])
+        .args(["--header", &format!("Authorization: Bearer {key}")])
+        .args(["--header", "Content-Type: application/json"])
+        .args([
+            "--body",
+            r#"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"Hi"}]}"#,
+        ])
+        .output()
+        .expect("run python3 scripts/idle_conns.py")
+}
+
+/// Every connection gets a 2xx answer before it is left idle, and the script reports the
+/// gateway's RSS before and after; a refused request is an error naming the status.
+#[test]
+fn idle_conns_serves_each_connection_once_and_reports_rss() {
+    let (_mock, m) = spawn_mock(&[]);
+    let config = common::one_gateway(
+        "round-robin",
+        json!([common::target(m)]),
+        json!([{"name": "openai", "path": "/v1"}]),
+        json!([{"name": "k", "key": "rg-idle-bench"}]),
+    );
+    let gw = spawn_gateway(&config, &[]);
+
+    let out = idle_conns(&gw, 300, "rg-idle-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout {stdout} stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RGIDLE "))
+        .expect("an RGIDLE line");
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in {line}"))
+    };
+    assert_eq!(field("conns"), 300.0);
+    assert_eq!(field("served"), 300.0);
+    let (before, after) = (field("rss_before_kib"), field("rss_after_kib"));
+    assert!(before > 1000.0, "a running gateway's RSS, got {before} KiB");
+    let per = field("kb_per_conn");
+    assert!((per - (after - before) / 300.0).abs() < 0.01, "{line}");
+
+    let out = idle_conns(&gw, 5, "rg-wrong-key");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was answered 401"), "{stderr}");
+}
+
+/// The report takes the median of each proxy over rounds and divides them, and shows
+/// n/a where a column was not measured.
+#[test]
+fn compare_report_prints_medians_and_ratios() {
+    let dir = common::unique_temp_dir("report");
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("compare.csv");
+    let mut text = String::from(
+        "part,round,target,tool,concurrency,requests,errors,rps,p50_ms,p95_ms,p99_ms,proxy_user_us,\
+         proxy_sys_us,proxy_cores,upstream_us,res_per_req,syscalls_per_req,rss_before_kb,rss_after_kb,kb_per_conn\n",
+    );
+    // ringgate 10k/20k/30k req/s over three rounds (median 20k), nginx 40k each: 0.50x.
+    for (round, rg) in [(1, 10000), (2, 20000), (3, 30000)] {
+        text += &format!(
+            "percore,{round},ringgate,wrk,50,100000,0,{rg},1.0,,2.0,10.0,30.0,1.0,5.0,1.5,,,,\n"
+        );
+        text += &format!(
+            "percore,{round},nginx,wrk,50,100000,0,40000,0.5,,1.0,5.0,15.0,1.0,5.0,0.01,,,,\n"
+        );
+    }
+    text += "idle,1,ringgate,idle_conns,1000,1000,0,,,,,,,,,,,10000,50000,40.00\n";
+    text += "idle,1,nginx,idle_conns,1000,1000,0,,,,,,,,,,,10000,18000,8.00\n";
+    std::fs::write(&csv, text).unwrap();
+    let json_path = dir.join("compare.json");
+    let out = Command::new("python3")
+        .arg(script("compare_report.py"))
+        .arg(&csv)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("run python3 scripts/compare_report.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |metric: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("50 ") && l.split("  ").any(|c| c.trim() == metric))
+            .unwrap_or_else(|| panic!("no {metric} summary row in\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let rps = row("req/s");
+    assert_eq!(
+        &rps[rps.len() - 4..],
+        ["20000", "40000", "0.50x", "0.25-0.75"],
+        "{stdout}"
+    );
+    let cpu = row("CPU µs/req");
+    assert!(
+        cpu.ends_with(&[
+            "40.0".into(),
+            "20.0".into(),
+            "2.00x".into(),
+            "2.00-2.00".into()
+        ]),
+        "{stdout}"
+    );
+    let sc = row("syscalls/req");
+    assert!(
+        sc.ends_with(&["n/a".into(), "n/a".into(), "n/a".into()]),
+        "{stdout}"
+    );
+    assert!(stdout.contains("5.00x"), "idle ratio 40/8 in\n{stdout}");
+
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(doc["summary"]["percore"][0]["rps"]["ratio"], json!(0.5));
+    assert_eq!(doc["summary"]["idle"]["ringgate_over_nginx"], json!(5.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scripts/benchmark.sh`'s cache scenarios, short, against a gateway this test runs:
+/// `cache-hit` is answered from the cache, `cache-miss` (a different message each
+/// request) never is, `cache-off` does not touch it, and the summary line compares them.
+#[test]
+fn benchmark_cache_scenarios_hit_and_miss() {
+    let gw = spawn_gateway(&json!({"gateways": []}), &[]);
+    let dir = common::unique_temp_dir("bench-cache");
+    let out = Command::new("bash")
+        .arg(script("benchmark.sh"))
+        .env("SCENARIOS", "cache-hit cache-miss cache-off")
+        .env("CONCURRENCY", "2")
+        .env("DURATION", "1s")
+        .env("ADMIN_URL", format!("http://{}/api/v1", gw.admin))
+        .env("PROXY_URL", format!("http://{}", gw.proxy))
+        .env("GATEWAY_PID", gw.pid().to_string())
+        .env("RINGGATE_BIN", env!("CARGO_BIN_EXE_ringgate"))
+        .env("RESULTS_DIR", &dir)
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("run scripts/benchmark.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "benchmark.sh failed:\n{stderr}");
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let row = |scenario: &str| -> Vec<String> {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{scenario},")))
+            .unwrap_or_else(|| panic!("no {scenario} row in\n{csv}"))
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    };
+    let (hit, miss, off) = (row("cache-hit"), row("cache-miss"), row("cache-off"));
+    assert_eq!(
+        (&hit[1][..], &miss[1][..], &off[1][..]),
+        ("wrk", "wrk", "wrk")
+    );
+    let requests = |r: &[String]| -> u64 { r[3].parse().unwrap() };
+    for r in [&hit, &miss, &off] {
+        assert!(requests(r) > 10, "{r:?}");
+        assert_eq!(r[4], "0", "errors in {r:?}");
+    }
+    let summary = std::fs::read_to_string(dir.join("cache.txt")).unwrap();
+    assert!(
+        summary.starts_with("cache at concurrency 2: hit ")
+            && summary.contains(" vs miss ")
+            && summary.contains("lookup cost on a miss "),
+        "{summary}"
+    );
+    // What the gateway's cache counted during each run (from its /metrics): the hit
+    // run only hits (a request in flight at wrk's deadline may count too), the miss
+    // run only misses, the run without the cache neither.
+    let counted = |scenario: &str| -> [u64; 3] {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("{scenario} c2 ")))
+            .unwrap_or_else(|| panic!("no {scenario} counters in\n{summary}"));
+        let field = |name: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+        };
+        [field("requests"), field("hits"), field("misses")]
+    };
+    let [n, hits, misses] = counted("cache-hit");
+    assert!(
+        n == requests(&hit) && (n..=n + 2).contains(&hits) && misses == 0,
+        "{summary}"
+    );
+    let [n, hits, misses] = counted("cache-miss");
+    assert!(
+        n == requests(&miss) && hits == 0 && (n..=n + 2).contains(&misses),
+        "{summary}"
+    );
+    assert_eq!(counted("cache-off")[1..], [0, 0], "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
