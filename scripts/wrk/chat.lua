@@ -5,7 +5,8 @@
 -- Env: API_KEY (sent as "Authorization: Bearer <key>"; omitted when empty),
 --      STREAM=1 (adds "stream": true to the body), ORIGIN (sent as "Origin" when set),
 --      VARY=<run id> (every request's message differs: "Hi <run id>-<thread>-<n>", so a
---      response cache never hits; the run id keeps runs against one gateway apart).
+--      response cache never hits; the run id keeps runs against one gateway apart),
+--      CACHE_CONTROL (sent as "Cache-Control" when set, e.g. no-store).
 -- done() prints one machine-readable line, parsed by scripts/lib.sh (rg_parse_wrk):
 --   RGWRK requests=N duration_us=N rps=X p50_us=N p95_us=N p99_us=N errors=N non2xx=N ...
 -- errors = connect + read + write + timeout + HTTP status > 399 (wrk's own counters).
@@ -26,6 +27,11 @@ end
 local origin = os.getenv("ORIGIN")
 if origin ~= nil and origin ~= "" then
   wrk.headers["Origin"] = origin
+end
+
+local cache_control = os.getenv("CACHE_CONTROL")
+if cache_control ~= nil and cache_control ~= "" then
+  wrk.headers["Cache-Control"] = cache_control
 end
 
 local vary = os.getenv("VARY")

@@ -164,14 +164,15 @@ fn compare_report_prints_medians_and_ratios() {
 
 /// `scripts/benchmark.sh`'s cache scenarios, short, against a gateway this test runs:
 /// `cache-hit` is answered from the cache, `cache-miss` (a different message each
-/// request) never is, `cache-off` does not touch it, and the summary line compares them.
+/// request) never is, `cache-lookup` (the same with `no-store`) looks up and misses,
+/// `cache-off` does not touch it, and the summary line compares them.
 #[test]
 fn benchmark_cache_scenarios_hit_and_miss() {
     let gw = spawn_gateway(&json!({"gateways": []}), &[]);
     let dir = common::unique_temp_dir("bench-cache");
     let out = Command::new("bash")
         .arg(script("benchmark.sh"))
-        .env("SCENARIOS", "cache-hit cache-miss cache-off")
+        .env("SCENARIOS", "cache-hit cache-miss cache-lookup cache-off")
         .env("CONCURRENCY", "2")
         .env("DURATION", "1s")
         .env("ADMIN_URL", format!("http://{}/api/v1", gw.admin))
@@ -194,12 +195,13 @@ fn benchmark_cache_scenarios_hit_and_miss() {
             .collect()
     };
     let (hit, miss, off) = (row("cache-hit"), row("cache-miss"), row("cache-off"));
+    let lookup = row("cache-lookup");
     assert_eq!(
-        (&hit[1][..], &miss[1][..], &off[1][..]),
-        ("wrk", "wrk", "wrk")
+        (&hit[1][..], &miss[1][..], &lookup[1][..], &off[1][..]),
+        ("wrk", "wrk", "wrk", "wrk")
     );
     let requests = |r: &[String]| -> u64 { r[3].parse().unwrap() };
-    for r in [&hit, &miss, &off] {
+    for r in [&hit, &miss, &lookup, &off] {
         assert!(requests(r) > 10, "{r:?}");
         assert_eq!(r[4], "0", "errors in {r:?}");
     }
@@ -207,7 +209,8 @@ fn benchmark_cache_scenarios_hit_and_miss() {
     assert!(
         summary.starts_with("cache at concurrency 2: hit ")
             && summary.contains(" vs miss ")
-            && summary.contains("lookup cost on a miss "),
+            && summary.contains("lookup cost on a miss ")
+            && summary.contains("a miss with its insert "),
         "{summary}"
     );
     // What the gateway's cache counted during each run (from its /metrics): the hit
@@ -234,6 +237,11 @@ fn benchmark_cache_scenarios_hit_and_miss() {
     let [n, hits, misses] = counted("cache-miss");
     assert!(
         n == requests(&miss) && hits == 0 && (n..=n + 2).contains(&misses),
+        "{summary}"
+    );
+    let [n, hits, misses] = counted("cache-lookup");
+    assert!(
+        n == requests(&lookup) && hits == 0 && (n..=n + 2).contains(&misses),
         "{summary}"
     );
     assert_eq!(counted("cache-off")[1..], [0, 0], "{summary}");
