@@ -269,7 +269,7 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Empty on a provider target (TrustGate's form): the provider's public
-    /// endpoint is used (see [`crate::provider::endpoint`]).
+    /// endpoint is used (see `provider/endpoint.rs`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// 0 on a provider target without a host.
@@ -487,7 +487,7 @@ pub enum PluginStage {
     #[default]
     PreRequest,
     /// TrustGate's other two stages: accepted, and run with `pre_request`
-    /// (each plugin acts where its kind needs to, see `crate::plugin`).
+    /// (each plugin acts where its kind needs to, see `src/plugin/`).
     PostRequest,
     PreResponse,
     PostResponse,

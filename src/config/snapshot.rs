@@ -195,7 +195,7 @@ pub struct Upstream {
     pub key: u64,
     pub passive_health: Option<PassiveHealth>,
     /// `health_checks.path`: shard 0 polls every target (see
-    /// [`crate::upstream::health`]).
+    /// `upstream/health.rs`).
     pub active_check: Option<ActiveCheck>,
     /// `health_checks.circuit_breaker`: per target, per shard.
     pub breaker: Option<BreakerSettings>,

@@ -1,7 +1,7 @@
 //! The control plane: the messages between the control thread and the
 //! shards, the broadcast that waits for every shard's acknowledgement, and
 //! the shutdown that drains them. The control thread itself is started in
-//! `crate::app`.
+//! `app.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

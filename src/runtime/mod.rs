@@ -1,5 +1,5 @@
 //! Shards, pinning, listeners, preflight checks and the control plane: the
-//! pieces `crate::app::serve` puts together.
+//! pieces `serve` in `app.rs` puts together.
 
 pub mod bell;
 pub mod bind;
