@@ -422,7 +422,10 @@ impl Cache {
         if p.read {
             let mut hit = self.lookup(store, &keys);
             if let (None, Some(r)) = (&hit, redis) {
-                if let Some(e) = remote_get(r, &keys.all[0]).await {
+                // Boxed: the Redis round trip's future is large and only the
+                // shared tier takes it; inline it would be moved with every
+                // lookup's future.
+                if let Some(e) = Box::pin(remote_get(r, &keys.all[0])).await {
                     let e = Arc::new(e);
                     store.put_arc(keys.all[0], e.clone());
                     hit = Some(e);

@@ -410,11 +410,13 @@ pub async fn on_body(
                 }
                 None
             }
+            // Each plugin's future is boxed: inline, the largest of them
+            // would be the size of this one, moved into a fresh allocation
+            // for every request with a body plugin.
             Kind::TokenRateLimiter(t) => {
-                t.reserve(counters, p.scope, peer, key_id, body, flow, headers)
-                    .await
+                Box::pin(t.reserve(counters, p.scope, peer, key_id, body, flow, headers)).await
             }
-            Kind::ExternalApi(x) => x.check(body).await,
+            Kind::ExternalApi(x) => Box::pin(x.check(body)).await,
             Kind::Budget(b) => {
                 Box::pin(b.reserve(counters, p.scope, key_id, body, flow, headers)).await
             }
