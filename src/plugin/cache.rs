@@ -3,8 +3,9 @@
 //! **Key.** SHA-256 of: the plugin's scope (its gateway or rule, so a
 //! gateway never sees another's entries), the API key's id when
 //! `per_key`, the method and path, and the request JSON in canonical form
-//! (object keys sorted, no whitespace; the fields in `ignore_fields`, by
-//! default `user`, left out). The model is part of that JSON. A body that
+//! (object keys sorted, no whitespace, strings and numbers as written:
+//! `util::canonical_json`; the fields in `ignore_fields`, by default
+//! `user`, left out). The model is part of that JSON. A body that
 //! is not a JSON object is never cached. With `only_deterministic` (the
 //! default) only requests whose `temperature` is absent or 0 are.
 //!
@@ -56,6 +57,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::util::canonical_json::Object;
 
 use super::{bad, push_header, push_header_num, Flow, RequestView, Stop, Window};
 use crate::cluster::resp::RedisClient;
@@ -164,30 +167,65 @@ impl std::hash::Hasher for DigestHasher {
 
 type KeyMap<V> = HashMap<Key, V, std::hash::BuildHasherDefault<DigestHasher>>;
 
+/// The kinds of answer one request can have kept (a key's last byte).
+const KINDS: usize = 4;
+
+/// A request's kept answers, one per kind, each with its use tick: the
+/// kinds share a digest, so one probe finds them all (a miss looks for
+/// three kinds).
+type Slot = [Option<(Arc<Entry>, u64)>; KINDS];
+
+/// A key's slot (its last byte cleared) and kind.
+fn slot_of(k: &Key) -> (Key, usize) {
+    let mut s = *k;
+    s[31] = 0;
+    (s, k[31] as usize % KINDS)
+}
+
 #[derive(Debug, Default)]
 struct Lru {
-    map: KeyMap<(Arc<Entry>, u64)>,
+    map: KeyMap<Slot>,
     /// Use tick → key, oldest first.
     order: BTreeMap<u64, Key>,
     tick: u64,
+    entries: u64,
     bytes: u64,
 }
 
 impl Lru {
-    fn remove(&mut self, k: &Key) {
-        if let Some((e, t)) = self.map.remove(k) {
-            self.order.remove(&t);
-            self.bytes -= e.body.len() as u64;
+    fn remove(&mut self, k: &Key) -> Option<Arc<Entry>> {
+        let (s, kind) = slot_of(k);
+        let slot = self.map.get_mut(&s)?;
+        let (e, t) = slot[kind].take()?;
+        if slot.iter().all(Option::is_none) {
+            self.map.remove(&s);
+        }
+        self.order.remove(&t);
+        self.entries -= 1;
+        self.bytes -= e.body.len() as u64;
+        Some(e)
+    }
+
+    /// Marks `k` most recently used.
+    fn touch(&mut self, k: &Key) {
+        let (s, kind) = slot_of(k);
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(Some((_, t))) = self.map.get_mut(&s).map(|slot| &mut slot[kind]) {
+            let old = std::mem::replace(t, tick);
+            self.order.remove(&old);
+            self.order.insert(tick, *k);
         }
     }
 
-    fn touch(&mut self, k: &Key) {
+    fn insert(&mut self, k: Key, e: Arc<Entry>) {
         self.tick += 1;
-        if let Some((_, t)) = self.map.get_mut(k) {
-            self.order.remove(t);
-            *t = self.tick;
-            self.order.insert(self.tick, *k);
-        }
+        let t = self.tick;
+        self.order.insert(t, k);
+        self.entries += 1;
+        self.bytes += e.body.len() as u64;
+        let (s, kind) = slot_of(&k);
+        self.map.entry(s).or_default()[kind] = Some((e, t));
     }
 }
 
@@ -224,23 +262,38 @@ impl Store {
     }
 
     /// The first of `keys` with a live entry (its index and the entry),
-    /// under one lock.
+    /// under one lock, probing once per distinct slot.
     fn first(&self, keys: &[Key]) -> Option<(usize, Arc<Entry>)> {
         let ttl = self.bounds().ttl;
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, k) in keys.iter().enumerate() {
-            let Some((e, _)) = lru.map.get(k) else {
-                continue;
-            };
-            let e = e.clone();
+        let mut from = 0;
+        loop {
+            let mut probed: Option<(Key, Option<&Slot>)> = None;
+            let mut found = None;
+            for (i, k) in keys.iter().enumerate().skip(from) {
+                let (s, kind) = slot_of(k);
+                let slot = match probed {
+                    Some((p, slot)) if p == s => slot,
+                    _ => {
+                        let slot = lru.map.get(&s);
+                        probed = Some((s, slot));
+                        slot
+                    }
+                };
+                if let Some(Some((e, _))) = slot.map(|slot| &slot[kind]) {
+                    found = Some((i, e.clone()));
+                    break;
+                }
+            }
+            let (i, e) = found?;
             if e.age() >= ttl {
-                lru.remove(k);
+                lru.remove(&keys[i]);
+                from = i + 1;
                 continue;
             }
-            lru.touch(k);
+            lru.touch(&keys[i]);
             return Some((i, e));
         }
-        None
     }
 
     #[cfg(test)]
@@ -257,20 +310,15 @@ impl Store {
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         lru.remove(&k);
         let mut evicted = 0;
-        while lru.map.len() as u64 >= b.max_entries || lru.bytes + size > b.max_bytes {
-            let Some((_, oldest)) = lru.order.pop_first() else {
+        while lru.entries >= b.max_entries || lru.bytes + size > b.max_bytes {
+            let Some((_, oldest)) = lru.order.first_key_value().map(|(t, k)| (*t, *k)) else {
                 break;
             };
-            if let Some((old, _)) = lru.map.remove(&oldest) {
-                lru.bytes -= old.body.len() as u64;
+            if lru.remove(&oldest).is_some() {
                 evicted += 1;
             }
         }
-        lru.tick += 1;
-        let t = lru.tick;
-        lru.order.insert(t, k);
-        lru.bytes += size;
-        lru.map.insert(k, (e, t));
+        lru.insert(k, e);
         drop(lru);
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
@@ -278,7 +326,7 @@ impl Store {
     /// (entries, bytes) now.
     pub fn size(&self) -> (u64, u64) {
         let lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
-        (lru.map.len() as u64, lru.bytes)
+        (lru.entries, lru.bytes)
     }
 }
 
@@ -325,8 +373,8 @@ pub struct Pending<'s> {
     read: bool,
     /// Store the answer (no `Cache-Control: no-store`).
     write: bool,
-    /// Method and path, hashed into the key.
-    route: [u8; 32],
+    /// The scope, key id (when `per_key`) and path, hashed into the key.
+    route: Vec<u8>,
     /// Set once the body gave a key: the answer is recorded under it.
     key: Option<Key>,
     recording: Vec<u8>,
@@ -387,18 +435,24 @@ impl Cache {
             cc.split(|&b| b == b',')
                 .any(|p| p.trim_ascii().eq_ignore_ascii_case(d))
         };
-        let mut h = Sha256::new();
-        h.update(scope.to_le_bytes());
-        if self.per_key {
-            h.update(req.key_id.unwrap_or("").as_bytes());
+        // Length-prefixed, so no two routes run into each other's bytes.
+        let key_id = if self.per_key {
+            req.key_id.unwrap_or("")
+        } else {
+            ""
+        };
+        let path = req.head.path.get(req.buf);
+        let mut route = Vec::with_capacity(16 + key_id.len() + path.len());
+        route.extend_from_slice(&scope.to_le_bytes());
+        for part in [key_id.as_bytes(), path] {
+            route.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            route.extend_from_slice(part);
         }
-        h.update([0]);
-        h.update(req.head.path.get(req.buf));
         flow.cache = Some(Box::new(Pending {
             cache: self,
             read: !has(b"no-cache"),
             write: !has(b"no-store"),
-            route: h.finalize().into(),
+            route,
             key: None,
             recording: Vec::new(),
             overflow: false,
@@ -466,59 +520,93 @@ impl Cache {
     }
 
     /// The keys of a cacheable body, `None` when it is not one.
-    fn keys(&self, route: &[u8; 32], body: &[u8]) -> Option<Keys> {
-        let serde_json::Value::Object(mut v) = serde_json::from_slice(body).ok()? else {
+    ///
+    /// One SHA-256 over the route and the canonical body gives the digest;
+    /// a key is its first 31 bytes and a tag for the kind of answer. Only a
+    /// stream with unusual `stream_options` hashes once more.
+    fn keys(&self, route: &[u8], body: &[u8]) -> Option<Keys> {
+        let v = Object::parse(body)?;
+        // A key spelled with an escape could hide `temperature` or `stream`
+        // from the checks below while the provider reads it: not cached.
+        if v.members().any(|(k, _)| k.contains(&b'\\')) {
             return None;
-        };
+        }
         if self.only_deterministic {
-            match v.get("temperature") {
-                None | Some(serde_json::Value::Null) => {}
-                Some(t) if t.as_f64() == Some(0.0) => {}
+            match v.get("temperature").map(|t| t.leaf()) {
+                None | Some(Some(b"null")) => {}
+                Some(Some(t)) if is_zero(t) => {}
                 Some(_) => return None,
             }
         }
-        for f in &self.ignore_fields {
-            v.remove(f);
-        }
-        let stream = v.remove("stream") == Some(serde_json::Value::Bool(true));
-        let options = v.remove("stream_options");
-        // serde_json's map is ordered by key: this is the canonical form,
-        // hashed once; each kind of answer finishes a copy of that state.
-        let mut common = Sha256::new();
-        common.update(route);
-        serde_json::to_writer(&mut Digesting(&mut common), &v).ok()?;
-        let key = |kind: &[u8], options: Option<&[u8]>| -> Key {
-            let mut h = common.clone();
-            h.update(kind);
-            if let Some(o) = options {
-                h.update(o);
-            }
-            h.finalize().into()
+        let stream = v.get("stream").and_then(|s| s.leaf()) == Some(b"true");
+        let options = v.get("stream_options");
+        let mut canonical = Vec::with_capacity(route.len() + body.len());
+        canonical.extend_from_slice(route);
+        v.write_without(&mut canonical, |k| {
+            k == b"stream"
+                || k == b"stream_options"
+                || self.ignore_fields.iter().any(|f| f.as_bytes() == k)
+        });
+        let digest: [u8; 32] = Sha256::digest(&canonical).into();
+        let tagged = |tag: u8, d: &[u8; 32]| -> Key {
+            let mut k = *d;
+            k[31] = tag;
+            k
         };
+        let json = tagged(TAG_JSON, &digest);
         Some(if stream {
-            let o = options.as_ref().and_then(|o| serde_json::to_vec(o).ok());
+            let own = match options {
+                None => tagged(TAG_SSE, &digest),
+                Some(o) => {
+                    let mut w = Vec::new();
+                    o.write(&mut w);
+                    if w == USAGE {
+                        tagged(TAG_SSE_USAGE, &digest)
+                    } else {
+                        let mut h = Sha256::new();
+                        h.update(digest);
+                        h.update(&w);
+                        tagged(TAG_SSE_OTHER, &h.finalize().into())
+                    }
+                }
+            };
             Keys {
-                all: [key(b"sse", o.as_deref()), key(b"json", None), [0; 32]],
+                all: [own, json, [0; 32]],
                 n: 2,
                 stream: Stream::Yes {
-                    usage: options.is_some_and(|o| o["include_usage"] == true),
+                    usage: options.is_some_and(|o| o.is_true_at("include_usage")),
                 },
             }
         } else {
-            // A stream recorded with `stream_options` asking for usage, as
-            // serde_json writes that object.
-            const USAGE: &[u8] = br#"{"include_usage":true}"#;
             Keys {
                 all: [
-                    key(b"json", None),
-                    key(b"sse", Some(USAGE)),
-                    key(b"sse", None),
+                    json,
+                    tagged(TAG_SSE_USAGE, &digest),
+                    tagged(TAG_SSE, &digest),
                 ],
                 n: 3,
                 stream: Stream::No,
             }
         })
     }
+}
+
+/// The kinds of answer a key's last byte names: JSON, a stream without
+/// `stream_options`, one with exactly [`USAGE`], one with other options
+/// (its digest also covers them).
+const TAG_JSON: u8 = 0;
+const TAG_SSE: u8 = 1;
+const TAG_SSE_USAGE: u8 = 2;
+const TAG_SSE_OTHER: u8 = 3;
+/// `stream_options` asking for usage, in canonical form.
+const USAGE: &[u8] = br#"{"include_usage":true}"#;
+
+/// Whether a JSON number (as written) is zero; anything else is not.
+fn is_zero(n: &[u8]) -> bool {
+    std::str::from_utf8(n)
+        .ok()
+        .and_then(|n| n.parse::<f64>().ok())
+        == Some(0.0)
 }
 
 impl std::fmt::Debug for Pending<'_> {
@@ -540,19 +628,6 @@ struct Keys {
     all: [Key; 3],
     n: usize,
     stream: Stream,
-}
-
-/// Feeds what serde_json writes straight into a digest.
-struct Digesting<'a>(&'a mut Sha256);
-
-impl std::io::Write for Digesting<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -833,7 +908,7 @@ mod tests {
     /// The key of a plain request.
     struct Keyer(Cache);
     impl Keyer {
-        fn key(&self, route: &[u8; 32], body: &[u8]) -> Option<Key> {
+        fn key(&self, route: &[u8], body: &[u8]) -> Option<Key> {
             self.0.keys(route, body).map(|k| k.all[0])
         }
     }
@@ -874,6 +949,13 @@ mod tests {
         assert_eq!(c.key(&r, br#"{"model":"m","temperature":0.7}"#), None);
         assert_eq!(c.key(&r, b"[1,2]"), None);
         assert_eq!(c.key(&r, b"not json"), None);
+        for zero in ["0", "0.0", "-0", "0e3", "null"] {
+            let b = format!(r#"{{"model":"m","temperature":{zero}}}"#);
+            assert!(c.key(&r, b.as_bytes()).is_some(), "{b}");
+        }
+        assert_eq!(c.key(&r, br#"{"model":"m","temperature":"0"}"#), None);
+        // A key spelled with an escape could hide the temperature.
+        assert_eq!(c.key(&r, br#"{"model":"m","temp\u0065rature":1}"#), None);
         let any = Keyer(cache(serde_json::json!({"only_deterministic": false}), 0));
         assert!(any.key(&r, br#"{"model":"m","temperature":0.7}"#).is_some());
     }
@@ -914,6 +996,15 @@ mod tests {
         assert_eq!(streamed.all[1], plain.all[0]);
         assert_eq!(streamed.stream, Stream::Yes { usage: true });
         assert_eq!(bare.stream, Stream::Yes { usage: false });
+        // Other options: a key of their own, still the plain request's twin.
+        let odd = c
+            .keys(&r, br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":false}}"#)
+            .unwrap();
+        assert!(![plain.all[0], streamed.all[0], bare.all[0]].contains(&odd.all[0]));
+        assert_eq!(
+            (odd.all[1], odd.stream),
+            (plain.all[0], Stream::Yes { usage: false })
+        );
         // And back: the assembled JSON as a stream again.
         let again = json_to_stream(&stream_to_json(sse.as_bytes()).unwrap(), true).unwrap();
         assert_eq!(
@@ -950,6 +1041,24 @@ mod tests {
         assert_eq!(s.evictions.load(Ordering::Relaxed), 3);
         s.put([5; 32], e(11)); // larger than the whole store: not kept
         assert!(s.get(&[5; 32]).is_none());
+        // Kinds of one request share a slot; each counts as an entry.
+        let kind = |tag: u8| {
+            let mut k = [7; 32];
+            k[31] = tag;
+            k
+        };
+        s.put(kind(TAG_JSON), e(1));
+        s.put(kind(TAG_SSE_USAGE), e(1));
+        assert_eq!(s.size(), (2, 2), "the 9-byte entry went for the room");
+        assert_eq!(
+            s.first(&[kind(TAG_SSE), kind(TAG_SSE_USAGE), kind(TAG_JSON)])
+                .map(|(i, _)| i),
+            Some(1)
+        );
+        s.put(kind(TAG_SSE), e(1)); // evicts the least recently used: JSON
+        assert!(s.get(&kind(TAG_JSON)).is_none());
+        assert!(s.get(&kind(TAG_SSE_USAGE)).is_some() && s.get(&kind(TAG_SSE)).is_some());
+        assert_eq!(s.size(), (2, 2));
     }
 
     #[test]

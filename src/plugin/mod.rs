@@ -338,7 +338,9 @@ pub async fn on_request<'s>(
             Kind::Cors(c) => c.on_request(req, headers),
             Kind::RequestSizeLimiter(s) => s.on_head(req),
             Kind::InjectionProtection(i) => i.on_head(req),
-            Kind::RateLimiter(r) => r.check(counters, p.scope, req, headers).await,
+            // Boxed, as in `on_body`: inline, the limiter's cross-shard
+            // future would size this one, copied whole for every request.
+            Kind::RateLimiter(r) => Box::pin(r.check(counters, p.scope, req, headers)).await,
             Kind::DataMasking(m) => {
                 if m.mask_response {
                     flow.mask_response = Some(m);
