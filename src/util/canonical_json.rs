@@ -97,10 +97,13 @@ impl<'a> Object<'a> {
     /// The value of the top-level member `key` (the last one when the key
     /// repeats, as serde_json reads it). Keys are compared as written.
     pub fn get(&self, key: &str) -> Option<Value<'_, 'a>> {
-        self.members()
-            .filter(|(k, _)| *k == key.as_bytes())
-            .last()
-            .map(|(_, v)| v)
+        self.arena[self.top.0 as usize..self.top.1 as usize]
+            .iter()
+            .rfind(|m| self.slice(m.key) == key.as_bytes())
+            .map(|m| Value {
+                doc: self,
+                node: m.node,
+            })
     }
 
     /// Appends the canonical form of the top-level object without the
@@ -176,8 +179,7 @@ impl<'a> Value<'_, 'a> {
         };
         self.doc.arena[s as usize..e as usize]
             .iter()
-            .filter(|m| self.doc.slice(m.key) == key.as_bytes())
-            .last()
+            .rfind(|m| self.doc.slice(m.key) == key.as_bytes())
             .is_some_and(
                 |m| matches!(m.node, Node::Leaf(s, e) if self.doc.slice((s, e)) == b"true"),
             )
