@@ -58,11 +58,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::util::canonical_json::Object;
-
 use super::{bad, push_header, push_header_num, Flow, RequestView, Stop, Window};
 use crate::cluster::resp::RedisClient;
 use crate::config::ConfigError;
+use crate::util::canonical_json::Object;
 
 fn default_ttl() -> Window {
     Window(Duration::from_secs(600))
