@@ -66,6 +66,9 @@ struct Latency {
     /// give up after this many seconds (default 120)
     #[argh(option, default = "120")]
     deadline_secs: u64,
+    /// what the gateway side is called in the report (default ringgate)
+    #[argh(option, default = "String::from(\"ringgate\")")]
+    label: String,
 }
 
 /// many streams at once through one address
@@ -402,19 +405,21 @@ async fn latency(a: Latency) -> i32 {
             ms(v.last().copied().unwrap_or_default())
         );
     };
+    let label = &a.label;
     row("ttft direct", &d.ttft);
-    row("ttft ringgate", &g.ttft);
+    row(&format!("ttft {label}"), &g.ttft);
     row("inter-event gap direct", &d.gaps);
-    row("inter-event gap ringgate", &g.gaps);
+    row(&format!("inter-event gap {label}"), &g.gaps);
     println!(
-        "added by ringgate: ttft p50 {} ms, p99 {} ms; inter-event gap p50 {} ms, p99 {} ms",
+        "added by {label}: ttft p50 {} ms, p99 {} ms; inter-event gap p50 {} ms, p99 {} ms",
         signed_ms(pct(&g.ttft, 50.0), pct(&d.ttft, 50.0)),
         signed_ms(pct(&g.ttft, 99.0), pct(&d.ttft, 99.0)),
         signed_ms(pct(&g.gaps, 50.0), pct(&d.gaps, 50.0)),
         signed_ms(pct(&g.gaps, 99.0), pct(&d.gaps, 99.0)),
     );
     println!(
-        "RESULT latency ttft_p50_direct_ms={} ttft_p50_gateway_ms={} ttft_p99_direct_ms={} ttft_p99_gateway_ms={} gap_p50_direct_ms={} gap_p50_gateway_ms={} gap_p99_direct_ms={} gap_p99_gateway_ms={} failed={}",
+        "RESULT latency{} ttft_p50_direct_ms={} ttft_p50_gateway_ms={} ttft_p99_direct_ms={} ttft_p99_gateway_ms={} gap_p50_direct_ms={} gap_p50_gateway_ms={} gap_p99_direct_ms={} gap_p99_gateway_ms={} failed={}",
+        if label == "ringgate" { String::new() } else { format!("-{label}") },
         ms(pct(&d.ttft, 50.0)),
         ms(pct(&g.ttft, 50.0)),
         ms(pct(&d.ttft, 99.0)),
@@ -425,7 +430,7 @@ async fn latency(a: Latency) -> i32 {
         ms(pct(&g.gaps, 99.0)),
         d.failed + g.failed
     );
-    for (name, s) in [("direct", d), ("ringgate", g)] {
+    for (name, s) in [("direct", d), (label.as_str(), g)] {
         if let Some(e) = &s.first_error {
             println!("{name}: {} failed, first: {e}", s.failed);
         }

@@ -617,7 +617,8 @@ rg_nginx_run() {
 # (upstream keepalive 256, HTTP/1.1 to the upstream, access_log off) with its own temp
 # prefix, conf, pid and logs, run as a non-daemon on a free 127.0.0.1 port.
 # RG_NGINX_WORKERS sets worker_processes [one per CPU this script may use, what
-# `auto` gives]; RG_NGINX_CPUS pins it (a taskset list) [unpinned].
+# `auto` gives]; RG_NGINX_CPUS pins it (a taskset list) [unpinned];
+# RG_NGINX_LOCATION adds directives to its location (e.g. "proxy_buffering off;").
 # Sets RG_NGINX_URL, RG_NGINX_PID (the master), RG_NGINX_PIDS (master and workers).
 rg_start_nginx() {
   local uhost="$1" uport="$2" logdir="$3" prefix port
@@ -642,6 +643,7 @@ rg_start_nginx() {
             proxy_set_header X-Forwarded-For \$remote_addr;
             proxy_connect_timeout 5s;
             proxy_read_timeout 60s;
+            ${RG_NGINX_LOCATION:-}
         }
     }"
   rg_nginx_run "$prefix" "$port" "$logdir" nginx "${RG_NGINX_CPUS:-}"

@@ -21,6 +21,9 @@
 #   STREAMS [2000], CHUNKS [50] content events per stream, STALL_FACTOR [10], DEADLINE [90] s
 #   RAMP_MS [0]: spread the concurrent streams' starts over this long (0: all at once)
 #   BASELINE [1]: 0 skips part (b) straight to the mock
+#   COMPARE [none]: nginx adds part (a) again through nginx in front of the same mock
+#       (as many workers as SHARDS, upstream keep-alive, proxy_buffering off so each event
+#       goes out as it comes): what a plain reverse proxy adds to the first event here
 set -euo pipefail
 
 # shellcheck disable=SC2034  # read by lib.sh
@@ -45,6 +48,9 @@ STALL_FACTOR="${STALL_FACTOR:-10}"
 DEADLINE="${DEADLINE:-90}"
 BASELINE="${BASELINE:-1}"
 RAMP_MS="${RAMP_MS:-0}"
+COMPARE="${COMPARE:-}"
+[[ -z "$COMPARE" || "$COMPARE" == nginx ]] || rg_die "COMPARE must be nginx or empty, got '$COMPARE'"
+[[ "$COMPARE" == nginx ]] && rg_need_cmds nginx
 KEY="rg-stream-bench-key"
 export MOCK_SHARDS
 
@@ -105,6 +111,14 @@ run_part() { # name, output file, stream_load args...
 
 run_part latency "$WORK/latency.txt" latency --direct "$DIRECT" --gateway "$GATEWAY" --key "$KEY" \
   --streams "$LAT_STREAMS" --chunks "$LAT_CHUNKS" --interval-ms "$INTERVAL_MS" --deadline-secs "$DEADLINE"
+if [[ "$COMPARE" == nginx ]]; then
+  RG_NGINX_WORKERS="$SHARDS" RG_NGINX_LOCATION="proxy_buffering off;" \
+    rg_start_nginx "$RG_MOCK_HOST" "$RG_MOCK_PORT" "$WORK"
+  run_part "latency, nginx" "$WORK/latency-nginx.txt" latency --direct "$DIRECT" \
+    --gateway "${RG_NGINX_URL#http://}" --key "$KEY" --label nginx \
+    --streams "$LAT_STREAMS" --chunks "$LAT_CHUNKS" --interval-ms "$INTERVAL_MS" --deadline-secs "$DEADLINE"
+  rg_stop_pid "$RG_NGINX_PID" nginx
+fi
 if ((BASELINE)); then
   run_part "concurrent, direct" "$WORK/direct.txt" concurrent --target "$DIRECT" \
     --streams "$STREAMS" --chunks "$CHUNKS" --interval-ms "$INTERVAL_MS" \
@@ -120,6 +134,11 @@ echo "   ringgate $RINGGATE_BIN, $SHARDS shards ${GATEWAY_ARGS:+($GATEWAY_ARGS)}
 echo
 echo "-- (a) one stream at a time, $LAT_STREAMS per side"
 grep -v '^RESULT' "$WORK/latency.txt"
+if [[ "$COMPARE" == nginx ]]; then
+  echo
+  echo "-- (a) the same through nginx ($SHARDS workers, proxy_buffering off), $LAT_STREAMS per side"
+  grep -v '^RESULT' "$WORK/latency-nginx.txt"
+fi
 if ((BASELINE)); then
   echo
   echo "-- (b) $STREAMS concurrent streams straight to the mock (the machine's baseline)"
