@@ -310,7 +310,8 @@ impl Store {
         lru.remove(&k);
         let mut evicted = 0;
         while lru.entries >= b.max_entries || lru.bytes + size > b.max_bytes {
-            let Some((_, oldest)) = lru.order.first_key_value().map(|(t, k)| (*t, *k)) else {
+            // Popped first, so the loop ends even if a tick had no entry.
+            let Some((_, oldest)) = lru.order.pop_first() else {
                 break;
             };
             if lru.remove(&oldest).is_some() {
