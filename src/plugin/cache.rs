@@ -373,8 +373,9 @@ pub struct Pending<'s> {
     read: bool,
     /// Store the answer (no `Cache-Control: no-store`).
     write: bool,
-    /// The scope, key id (when `per_key`) and path, hashed into the key.
-    route: Vec<u8>,
+    /// The key's digest with the scope, key id (when `per_key`) and path
+    /// already in it.
+    route: Sha256,
     /// Set once the body gave a key: the answer is recorded under it.
     key: Option<Key>,
     recording: Vec<u8>,
@@ -442,11 +443,11 @@ impl Cache {
             ""
         };
         let path = req.head.path.get(req.buf);
-        let mut route = Vec::with_capacity(16 + key_id.len() + path.len());
-        route.extend_from_slice(&scope.to_le_bytes());
+        let mut route = Sha256::new();
+        route.update(scope.to_le_bytes());
         for part in [key_id.as_bytes(), path] {
-            route.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            route.extend_from_slice(part);
+            route.update((part.len() as u32).to_le_bytes());
+            route.update(part);
         }
         flow.cache = Some(Box::new(Pending {
             cache: self,
@@ -524,7 +525,7 @@ impl Cache {
     /// One SHA-256 over the route and the canonical body gives the digest;
     /// a key is its first 31 bytes and a tag for the kind of answer. Only a
     /// stream with unusual `stream_options` hashes once more.
-    fn keys(&self, route: &[u8], body: &[u8]) -> Option<Keys> {
+    fn keys(&self, route: &Sha256, body: &[u8]) -> Option<Keys> {
         let v = Object::parse(body)?;
         // A key spelled with an escape could hide `temperature` or `stream`
         // from the checks below while the provider reads it: not cached.
@@ -540,14 +541,15 @@ impl Cache {
         }
         let stream = v.get("stream").and_then(|s| s.leaf()) == Some(b"true");
         let options = v.get("stream_options");
-        let mut canonical = Vec::with_capacity(route.len() + body.len());
-        canonical.extend_from_slice(route);
+        let mut canonical = Vec::with_capacity(body.len());
         v.write_without(&mut canonical, |k| {
             k == b"stream"
                 || k == b"stream_options"
                 || self.ignore_fields.iter().any(|f| f.as_bytes() == k)
         });
-        let digest: [u8; 32] = Sha256::digest(&canonical).into();
+        let mut h = route.clone();
+        h.update(&canonical);
+        let digest: [u8; 32] = h.finalize().into();
         let tagged = |tag: u8, d: &[u8; 32]| -> Key {
             let mut k = *d;
             k[31] = tag;
@@ -905,11 +907,18 @@ pub fn write_hit(out: &mut Vec<u8>, e: &Entry, extra: &[u8], rid: &[u8], keep_al
 mod tests {
     use super::*;
 
+    /// A route's digest state, as `on_request` starts it.
+    fn route_of(b: &[u8]) -> Sha256 {
+        let mut h = Sha256::new();
+        h.update(b);
+        h
+    }
+
     /// The key of a plain request.
     struct Keyer(Cache);
     impl Keyer {
         fn key(&self, route: &[u8], body: &[u8]) -> Option<Key> {
-            self.0.keys(route, body).map(|k| k.all[0])
+            self.0.keys(&route_of(route), body).map(|k| k.all[0])
         }
     }
 
@@ -982,7 +991,7 @@ mod tests {
         );
         // The keys: a plain request looks for its streamed twins.
         let c = cache(serde_json::json!({}), 0);
-        let r = [0u8; 32];
+        let r = route_of(&[0u8; 32]);
         let plain = c.keys(&r, br#"{"model":"m","messages":[]}"#).unwrap();
         let streamed = c
             .keys(&r, br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#)
