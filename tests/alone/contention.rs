@@ -22,6 +22,12 @@ const KEY: &str = "rg-contention-key";
 
 /// No request may wait this long: a lost wake-up used to cost 10 s and more.
 const STALL: Duration = Duration::from_secs(3);
+/// Nor any admin write. It hands off between threads more often than a
+/// request does (control thread, each shard, back) and each hand-off waits
+/// for a CPU among some sixty runnable threads: 120-180 ms is usual here,
+/// 0.8 s was seen, and 3.3 s once on a machine loaded from outside. Still
+/// well under the 10 s of a lost wake-up.
+const ADMIN_STALL: Duration = Duration::from_secs(6);
 /// How long each client keeps sending.
 const LOAD: Duration = Duration::from_secs(4);
 
@@ -105,9 +111,10 @@ fn cross_shard_waits_do_not_stall_under_cpu_contention() {
     for b in burners {
         b.join().unwrap();
     }
+    eprintln!("slowest proxied request {slowest:?}, slowest admin write {slowest_admin:?} ({round} rounds)");
     assert!(slowest < STALL, "a proxied request took {slowest:?}");
     assert!(
-        slowest_admin < STALL,
+        slowest_admin < ADMIN_STALL,
         "an admin write took {slowest_admin:?}"
     );
 }
