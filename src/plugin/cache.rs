@@ -461,42 +461,74 @@ impl Cache {
         }));
     }
 
-    /// The body stage: a hit answers; a miss arms the recording.
-    pub async fn on_body(
+    /// The body stage: a hit answers; a miss arms the recording. Without
+    /// the shared tier it needs no await, so it is not a future: a future
+    /// here would be boxed for every request.
+    pub fn on_body(
         &self,
         redis: Option<&Rc<RedisClient>>,
         body: &[u8],
         flow: &mut Flow<'_>,
         headers: &mut Vec<u8>,
-    ) -> Option<Stop> {
-        let p = flow.cache.as_mut()?;
-        let store = self.store.as_ref()?;
-        let keys = self.keys(&p.route, body)?;
+    ) -> Step {
+        let Some(p) = flow.cache.as_mut() else {
+            return Step::Done(None);
+        };
+        let (Some(store), Some(keys)) = (self.store.as_ref(), self.keys(&p.route, body)) else {
+            return Step::Done(None);
+        };
         let redis = redis.filter(|_| self.shared);
         p.redis = redis.cloned();
+        let mut hit = None;
         if p.read {
-            let mut hit = self.lookup(store, &keys);
+            hit = self.lookup(store, &keys);
             if let (None, Some(r)) = (&hit, redis) {
-                // Boxed: the Redis round trip's future is large and only the
-                // shared tier takes it; inline it would be moved with every
-                // lookup's future.
-                if let Some(e) = Box::pin(remote_get(r, &keys.all[0])).await {
-                    let e = Arc::new(e);
-                    store.put_arc(keys.all[0], e.clone());
-                    hit = Some(e);
-                }
+                return Step::Remote(r.clone(), keys.all[0]);
             }
-            if let Some(e) = hit {
-                store.hits.fetch_add(1, Ordering::Relaxed);
-                store.tokens_saved.fetch_add(e.tokens, Ordering::Relaxed);
-                flow.cache = None;
-                return Some(Stop::Cached(e));
-            }
+        }
+        Step::Done(self.settle(store, hit, keys.all[0], flow, headers))
+    }
+
+    /// The body stage after a local miss, with the shared tier.
+    pub async fn on_remote(
+        &self,
+        r: Rc<RedisClient>,
+        key: Key,
+        flow: &mut Flow<'_>,
+        headers: &mut Vec<u8>,
+    ) -> Option<Stop> {
+        let store = self.store.as_ref()?;
+        let hit = remote_get(&r, &key).await.map(|e| {
+            let e = Arc::new(e);
+            store.put_arc(key, e.clone());
+            e
+        });
+        self.settle(store, hit, key, flow, headers)
+    }
+
+    /// Counts a looked-up request's hit or miss: a hit answers, a miss arms
+    /// the recording under `key` (when the request may be stored).
+    fn settle(
+        &self,
+        store: &Store,
+        hit: Option<Arc<Entry>>,
+        key: Key,
+        flow: &mut Flow<'_>,
+        headers: &mut Vec<u8>,
+    ) -> Option<Stop> {
+        let p = flow.cache.as_mut()?;
+        if let Some(e) = hit {
+            store.hits.fetch_add(1, Ordering::Relaxed);
+            store.tokens_saved.fetch_add(e.tokens, Ordering::Relaxed);
+            flow.cache = None;
+            return Some(Stop::Cached(e));
+        }
+        if p.read {
             store.misses.fetch_add(1, Ordering::Relaxed);
         }
         push_header(headers, "X-Cache", b"MISS");
         if p.write {
-            p.key = Some(keys.all[0]);
+            p.key = Some(key);
         }
         None
     }
@@ -527,20 +559,26 @@ impl Cache {
     /// stream with unusual `stream_options` hashes once more.
     fn keys(&self, route: &Sha256, body: &[u8]) -> Option<Keys> {
         let v = Object::parse(body)?;
-        // A key spelled with an escape could hide `temperature` or `stream`
-        // from the checks below while the provider reads it: not cached.
-        if v.members().any(|(k, _)| k.contains(&b'\\')) {
-            return None;
+        // One pass over the top level; a repeated key counts as its last.
+        let (mut temperature, mut stream, mut options) = (None, false, None);
+        for (k, value) in v.members() {
+            match k {
+                b"temperature" => temperature = Some(value),
+                b"stream" => stream = value.leaf() == Some(b"true"),
+                b"stream_options" => options = Some(value),
+                // A key spelled with an escape could hide `temperature` or
+                // `stream` from these checks while the provider reads it.
+                k if k.contains(&b'\\') => return None,
+                _ => {}
+            }
         }
         if self.only_deterministic {
-            match v.get("temperature").map(|t| t.leaf()) {
+            match temperature.map(|t| t.leaf()) {
                 None | Some(Some(b"null")) => {}
                 Some(Some(t)) if is_zero(t) => {}
                 Some(_) => return None,
             }
         }
-        let stream = v.get("stream").and_then(|s| s.leaf()) == Some(b"true");
-        let options = v.get("stream_options");
         let mut canonical = Vec::with_capacity(body.len());
         v.write_without(&mut canonical, |k| {
             k == b"stream"
@@ -620,6 +658,14 @@ impl std::fmt::Debug for Pending<'_> {
             .field("shared", &self.redis.is_some())
             .finish()
     }
+}
+
+/// What the body stage of [`Cache::on_body`] leaves to do.
+pub enum Step {
+    /// Settled: a hit's answer, or a miss (`None`).
+    Done(Option<Stop>),
+    /// A local miss the shared tier may answer: [`Cache::on_remote`].
+    Remote(Rc<RedisClient>, Key),
 }
 
 /// Where a request's answer is kept, and where its twin in the other form

@@ -422,10 +422,11 @@ pub async fn on_body(
             Kind::Budget(b) => {
                 Box::pin(b.reserve(counters, p.scope, key_id, body, flow, headers)).await
             }
-            Kind::Cache(c) => {
-                let redis = counters.cache_redis.as_ref();
-                Box::pin(c.on_body(redis, body, flow, headers)).await
-            }
+            Kind::Cache(c) => match c.on_body(counters.cache_redis.as_ref(), body, flow, headers) {
+                cache::Step::Done(stop) => stop,
+                // Boxed: the Redis round trip's future is large.
+                cache::Step::Remote(r, key) => Box::pin(c.on_remote(r, key, flow, headers)).await,
+            },
             _ => None,
         };
         if stop.is_some() {
