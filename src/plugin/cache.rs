@@ -1009,6 +1009,14 @@ mod tests {
             assert!(c.key(&r, b.as_bytes()).is_some(), "{b}");
         }
         assert_eq!(c.key(&r, br#"{"model":"m","temperature":"0"}"#), None);
+        // A repeated key counts as its last, as the provider reads it.
+        assert_eq!(
+            c.key(&r, br#"{"model":"m","temperature":0,"temperature":0.7}"#),
+            None
+        );
+        assert!(c
+            .key(&r, br#"{"model":"m","temperature":0.7,"temperature":0}"#)
+            .is_some());
         // A key spelled with an escape could hide the temperature.
         assert_eq!(c.key(&r, br#"{"model":"m","temp\u0065rature":1}"#), None);
         let any = Keyer(cache(serde_json::json!({"only_deterministic": false}), 0));

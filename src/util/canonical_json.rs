@@ -94,18 +94,6 @@ impl<'a> Object<'a> {
             })
     }
 
-    /// The value of the top-level member `key` (the last one when the key
-    /// repeats, as serde_json reads it). Keys are compared as written.
-    pub fn get(&self, key: &str) -> Option<Value<'_, 'a>> {
-        self.arena[self.top.0 as usize..self.top.1 as usize]
-            .iter()
-            .rfind(|m| self.slice(m.key) == key.as_bytes())
-            .map(|m| Value {
-                doc: self,
-                node: m.node,
-            })
-    }
-
     /// Appends the canonical form of the top-level object without the
     /// members whose key `skip` accepts.
     pub fn write_without(&self, out: &mut Vec<u8>, skip: impl Fn(&[u8]) -> bool) {
@@ -472,12 +460,20 @@ mod tests {
         let o =
             Object::parse(br#"{"stream":true,"t":0,"t":0.5,"o":{"include_usage":true},"s":"x"}"#)
                 .unwrap();
-        assert_eq!(o.get("t").and_then(|v| v.leaf()), Some(&b"0.5"[..]));
-        assert_eq!(o.get("s").and_then(|v| v.leaf()), Some(&b"\"x\""[..]));
-        assert!(o.get("o").unwrap().leaf().is_none());
-        assert!(o.get("o").unwrap().is_true_at("include_usage"));
-        assert!(!o.get("stream").unwrap().is_true_at("include_usage"));
-        assert!(o.get("missing").is_none());
+        let get = |key: &[u8]| {
+            o.members()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        // Repeated keys stay in input order: the last is the one that counts.
+        let t: Vec<_> = get(b"t").iter().map(|v| v.leaf()).collect();
+        assert_eq!(t, [Some(&b"0"[..]), Some(&b"0.5"[..])]);
+        assert_eq!(get(b"s")[0].leaf(), Some(&b"\"x\""[..]));
+        assert!(get(b"o")[0].leaf().is_none());
+        assert!(get(b"o")[0].is_true_at("include_usage"));
+        assert!(!get(b"stream")[0].is_true_at("include_usage"));
+        assert!(get(b"missing").is_empty());
         let mut out = Vec::new();
         o.write_without(&mut out, |k| k == b"stream" || k == b"o");
         assert_eq!(out, br#"{"s":"x","t":0,"t":0.5}"#);
