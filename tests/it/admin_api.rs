@@ -15,6 +15,24 @@ fn no_nested_lists(gw: &Value) {
     }
 }
 
+/// Sends a request the API must refuse; checks the status and the field the
+/// error names.
+fn refused(
+    a: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    status: u16,
+    field: &str,
+) {
+    let (s, v) = call(a, method, path, body, None);
+    assert_eq!(
+        (s, error_field(&v)),
+        (status, field),
+        "{method} {path}: {v}"
+    );
+}
+
 fn error_field(v: &Value) -> &str {
     assert!(v["error"].is_string(), "no error message in {v}");
     v["field"]
@@ -72,62 +90,29 @@ fn gateways_crud_paging_and_refusals() {
     assert_eq!(page["gateways"][0]["name"], "two");
     let tail = expect(a, "GET", "/api/v1/gateways?offset=2&limit=100", None, 200);
     assert_eq!(tail["gateways"].as_array().unwrap().len(), 1);
-    let (s, v) = call(a, "GET", "/api/v1/gateways?limit=101", None, None);
-    assert_eq!((s, error_field(&v)), (400, "limit"));
-    let (s, v) = call(a, "GET", "/api/v1/gateways?limit=0", None, None);
-    assert_eq!((s, error_field(&v)), (400, "limit"));
-    let (s, v) = call(a, "GET", "/api/v1/gateways?offset=x", None, None);
-    assert_eq!((s, error_field(&v)), (400, "offset"));
+    refused(a, "GET", "/api/v1/gateways?limit=101", None, 400, "limit");
+    refused(a, "GET", "/api/v1/gateways?limit=0", None, 400, "limit");
+    refused(a, "GET", "/api/v1/gateways?offset=x", None, 400, "offset");
 
     // Refusals.
-    let (s, v) = call(
-        a,
-        "POST",
-        "/api/v1/gateways",
-        Some(&json!({"name": "x", "subdomain": "one"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (409, "subdomain"));
-    let (s, v) = call(
-        a,
-        "POST",
-        "/api/v1/gateways",
-        Some(&json!({"subdomain": "x"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "name"));
-    let (s, v) = call(
-        a,
-        "POST",
-        "/api/v1/gateways",
-        Some(&json!({"name": "x", "status": "sleeping"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "status"));
-    let (s, v) = call(
-        a,
-        "POST",
-        "/api/v1/gateways",
-        Some(&json!({"name": "x", "color": "red"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "color"));
-    let (s, v) = call(
-        a,
-        "POST",
-        "/api/v1/gateways",
-        Some(&json!({"name": "x", "subdomain": "not a label"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "subdomain"));
-    let (s, v) = call(
-        a,
-        "POST",
-        "/api/v1/gateways",
-        Some(&json!({"name": "x", "required_plugins": [{"name": "rate_limiter", "settings": 5}]})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "required_plugins[0].settings"));
+    for (body, status, field) in [
+        (json!({"name": "x", "subdomain": "one"}), 409, "subdomain"),
+        (json!({"subdomain": "x"}), 400, "name"),
+        (json!({"name": "x", "status": "sleeping"}), 400, "status"),
+        (json!({"name": "x", "color": "red"}), 400, "color"),
+        (
+            json!({"name": "x", "subdomain": "not a label"}),
+            400,
+            "subdomain",
+        ),
+        (
+            json!({"name": "x", "required_plugins": [{"name": "rate_limiter", "settings": 5}]}),
+            400,
+            "required_plugins[0].settings",
+        ),
+    ] {
+        refused(a, "POST", "/api/v1/gateways", Some(&body), status, field);
+    }
     let (s, _) = call(a, "GET", "/api/v1/gateways/nope", None, None);
     assert_eq!(s, 404);
     let (s, _) = call(
@@ -249,40 +234,38 @@ fn upstreams_services_rules_crud_and_refusals() {
     let base = format!("/api/v1/gateways/{g}");
 
     // Upstreams.
-    let (s, v) = call(
+    refused(
         a,
         "POST",
         &format!("{base}/upstreams"),
         Some(
             &json!({"name": "llm", "targets": [{"host": "127.0.0.1", "port": 9000}, {"host": "127.0.0.1", "port": 0}]}),
         ),
-        None,
+        400,
+        "targets[1].port",
     );
-    assert_eq!((s, error_field(&v)), (400, "targets[1].port"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/upstreams"),
-        Some(&json!({"name": "llm", "algorithm": "fastest", "targets": []})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "algorithm"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/upstreams"),
-        Some(&json!({"name": "llm", "targets": []})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "targets"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/upstreams"),
-        Some(&json!({"name": "llm", "targets": [{"host": "127.0.0.1"}]})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "targets[0].port"));
+    for (body, status, field) in [
+        (
+            json!({"name": "llm", "algorithm": "fastest", "targets": []}),
+            400,
+            "algorithm",
+        ),
+        (json!({"name": "llm", "targets": []}), 400, "targets"),
+        (
+            json!({"name": "llm", "targets": [{"host": "127.0.0.1"}]}),
+            400,
+            "targets[0].port",
+        ),
+    ] {
+        refused(
+            a,
+            "POST",
+            &format!("{base}/upstreams"),
+            Some(&body),
+            status,
+            field,
+        );
+    }
     let up = expect(
         a,
         "POST",
@@ -296,14 +279,14 @@ fn upstreams_services_rules_crud_and_refusals() {
     let up_id = id(&up);
     assert_eq!(up["gateway_id"], g.as_str());
     let target_id = up["targets"][0]["id"].as_str().unwrap().to_string();
-    let (s, v) = call(
+    refused(
         a,
         "POST",
         &format!("{base}/upstreams"),
         Some(&json!({"name": "llm", "targets": [{"host": "h", "port": 1}]})),
-        None,
+        409,
+        "name",
     );
-    assert_eq!((s, error_field(&v)), (409, "name"));
     // PUT keeps the id of a target at the same place.
     let put = expect(
         a,
@@ -319,44 +302,42 @@ fn upstreams_services_rules_crud_and_refusals() {
     assert_eq!(put["algorithm"], "round-robin");
     assert_eq!(put["targets"][1]["id"], target_id.as_str());
     assert_ne!(put["targets"][0]["id"], target_id.as_str());
-    let (s, v) = call(
+    refused(
         a,
         "PUT",
         &format!("{base}/upstreams/{up_id}"),
         Some(&json!({"name": "llm", "targets": [{"host": "bad host", "port": 1}]})),
-        None,
+        400,
+        "targets[0].host",
     );
-    assert_eq!((s, error_field(&v)), (400, "targets[0].host"));
     assert_eq!(
         expect(a, "GET", &format!("{base}/upstreams/{up_id}"), None, 200),
         put
     );
 
     // Services.
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/services"),
-        Some(&json!({"name": "chat", "type": "upstream", "upstream": "missing"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "upstream"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/services"),
-        Some(&json!({"name": "chat", "type": "endpoint", "port": 80})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "host"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/services"),
-        Some(&json!({"name": "chat"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "type"));
+    for (body, status, field) in [
+        (
+            json!({"name": "chat", "type": "upstream", "upstream": "missing"}),
+            400,
+            "upstream",
+        ),
+        (
+            json!({"name": "chat", "type": "endpoint", "port": 80}),
+            400,
+            "host",
+        ),
+        (json!({"name": "chat"}), 400, "type"),
+    ] {
+        refused(
+            a,
+            "POST",
+            &format!("{base}/services"),
+            Some(&body),
+            status,
+            field,
+        );
+    }
     let svc = expect(
         a,
         "POST",
@@ -386,14 +367,14 @@ fn upstreams_services_rules_crud_and_refusals() {
     assert_eq!(rule["service_id"], svc_id.as_str());
     assert_eq!(rule["methods"], json!(["POST"]));
     assert_eq!(rule["active"], true);
-    let (s, v) = call(
+    refused(
         a,
         "POST",
         &format!("{base}/rules"),
         Some(&json!({"name": "r2", "path": "/v1", "methods": ["GET", "POST"], "service_id": ep})),
-        None,
+        409,
+        "path",
     );
-    assert_eq!((s, error_field(&v)), (409, "path"));
     expect(
         a,
         "POST",
@@ -401,38 +382,33 @@ fn upstreams_services_rules_crud_and_refusals() {
         Some(&json!({"name": "r2", "path": "/v1", "methods": ["GET"], "service_id": ep})),
         201,
     );
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/rules"),
-        Some(&json!({"name": "r3", "path": "v1", "service_id": ep})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "path"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/rules"),
-        Some(&json!({"name": "r3", "path": "/x"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "service_id"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/rules"),
-        Some(&json!({"name": "r3", "path": "/x", "service_id": ep, "methods": ["GE T"]})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "methods[0]"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/rules"),
-        Some(&json!({"name": "r1", "path": "/y", "service_id": ep})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (409, "name"));
+    for (body, status, field) in [
+        (
+            json!({"name": "r3", "path": "v1", "service_id": ep}),
+            400,
+            "path",
+        ),
+        (json!({"name": "r3", "path": "/x"}), 400, "service_id"),
+        (
+            json!({"name": "r3", "path": "/x", "service_id": ep, "methods": ["GE T"]}),
+            400,
+            "methods[0]",
+        ),
+        (
+            json!({"name": "r1", "path": "/y", "service_id": ep}),
+            409,
+            "name",
+        ),
+    ] {
+        refused(
+            a,
+            "POST",
+            &format!("{base}/rules"),
+            Some(&body),
+            status,
+            field,
+        );
+    }
     // TrustGate's rules have no name.
     let nameless = expect(
         a,
@@ -520,14 +496,14 @@ fn upstreams_services_rules_crud_and_refusals() {
         )
     );
     assert_eq!(partial["created_at"], put["created_at"]);
-    let (s, v) = call(
+    refused(
         a,
         "PUT",
         &format!("{base}/rules/{rule_id}"),
         Some(&json!({"strip": true})),
-        None,
+        400,
+        "strip",
     );
-    assert_eq!((s, error_field(&v)), (400, "strip"));
 
     // An entity addressed under the wrong gateway is not found.
     for path in [
@@ -661,30 +637,28 @@ fn api_keys_are_generated_shown_once_and_stored_hashed() {
     let stored = std::fs::read_to_string(dir.join("state.json")).unwrap();
     assert!(!stored.contains(&plain) && stored.contains(&digest));
 
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/keys"),
-        Some(&json!({"name": "mine", "key": "chosen"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "key"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/keys"),
-        Some(&json!({"name": "p", "policies": ["nope"]})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "policies[0]"));
-    let (s, v) = call(
-        a,
-        "POST",
-        &format!("{base}/keys"),
-        Some(&json!({"name": "t", "expires_at": "tomorrow"})),
-        None,
-    );
-    assert_eq!((s, error_field(&v)), (400, "expires_at"));
+    for (body, status, field) in [
+        (json!({"name": "mine", "key": "chosen"}), 400, "key"),
+        (
+            json!({"name": "p", "policies": ["nope"]}),
+            400,
+            "policies[0]",
+        ),
+        (
+            json!({"name": "t", "expires_at": "tomorrow"}),
+            400,
+            "expires_at",
+        ),
+    ] {
+        refused(
+            a,
+            "POST",
+            &format!("{base}/keys"),
+            Some(&body),
+            status,
+            field,
+        );
+    }
     // Key names need not be unique (TrustGate's benchmark flow runs twice).
     let twin = expect(
         a,
@@ -886,8 +860,14 @@ fn config_export_and_atomic_replace() {
     // An invalid document changes nothing and names the field in the body.
     let mut bad = doc.clone();
     bad["gateways"][0]["rules"][0]["service"] = json!("missing");
-    let (s, v) = call(a, "PUT", "/api/v1/config", Some(&bad), None);
-    assert_eq!((s, error_field(&v)), (400, "gateways[0].rules[0].service"));
+    refused(
+        a,
+        "PUT",
+        "/api/v1/config",
+        Some(&bad),
+        400,
+        "gateways[0].rules[0].service",
+    );
     let mut bad = doc.clone();
     bad["gateways"][0]["upstreams"][0]["targets"][0]["weight"] = json!(0);
     let (s, v) = call(a, "PUT", "/api/v1/config", Some(&bad), None);
@@ -897,15 +877,27 @@ fn config_export_and_atomic_replace() {
     );
     let mut bad = doc.clone();
     bad["gateways"][0]["extra"] = json!(1);
-    let (s, v) = call(a, "PUT", "/api/v1/config", Some(&bad), None);
-    assert_eq!((s, error_field(&v)), (400, "gateways[0].extra"));
+    refused(
+        a,
+        "PUT",
+        "/api/v1/config",
+        Some(&bad),
+        400,
+        "gateways[0].extra",
+    );
     let mut bad = doc.clone();
     bad["gateways"][0]["rules"]
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "dup", "path": "/v1", "methods": ["POST"], "service": "chat"}));
-    let (s, v) = call(a, "PUT", "/api/v1/config", Some(&bad), None);
-    assert_eq!((s, error_field(&v)), (409, "gateways[0].rules[1].path"));
+    refused(
+        a,
+        "PUT",
+        "/api/v1/config",
+        Some(&bad),
+        409,
+        "gateways[0].rules[1].path",
+    );
     assert_eq!(expect(a, "GET", "/api/v1/config", None, 200), export);
 
     // Replacing with nothing removes everything at once.
