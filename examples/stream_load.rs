@@ -1,25 +1,31 @@
 //! The load client of `scripts/stream_bench.sh`: SSE chat-completion
-//! streams over raw HTTP/1.1 on one glommio executor, timing every event.
+//! streams over raw HTTP/1.1, timing every event.
 //!
 //! - `stream_load latency --direct ADDR --gateway ADDR ...`: streams one at
 //!   a time, alternating direct-to-mock and through-ringgate in rounds;
 //!   prints time-to-first-token and the gaps between events (p50/p90/p99/
-//!   max) for both and what the gateway adds.
+//!   max) for both and what the gateway adds. By default its sockets are
+//!   blocking: the client sleeps in `recv` the moment its request is sent,
+//!   as curl or an SDK does. `--client glommio` times through the executor
+//!   instead, whose turn after each send runs on the same two vCPUs as the
+//!   proxy and the mock, and is paid once more per hand-off through a proxy.
 //! - `stream_load concurrent --target ADDR --streams 2000 ...`: connects all
-//!   streams, starts them together, and counts the completed, stalled (a
-//!   gap between events above `--stall-factor` × the pace) and failed ones.
+//!   streams on one glommio executor, starts them together, and counts the
+//!   completed, stalled (a gap between events above `--stall-factor` × the
+//!   pace) and failed ones.
 //!
 //! The pace comes from the mock's `x-mock-chunks` / `x-mock-interval-ms`
 //! request headers. Loopback only in practice (it connects where told);
 //! every read has a timeout and the whole run a deadline.
 
 use std::cell::{Cell, RefCell};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use ringgate::http::ChunkedDecoder;
@@ -69,6 +75,32 @@ struct Latency {
     /// what the gateway side is called in the report (default ringgate)
     #[argh(option, default = "String::from(\"ringgate\")")]
     label: String,
+    /// a new connection for every stream (its connect is not timed)
+    #[argh(switch)]
+    fresh: bool,
+    /// blocking (default) or glommio: how the client waits for the answer
+    #[argh(option, default = "Client::Blocking")]
+    client: Client,
+}
+
+/// How `latency` waits on its sockets.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    /// std sockets: the thread sleeps in the kernel until bytes arrive.
+    Blocking,
+    /// glommio's `TcpStream`: waits through the executor's rings.
+    Glommio,
+}
+
+impl std::str::FromStr for Client {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Client, String> {
+        match s {
+            "blocking" => Ok(Client::Blocking),
+            "glommio" => Ok(Client::Glommio),
+            _ => Err(format!("--client is blocking or glommio, not {s:?}")),
+        }
+    }
 }
 
 /// many streams at once through one address
@@ -150,9 +182,94 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(s)
 }
 
+/// A blocking std socket behind the async traits: every call finishes on
+/// its first poll, so the executor never takes a turn between a send and
+/// the answer. Its timeouts are the socket's (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
+struct Blocking(std::net::TcpStream);
+
+impl Blocking {
+    fn connect(addr: SocketAddr) -> Result<Blocking, String> {
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_nodelay(true);
+        s.set_read_timeout(Some(READ_TIMEOUT))
+            .and_then(|()| s.set_write_timeout(Some(READ_TIMEOUT)))
+            .map_err(|e| format!("socket timeouts: {e}"))?;
+        Ok(Blocking(s))
+    }
+}
+
+/// Runs a blocking socket call again when a signal interrupted it.
+fn retry<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+impl AsyncRead for Blocking {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(retry(|| std::io::Read::read(&mut self.0, buf)))
+    }
+}
+
+impl AsyncWrite for Blocking {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(retry(|| std::io::Write::write(&mut self.0, buf)))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.0.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// The latency client's connection, of the kind `--client` chose.
+enum Conn {
+    Blocking(Blocking),
+    Glommio(TcpStream),
+}
+
+impl Conn {
+    async fn connect(client: Client, addr: SocketAddr) -> Result<Conn, String> {
+        match client {
+            Client::Blocking => Blocking::connect(addr).map(Conn::Blocking),
+            Client::Glommio => connect(addr).await.map(Conn::Glommio),
+        }
+    }
+
+    async fn one_stream(&mut self, req: &[u8], buf: &mut Vec<u8>) -> Stream {
+        match self {
+            Conn::Blocking(c) => one_stream(c, req, buf).await,
+            Conn::Glommio(c) => one_stream(c, req, buf).await,
+        }
+    }
+}
+
 /// Sends one streaming request on `conn` and reads its answer to the end.
 /// `buf` carries bytes read past the answer (none with this mock).
-async fn one_stream(conn: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Stream {
+async fn one_stream<C: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut C,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+) -> Stream {
     let mut st = Stream::default();
     if let Err(e) = run_stream(conn, req, buf, &mut st).await {
         st.error = Some(e);
@@ -160,8 +277,8 @@ async fn one_stream(conn: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Stre
     st
 }
 
-async fn run_stream(
-    conn: &mut TcpStream,
+async fn run_stream<C: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut C,
     req: &[u8],
     buf: &mut Vec<u8>,
     st: &mut Stream,
@@ -237,11 +354,15 @@ async fn run_stream(
     }
 }
 
-async fn read(conn: &mut TcpStream, scratch: &mut [u8]) -> Result<usize, String> {
+async fn read<C: AsyncRead + Unpin>(conn: &mut C, scratch: &mut [u8]) -> Result<usize, String> {
     match timed(READ_TIMEOUT, conn.read(scratch)).await {
         None => Err("read timed out".into()),
         Some(Ok(0)) => Err("connection closed".into()),
         Some(Ok(n)) => Ok(n),
+        // A blocking socket's SO_RCVTIMEO ends a read this way.
+        Some(Err(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err("read timed out".into())
+        }
         Some(Err(e)) => Err(format!("read: {e}")),
     }
 }
@@ -345,7 +466,7 @@ async fn latency(a: Latency) -> i32 {
     let direct_req = request(None, a.chunks, a.interval_ms);
     let gw_req = request(Some(&a.key), a.chunks, a.interval_ms);
     let mut sides = [Side::new(), Side::new()];
-    let mut conns: [Option<TcpStream>; 2] = [None, None];
+    let mut conns: [Option<Conn>; 2] = [None, None];
     let mut buf = Vec::new();
     let mut done = 0;
     'rounds: while done < a.streams {
@@ -360,7 +481,7 @@ async fn latency(a: Latency) -> i32 {
                     break 'rounds;
                 }
                 if conns[i].is_none() {
-                    match connect(addr).await {
+                    match Conn::connect(a.client, addr).await {
                         Ok(c) => conns[i] = Some(c),
                         Err(e) => {
                             sides[i].add(Stream {
@@ -372,8 +493,8 @@ async fn latency(a: Latency) -> i32 {
                     }
                 }
                 let conn = conns[i].as_mut().expect("connected above");
-                let st = one_stream(conn, req, &mut buf).await;
-                if st.error.is_some() {
+                let st = conn.one_stream(req, &mut buf).await;
+                if st.error.is_some() || a.fresh {
                     conns[i] = None;
                 }
                 sides[i].add(st);
@@ -387,10 +508,15 @@ async fn latency(a: Latency) -> i32 {
     }
     let [d, g] = &sides;
     println!(
-        "latency: {} streams each way, one at a time, {} events of {} ms pace per stream",
+        "latency: {} streams each way, one at a time{}, {} events of {} ms pace per stream, {} client",
         d.ok + d.failed,
+        if a.fresh { " on fresh connections" } else { "" },
         a.chunks + 3,
-        a.interval_ms
+        a.interval_ms,
+        match a.client {
+            Client::Blocking => "blocking",
+            Client::Glommio => "glommio",
+        }
     );
     println!(
         "{:<26} {:>10} {:>10} {:>10} {:>10}",

@@ -9,8 +9,9 @@
 #       baseline) and then through ringgate: completed, stalled (a gap between events above
 #       STALL_FACTOR x the pace) and failed streams, gap and first-token percentiles.
 #
-# The load client is examples/stream_load.rs (one glommio executor, raw HTTP/1.1). Every run
-# is bounded (per-read timeouts, DEADLINE per part); everything started is stopped on exit.
+# The load client is examples/stream_load.rs (raw HTTP/1.1; part (b) on one glommio
+# executor). Every run is bounded (per-read timeouts, DEADLINE per part); everything
+# started is stopped on exit.
 # RLIMIT_NOFILE is raised to the hard limit for every process (the client needs STREAMS fds,
 # the mock as many, ringgate twice as many).
 #
@@ -18,6 +19,10 @@
 #   RINGGATE_BIN, STREAM_LOAD_BIN  binaries [built: cargo build --release --bin ringgate --example stream_load]
 #   SHARDS [2] (ringgate), MOCK_SHARDS [2], GATEWAY_ARGS [] more `ringgate serve` flags
 #   LAT_STREAMS [100] per side, LAT_CHUNKS [10] content events per stream, INTERVAL_MS [20]
+#   LAT_CLIENT [blocking]: how part (a)'s client waits: blocking std sockets (it sleeps in recv
+#       as soon as the request is sent, like curl or an SDK) or glommio (through an executor,
+#       whose own turn after each send competes for the same two vCPUs)
+#   LAT_FRESH [0]: 1 opens a new connection for every stream of part (a) (not timed)
 #   STREAMS [2000], CHUNKS [50] content events per stream, STALL_FACTOR [10], DEADLINE [90] s
 #   RAMP_MS [0]: spread the concurrent streams' starts over this long (0: all at once)
 #   BASELINE [1]: 0 skips part (b) straight to the mock
@@ -40,6 +45,12 @@ SHARDS="${SHARDS:-2}"
 MOCK_SHARDS="${MOCK_SHARDS:-2}"
 LAT_STREAMS="${LAT_STREAMS:-100}"
 LAT_CHUNKS="${LAT_CHUNKS:-10}"
+LAT_CLIENT="${LAT_CLIENT:-blocking}"
+LAT_FRESH="${LAT_FRESH:-0}"
+LAT_ARGS=(--client "$LAT_CLIENT")
+if ((LAT_FRESH)); then LAT_ARGS+=(--fresh); fi
+[[ "$LAT_CLIENT" == blocking || "$LAT_CLIENT" == glommio ]] \
+  || rg_die "LAT_CLIENT must be blocking or glommio, got '$LAT_CLIENT'"
 GATEWAY_ARGS="${GATEWAY_ARGS:-}"
 INTERVAL_MS="${INTERVAL_MS:-20}"
 STREAMS="${STREAMS:-2000}"
@@ -110,13 +121,15 @@ run_part() { # name, output file, stream_load args...
 }
 
 run_part latency "$WORK/latency.txt" latency --direct "$DIRECT" --gateway "$GATEWAY" --key "$KEY" \
-  --streams "$LAT_STREAMS" --chunks "$LAT_CHUNKS" --interval-ms "$INTERVAL_MS" --deadline-secs "$DEADLINE"
+  --streams "$LAT_STREAMS" --chunks "$LAT_CHUNKS" --interval-ms "$INTERVAL_MS" --deadline-secs "$DEADLINE" \
+  "${LAT_ARGS[@]}"
 if [[ "$COMPARE" == nginx ]]; then
   RG_NGINX_WORKERS="$SHARDS" RG_NGINX_LOCATION="proxy_buffering off;" \
     rg_start_nginx "$RG_MOCK_HOST" "$RG_MOCK_PORT" "$WORK"
   run_part "latency, nginx" "$WORK/latency-nginx.txt" latency --direct "$DIRECT" \
     --gateway "${RG_NGINX_URL#http://}" --key "$KEY" --label nginx \
-    --streams "$LAT_STREAMS" --chunks "$LAT_CHUNKS" --interval-ms "$INTERVAL_MS" --deadline-secs "$DEADLINE"
+    --streams "$LAT_STREAMS" --chunks "$LAT_CHUNKS" --interval-ms "$INTERVAL_MS" --deadline-secs "$DEADLINE" \
+    "${LAT_ARGS[@]}"
   rg_stop_pid "$RG_NGINX_PID" nginx
 fi
 if ((BASELINE)); then

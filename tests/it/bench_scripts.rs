@@ -1,6 +1,7 @@
 //! The benchmark scripts' own logic, against the real binary where it talks to one:
 //! `scripts/idle_conns.py --path` (each connection served one request, then idle) and
 //! `scripts/compare_report.py` (the medians and ratios of `scripts/compare-nginx.sh`).
+//! `examples/stream_load.rs`'s one-at-a-time latency mode, each way it waits.
 //! The load runs themselves (wrk, hey, nginx) are not part of the suite, except the
 //! cache scenarios of `scripts/benchmark.sh` in a short form (1 s per run, concurrency 2,
 //! the debug binary): their hits and misses are checked against the gateway's counters.
@@ -84,6 +85,72 @@ fn idle_conns_serves_each_connection_once_and_reports_rss() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("was answered 401"), "{stderr}");
+}
+
+/// `stream_load latency` (part (a) of `scripts/stream_bench.sh`) with each way of
+/// waiting and with a fresh connection per stream: every stream through the gateway
+/// and straight to the mock completes, and the report counts them. A wrong key fails
+/// the gateway side and the tool says so.
+#[test]
+fn stream_load_latency_clients_complete_their_streams() {
+    let (_mock, m) = spawn_mock(&[]);
+    let config = common::one_gateway(
+        "round-robin",
+        json!([common::target(m)]),
+        json!([{"name": "openai", "path": "/v1"}]),
+        json!([{"name": "k", "key": "rg-stream-bench"}]),
+    );
+    let gw = spawn_gateway(&config, &[]);
+    // `cargo test` builds the examples next to the binaries.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ringgate"))
+        .parent()
+        .expect("the binary's directory")
+        .join("examples/stream_load");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` (it builds the examples) or `cargo build --example stream_load`",
+        bin.display()
+    );
+    let run = |key: &str, extra: &[&str]| {
+        let out = Command::new(&bin)
+            .args(["latency", "--direct", &m.to_string()])
+            .args(["--gateway", &gw.proxy.to_string(), "--key", key])
+            .args(["--streams", "6", "--round", "3", "--chunks", "2"])
+            .args(["--interval-ms", "1", "--deadline-secs", "30"])
+            .args(extra)
+            .output()
+            .expect("run stream_load");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for (extra, client) in [
+        (&[][..], "blocking client"),
+        (&["--client", "glommio"][..], "glommio client"),
+        (&["--fresh"][..], "on fresh connections"),
+        (&["--fresh", "--client", "glommio"][..], "glommio client"),
+    ] {
+        let (code, out) = run("rg-stream-bench", extra);
+        assert_eq!(code, Some(0), "{extra:?}:\n{out}");
+        assert!(
+            out.starts_with("latency: 6 streams each way, one at a time") && out.contains(client),
+            "{extra:?}:\n{out}"
+        );
+        assert!(out.contains(" failed=0"), "{extra:?}:\n{out}");
+        assert!(out.contains("added by ringgate: ttft p50 "), "{extra:?}:\n{out}");
+    }
+    let (code, out) = run("rg-wrong-key", &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(" failed=6") && out.contains("ringgate: 6 failed, first: status Some(401)"),
+        "{out}"
+    );
+    let out = Command::new(&bin)
+        .args(["latency", "--direct", "127.0.0.1:1", "--gateway", "127.0.0.1:1"])
+        .args(["--key", "k", "--client", "epoll"])
+        .output()
+        .expect("run stream_load");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--client is blocking or glommio"), "{stderr}");
 }
 
 /// The report takes the median of each proxy over rounds and divides them, and shows
