@@ -579,14 +579,19 @@ impl Cache {
                 Some(_) => return None,
             }
         }
-        let mut canonical = Vec::with_capacity(body.len());
-        v.write_without(&mut canonical, |k| {
-            k == b"stream"
-                || k == b"stream_options"
-                || self.ignore_fields.iter().any(|f| f.as_bytes() == k)
-        });
         let mut h = route.clone();
-        h.update(&canonical);
+        CANONICAL.with_borrow_mut(|canonical| {
+            canonical.clear();
+            v.write_without(canonical, |k| {
+                k == b"stream"
+                    || k == b"stream_options"
+                    || self.ignore_fields.iter().any(|f| f.as_bytes() == k)
+            });
+            h.update(&canonical[..]);
+            if canonical.capacity() > CANONICAL_KEEP {
+                *canonical = Vec::new();
+            }
+        });
         let digest: [u8; 32] = h.finalize().into();
         let tagged = |tag: u8, d: &[u8; 32]| -> Key {
             let mut k = *d;
@@ -630,6 +635,15 @@ impl Cache {
         })
     }
 }
+
+thread_local! {
+    /// The canonical body being hashed: one buffer per shard thread, so a
+    /// miss does not allocate one.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A larger canonical buffer is freed after use, not kept for the next request.
+const CANONICAL_KEEP: usize = 64 << 10;
 
 /// The kinds of answer a key's last byte names: JSON, a stream without
 /// `stream_options`, one with exactly [`USAGE`], one with other options

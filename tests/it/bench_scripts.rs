@@ -120,7 +120,10 @@ fn stream_load_latency_clients_complete_their_streams() {
             .args(extra)
             .output()
             .expect("run stream_load");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     for (extra, client) in [
         (&[][..], "blocking client"),
@@ -135,7 +138,10 @@ fn stream_load_latency_clients_complete_their_streams() {
             "{extra:?}:\n{out}"
         );
         assert!(out.contains(" failed=0"), "{extra:?}:\n{out}");
-        assert!(out.contains("added by ringgate: ttft p50 "), "{extra:?}:\n{out}");
+        assert!(
+            out.contains("added by ringgate: ttft p50 "),
+            "{extra:?}:\n{out}"
+        );
     }
     let (code, out) = run("rg-wrong-key", &[]);
     assert_eq!(code, Some(1), "{out}");
@@ -144,13 +150,22 @@ fn stream_load_latency_clients_complete_their_streams() {
         "{out}"
     );
     let out = Command::new(&bin)
-        .args(["latency", "--direct", "127.0.0.1:1", "--gateway", "127.0.0.1:1"])
+        .args([
+            "latency",
+            "--direct",
+            "127.0.0.1:1",
+            "--gateway",
+            "127.0.0.1:1",
+        ])
         .args(["--key", "k", "--client", "epoll"])
         .output()
         .expect("run stream_load");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--client is blocking or glommio"), "{stderr}");
+    assert!(
+        stderr.contains("--client is blocking or glommio"),
+        "{stderr}"
+    );
 }
 
 /// The report takes the median of each proxy over rounds and divides them, and shows
