@@ -16,6 +16,19 @@ fn script(name: &str) -> String {
     format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A mock upstream (its guard and address) behind a gateway with one `/v1` rule and
+/// the API key `key`.
+fn mock_behind_gateway(key: &str) -> (common::ChildGuard, std::net::SocketAddr, common::Gateway) {
+    let (mock, m) = spawn_mock(&[]);
+    let config = common::one_gateway(
+        "round-robin",
+        json!([common::target(m)]),
+        json!([{"name": "openai", "path": "/v1"}]),
+        json!([{"name": "k", "key": key}]),
+    );
+    (mock, m, spawn_gateway(&config, &[]))
+}
+
 fn idle_conns(gw: &common::Gateway, conns: u32, key: &str) -> std::process::Output {
     Command::new("python3")
         .arg(script("idle_conns.py"))
@@ -47,14 +60,7 @@ fn idle_conns(gw: &common::Gateway, conns: u32, key: &str) -> std::process::Outp
 /// gateway's RSS before and after; a refused request is an error naming the status.
 #[test]
 fn idle_conns_serves_each_connection_once_and_reports_rss() {
-    let (_mock, m) = spawn_mock(&[]);
-    let config = common::one_gateway(
-        "round-robin",
-        json!([common::target(m)]),
-        json!([{"name": "openai", "path": "/v1"}]),
-        json!([{"name": "k", "key": "rg-idle-bench"}]),
-    );
-    let gw = spawn_gateway(&config, &[]);
+    let (_mock, _, gw) = mock_behind_gateway("rg-idle-bench");
 
     let out = idle_conns(&gw, 300, "rg-idle-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -93,14 +99,7 @@ fn idle_conns_serves_each_connection_once_and_reports_rss() {
 /// the gateway side and the tool says so.
 #[test]
 fn stream_load_latency_clients_complete_their_streams() {
-    let (_mock, m) = spawn_mock(&[]);
-    let config = common::one_gateway(
-        "round-robin",
-        json!([common::target(m)]),
-        json!([{"name": "openai", "path": "/v1"}]),
-        json!([{"name": "k", "key": "rg-stream-bench"}]),
-    );
-    let gw = spawn_gateway(&config, &[]);
+    let (_mock, m, gw) = mock_behind_gateway("rg-stream-bench");
     // `cargo test` builds the examples next to the binaries.
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ringgate"))
         .parent()
