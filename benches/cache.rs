@@ -23,7 +23,7 @@ const SCOPE: u64 = 0x5eed;
 
 /// A chat request as the OpenAI SDKs write it (keys in their order,
 /// `json.dumps` spacing), differing from the others by `n`.
-fn request(n: u64, cache_control: &str) -> (Vec<u8>, usize) {
+fn request(n: u64, cache_control: &str) -> Vec<u8> {
     let body = format!(
         r#"{{"messages": [{{"role": "system", "content": "You are a helpful assistant."}}, {{"role": "user", "content": "Summarise ticket {n} in one sentence."}}], "model": "gpt-4o-mini", "temperature": 0, "user": "team-a"}}"#
     );
@@ -32,10 +32,7 @@ fn request(n: u64, cache_control: &str) -> (Vec<u8>, usize) {
          Content-Type: application/json\r\n{cache_control}Content-Length: {}\r\n\r\n",
         body.len()
     );
-    let at = head.len();
-    let mut buf = head.into_bytes();
-    buf.extend_from_slice(body.as_bytes());
-    (buf, at)
+    [head.as_bytes(), body.as_bytes()].concat()
 }
 
 /// A request and its parsed head (the proxy parses it before any plugin).
@@ -46,7 +43,7 @@ struct Request {
 
 impl Request {
     fn new(n: u64, cache_control: &str) -> Request {
-        let (buf, _) = request(n, cache_control);
+        let buf = request(n, cache_control);
         let limits = Limits {
             max_head_bytes: 32 << 10,
             max_headers: 100,
@@ -83,8 +80,9 @@ fn one(cache: &Cache, r: &Request, answer: Option<&[u8]>) -> bool {
     hit
 }
 
-fn cache(max_entries: u64) -> Cache {
-    let settings = serde_json::from_value(serde_json::json!({ "max_entries": max_entries }))
+/// A cache with room for a million answers.
+fn cache() -> Cache {
+    let settings = serde_json::from_value(serde_json::json!({ "max_entries": 1_000_000 }))
         .expect("cache settings");
     Cache::new(settings, "bench", SCOPE).expect("a cache")
 }
@@ -95,13 +93,13 @@ fn misses(c: &mut Criterion) {
     let mut g = c.benchmark_group("cache");
 
     let lookup = Request::new(0, "Cache-Control: no-store\r\n");
-    let empty = cache(1_000_000);
+    let empty = cache();
     g.bench_function("miss_lookup_empty", |b| {
         b.iter(|| assert!(!one(&empty, black_box(&lookup), None)))
     });
     drop(empty);
 
-    let warm = cache(1_000_000);
+    let warm = cache();
     for n in 1..=100_000 {
         one(&warm, &Request::new(n, ""), Some(ANSWER));
     }

@@ -92,14 +92,22 @@ enum Client {
     Glommio,
 }
 
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::Blocking => "blocking",
+            Client::Glommio => "glommio",
+        }
+    }
+}
+
 impl std::str::FromStr for Client {
     type Err = String;
     fn from_str(s: &str) -> Result<Client, String> {
-        match s {
-            "blocking" => Ok(Client::Blocking),
-            "glommio" => Ok(Client::Glommio),
-            _ => Err(format!("--client is blocking or glommio, not {s:?}")),
-        }
+        [Client::Blocking, Client::Glommio]
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("--client is blocking or glommio, not {s:?}"))
     }
 }
 
@@ -513,10 +521,7 @@ async fn latency(a: Latency) -> i32 {
         if a.fresh { " on fresh connections" } else { "" },
         a.chunks + 3,
         a.interval_ms,
-        match a.client {
-            Client::Blocking => "blocking",
-            Client::Glommio => "glommio",
-        }
+        a.client.name()
     );
     println!(
         "{:<26} {:>10} {:>10} {:>10} {:>10}",

@@ -441,10 +441,7 @@ mod tests {
             for at in 0..=len {
                 for special in specials {
                     for twice in [false, true] {
-                        let mut text = vec![b'a'; len];
-                        for (i, b) in text.iter_mut().enumerate() {
-                            *b = b'a' + (i % 26) as u8;
-                        }
+                        let mut text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
                         text.splice(at..at, special.iter().copied());
                         if twice {
                             text.splice(at..at, special.iter().copied());
